@@ -1,0 +1,54 @@
+# The whole set-up is two commands: `make demo` and `make test`.
+# Each builds (or refreshes) .venv from pyproject.toml by itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LINT_PATHS := $(wildcard runtime codegen generated tools tests bench examples)
+
+.PHONY: venv demo test lint typecheck check-generated unit bench bench-venv generate clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+generate: $(STAMP)
+	$(VENV)/bin/cbgen generate
+	$(PY) tools/async_to_sync.py
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict runtime/cbus codegen/cbgen generated/shop
+
+check-generated: $(STAMP)
+	$(VENV)/bin/cbgen generate --check
+	$(PY) tools/async_to_sync.py --check
+
+unit: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck check-generated unit
+
+# Benchmarks run in their own virtualenv: the peers (reliable-cmd, pgqueuer) are
+# installed there only, never into the project's environment.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements.txt
+	@touch $@
+
+bench: $(BENCH_VENV)/.installed $(STAMP)
+	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,23 @@
+"""cbgen: the code generator of cbus, from YAML schemas to typed Python.
+
+Pipeline: `load` (YAML to nodes with positions) -> `validate` (every error at once)
+-> `model` (every Python name decided) -> `render` (jinja2, ruff format, atomic swap).
+The cbus runtime never imports this package.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RUNTIME_API", "SchemaError", "__version__"]
+
+__version__ = "0.1.0"
+
+RUNTIME_API = 1
+"""The `cbus.registry.API_VERSION` the generated code needs at least."""
+
+
+class SchemaError(Exception):
+    """One or more schemas are invalid; `errors` holds each `FILE:LINE:COL: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors

@@ -1,0 +1,211 @@
+"""The `cbgen` command: generate, scaffold, docs.
+
+Settings come from `[tool.cbgen]` in the nearest `pyproject.toml` (keys `schemas`,
+`out`, `package`, `models`, paths relative to that file), then from the command
+line. Schema errors are printed one per line, `FILE:LINE:COL: message`, and the
+command exits with status 1 having written nothing.
+"""
+
+from __future__ import annotations
+
+import keyword
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import SchemaError, __version__
+from .docs import render_docs
+from .model import MODEL_STYLES
+from .render import compile_schemas, diff, format_python, render_package, write_tree
+from .scaffold import scaffold
+
+__all__ = ["main"]
+
+CONFIG_KEYS = ("schemas", "out", "package", "models")
+
+
+@dataclass
+class Config:
+    root: Path
+    schemas: list[Path]
+    out: Path
+    package: str
+    models: str
+
+
+def _find_pyproject(start: Path) -> Path | None:
+    for folder in [start, *start.parents]:
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"cbgen: {message}", err=True)
+    sys.exit(1)
+
+
+def load_config(
+    schemas: Sequence[str], out: str | None, package: str | None, models: str | None
+) -> Config:
+    """Merge `[tool.cbgen]` and the command line; command-line values win."""
+    pyproject = _find_pyproject(Path.cwd())
+    table: dict[str, Any] = {}
+    root = Path.cwd()
+    if pyproject is not None:
+        root = pyproject.parent
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            _fail(f"Cannot read {pyproject}: {exc}")
+        table = data.get("tool", {}).get("cbgen", {})
+        for key in table:
+            if key not in CONFIG_KEYS:
+                from .validate import hint
+
+                _fail(f"Unknown key `{key}` in [tool.cbgen] of {pyproject}{hint(key, CONFIG_KEYS)}")
+
+    def setting(key: str, default: str) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            _fail(f"Expected `str` for `{key}` in [tool.cbgen], got `{type(value).__name__}`")
+        return value
+
+    schema_paths = [Path(s) for s in schemas] or [root / setting("schemas", "schemas")]
+    cfg = Config(
+        root=root,
+        schemas=schema_paths,
+        out=Path(out) if out is not None else root / setting("out", "generated"),
+        package=package if package is not None else setting("package", "commands"),
+        models=models if models is not None else setting("models", "dataclass"),
+    )
+    if not cfg.package.isidentifier() or keyword.iskeyword(cfg.package):
+        _fail(f"Invalid package name `{cfg.package}`: expected a Python identifier")
+    if cfg.models not in MODEL_STYLES:
+        _fail(f"Invalid models `{cfg.models}`: expected `dataclass` or `struct`")
+    return cfg
+
+
+def schema_files(paths: Sequence[Path]) -> list[Path]:
+    """Files as given, folders as their `*.yaml` files, sorted."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not found:
+                _fail(f"No schema files (*.yaml) in {p}")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            _fail(f"No such schema file or folder: {p}")
+    unique: dict[Path, None] = dict.fromkeys(f.resolve() for f in files)
+    return [Path(f) for f in unique]
+
+
+def _compile(cfg: Config) -> Any:
+    try:
+        return compile_schemas(schema_files(cfg.schemas), cfg.root, cfg.package, cfg.models)
+    except SchemaError as exc:
+        for line in exc.errors:
+            click.echo(line, err=True)
+        n = len(exc.errors)
+        click.echo(f"{n} error{'s' if n != 1 else ''}; nothing written", err=True)
+        sys.exit(1)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+_schemas_arg = click.argument("schemas", nargs=-1, type=click.Path())
+_package_opt = click.option("--package", help="Import name of the generated package.")
+
+
+@click.group()
+@click.version_option(__version__, prog_name="cbgen")
+def main() -> None:
+    """Generate typed cbus commands, senders and handler stubs from YAML schemas."""
+
+
+@main.command()
+@_schemas_arg
+@click.option("--out", help="Folder that receives the package (default: generated).")
+@_package_opt
+@click.option("--models", type=click.Choice(MODEL_STYLES), help="Model classes to generate.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff when stale.")
+def generate(
+    schemas: tuple[str, ...],
+    out: str | None,
+    package: str | None,
+    models: str | None,
+    check: bool,
+) -> None:
+    """Generate the package OUT/PACKAGE from SCHEMA files or folders."""
+    cfg = load_config(schemas, out, package, models)
+    pkg = _compile(cfg)
+    target = cfg.out / cfg.package
+    files = format_python(render_package(pkg), target)
+    shown = _shown(target)
+    if check:
+        delta = diff(target, files, shown)
+        if delta:
+            click.echo(delta, nl=False)
+            click.echo(f"{shown} is stale or was edited by hand: run `cbgen generate`", err=True)
+            sys.exit(1)
+        click.echo(f"{shown} is up to date")
+        return
+    if write_tree(target, files):
+        click.echo(f"Wrote {shown} ({len(files)} files, {len(pkg.modules)} domains)")
+    else:
+        click.echo(f"{shown} is up to date")
+
+
+@main.command("scaffold")
+@_schemas_arg
+@_package_opt
+@click.option(
+    "--dir", "folder", default="handlers", show_default=True, help="Folder of handler files."
+)
+@click.option("--async", "is_async", is_flag=True, help="Subclass the asyncio handler stubs.")
+def scaffold_cmd(
+    schemas: tuple[str, ...], package: str | None, folder: str, is_async: bool
+) -> None:
+    """Write handler implementation files once; list commands not implemented yet."""
+    cfg = load_config(schemas, None, package, None)
+    pkg = _compile(cfg)
+    report = scaffold(pkg, Path(folder), is_async=is_async)
+    for line in report:
+        click.echo(line)
+
+
+@main.command("docs")
+@_schemas_arg
+@click.option(
+    "--out", default="docs/commands", show_default=True, help="Folder of the Markdown files."
+)
+@_package_opt
+def docs_cmd(schemas: tuple[str, ...], out: str, package: str | None) -> None:
+    """Write a Markdown reference per domain."""
+    cfg = load_config(schemas, None, package, None)
+    pkg = _compile(cfg)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in render_docs(pkg).items():
+        path = folder / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+        click.echo(f"Wrote {_shown(path)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,29 @@
+"""`cbgen docs`: a Markdown reference per domain, from the same model as the code."""
+
+from __future__ import annotations
+
+from .model import Field, Package
+from .render import environment
+
+__all__ = ["render_docs"]
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def constraints(f: Field) -> str:
+    """`ge: 1, max_length: 64` as a reader sees it."""
+    return ", ".join(f"{k}: {v}" for k, v in f.constraints.items())
+
+
+def render_docs(package: Package) -> dict[str, str]:
+    """File name -> Markdown, one file per domain."""
+    env = environment()
+    template = env.get_template("docs.md.jinja")
+    return {
+        f"{m.domain}.md": template.render(
+            m=m, package=package.name, cell=_cell, constraints=constraints
+        )
+        for m in package.modules
+    }

@@ -1,0 +1,188 @@
+"""YAML text to nodes that remember where they came from.
+
+PyYAML's `compose` gives a node tree in which every value has a mark; this module
+turns it into `Map`, `Seq` and `Scalar` nodes carrying `FILE:LINE:COL`, reports
+duplicate keys (PyYAML's loaders silently keep the last one) and turns YAML errors
+into messages with a position. Nothing here knows the schema language.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+
+__all__ = ["Map", "Mark", "Node", "Scalar", "Seq", "load_text", "load_file"]
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A position in a schema file; line and column are 1-based."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+    def short(self) -> str:
+        return f"{self.line}:{self.col}"
+
+
+@dataclass(slots=True)
+class Scalar:
+    """A YAML scalar: `value` as YAML resolves it, `text` as written."""
+
+    value: Any
+    text: str
+    mark: Mark
+    quoted: bool = False
+
+
+@dataclass(slots=True)
+class Seq:
+    items: list[Node]
+    mark: Mark
+
+
+@dataclass(slots=True)
+class Map:
+    """A YAML mapping; keys are kept as written, in order, duplicates removed."""
+
+    items: list[tuple[Scalar, Node]]
+    mark: Mark
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {k.text: i for i, (k, _) in enumerate(self.items)}
+
+    def get(self, key: str) -> Node | None:
+        i = self._index.get(key)
+        return None if i is None else self.items[i][1]
+
+    def key(self, key: str) -> Scalar | None:
+        i = self._index.get(key)
+        return None if i is None else self.items[i][0]
+
+    def keys(self) -> list[str]:
+        return [k.text for k, _ in self.items]
+
+
+Node = Map | Seq | Scalar
+
+_MAX_DEPTH = 64
+
+
+class _Constructor(SafeConstructor):
+    """Resolves single scalars only; mappings and sequences are walked by `_Builder`."""
+
+
+class _Builder:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.errors: list[tuple[Mark, str]] = []
+        self._constructor = _Constructor()
+
+    def mark(self, node: yaml.Node) -> Mark:
+        m = node.start_mark
+        return Mark(self.file, m.line + 1, m.column + 1)
+
+    def build(self, node: yaml.Node, depth: int = 0) -> Node:
+        mark = self.mark(node)
+        if depth > _MAX_DEPTH:
+            self.errors.append((mark, f"Nesting deeper than {_MAX_DEPTH} levels"))
+            return Scalar(None, "", mark)
+        if isinstance(node, yaml.MappingNode):
+            return self._map(node, mark, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return Seq([self.build(n, depth + 1) for n in node.value], mark)
+        assert isinstance(node, yaml.ScalarNode)
+        return self._scalar(node, mark)
+
+    def _scalar(self, node: yaml.ScalarNode, mark: Mark) -> Scalar:
+        text = str(node.value)
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except (ConstructorError, ValueError, OverflowError) as exc:
+            self.errors.append((mark, f"Invalid scalar `{text}`: {exc}"))
+            value = text
+        if isinstance(value, datetime.datetime | datetime.date):
+            # Dates stay text: the schema decides what a value means, not YAML 1.1.
+            value = text
+        return Scalar(value, text, mark, quoted=node.style in ("'", '"'))
+
+    def _map(self, node: yaml.MappingNode, mark: Mark, depth: int) -> Map:
+        items: list[tuple[Scalar, Node]] = []
+        seen: dict[str, Mark] = {}
+        for key_node, value_node in node.value:
+            key_mark = self.mark(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.errors.append((key_mark, "Expected a plain key, got a collection"))
+                continue
+            key = Scalar(str(key_node.value), str(key_node.value), key_mark)
+            if key.text in seen:
+                first = seen[key.text].short()
+                self.errors.append(
+                    (key_mark, f"Duplicate key `{key.text}` (first defined at {first})")
+                )
+                continue
+            seen[key.text] = key_mark
+            items.append((key, self.build(value_node, depth + 1)))
+        return Map(items, mark)
+
+
+# libyaml parses about ten times faster; on a syntax error the pure-Python parser
+# runs again, so that messages do not depend on whether libyaml is installed.
+_FAST_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    if _FAST_LOADER is not None:
+        try:
+            return yaml.compose(text, Loader=_FAST_LOADER)
+        except (yaml.YAMLError, RecursionError):
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
+def load_text(text: str, file: str) -> tuple[Node | None, list[tuple[Mark, str]]]:
+    """Parse one YAML document; returns the node (None on syntax errors) and errors."""
+    start = Mark(file, 1, 1)
+    try:
+        root = _compose(text)
+    except yaml.MarkedYAMLError as exc:
+        m = exc.problem_mark or exc.context_mark
+        where = Mark(file, m.line + 1, m.column + 1) if m is not None else start
+        problem = exc.problem or exc.context or "syntax error"
+        return None, [(where, f"Invalid YAML: {problem}")]
+    except yaml.YAMLError as exc:
+        return None, [(start, f"Invalid YAML: {exc}")]
+    except RecursionError:
+        return None, [(start, "Invalid YAML: nesting too deep")]
+    if root is None:
+        return None, [(start, "Empty schema: expected a mapping with `cbus: 1`")]
+    builder = _Builder(file)
+    try:
+        node = builder.build(root)
+    except RecursionError:
+        return None, [(start, "Invalid YAML: nesting too deep")]
+    return node, builder.errors
+
+
+def load_file(path: Path, display: str) -> tuple[Node | None, list[tuple[Mark, str]]]:
+    """Read and parse a schema file; `display` is the name used in messages."""
+    start = Mark(display, 1, 1)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, [(start, f"Cannot read schema: {exc.strerror}")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [(start, f"Invalid UTF-8 at byte {exc.start}")]
+    return load_text(text, display)

@@ -1,0 +1,80 @@
+"""Sync and async primitives under paired names, so the worker is written once.
+
+`worker_async.py` uses the async names; `tools/async_to_sync.py` maps each to its
+sync twin (`AEvent` -> `Event`, `aspawn` -> `spawn`, ...) to write `worker.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+__all__ = [
+    "AEvent",
+    "ALock",
+    "Event",
+    "Lock",
+    "agather",
+    "asleep",
+    "aspawn",
+    "gather",
+    "monotonic",
+    "sleep",
+    "spawn",
+]
+
+Lock = threading.Lock
+ALock = asyncio.Lock
+monotonic = time.monotonic
+
+
+class Event(threading.Event):
+    def wait_for(self, timeout: float) -> bool:
+        return self.wait(timeout)
+
+
+class AEvent(asyncio.Event):
+    async def wait_for(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+def spawn(target: Callable[..., Any], *args: Any, name: str = "") -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, name=name or None, daemon=True)
+    thread.start()
+    return thread
+
+
+def aspawn(
+    target: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str = ""
+) -> asyncio.Task[Any]:
+    return asyncio.create_task(target(*args), name=name or None)
+
+
+def gather(*threads: threading.Thread, timeout: float | None = None) -> None:
+    # Join in short steps so the main thread still runs signal handlers.
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in threads:
+        while thread.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            thread.join(0.2)
+
+
+async def agather(*tasks: Awaitable[Any], timeout: float | None = None) -> None:
+    if tasks:
+        await asyncio.wait([asyncio.ensure_future(t) for t in tasks], timeout=timeout)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)

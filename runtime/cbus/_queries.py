@@ -1,0 +1,39 @@
+"""The SQL in `sql/queries.sql`, loaded once and composed per queue."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib.resources import files
+
+from psycopg import sql
+
+from .pgmq import archive_table, queue_table
+
+__all__ = ["query", "raw"]
+
+
+def _load() -> dict[str, str]:
+    text = files(__package__).joinpath("sql", "queries.sql").read_text("utf-8")
+    parts = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [line for line in body.splitlines() if not line.startswith("--")]
+        queries[name] = "\n".join(lines).strip()
+    return queries
+
+
+_QUERIES = _load()
+
+
+def raw(name: str) -> str:
+    return _QUERIES[name]
+
+
+@lru_cache(maxsize=1024)
+def query(name: str, queue: str = "") -> sql.Composed | sql.SQL:
+    """The named query, with `{q}` and `{a}` bound to the queue's PGMQ tables."""
+    text = _QUERIES[name]
+    if "{q}" not in text and "{a}" not in text:
+        return sql.SQL(text)
+    return sql.SQL(text).format(q=queue_table(queue), a=archive_table(queue))

@@ -1,0 +1,179 @@
+"""The I/O-free half of sending: ids, headers, parameters. Shared by Bus and AsyncBus."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .errors import DuplicateCommandError
+from .pgmq import RawJson, check_queue_name
+from .registry import CommandSpec, spec_for
+
+__all__ = ["SendResult", "channel", "send_many_params", "send_params"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What a send returns: ids to find the command again, and its PGMQ msg_id."""
+
+    command_id: uuid.UUID
+    correlation_id: uuid.UUID
+    msg_id: int
+    kind: str
+
+    __module__ = "cbus"
+
+
+def channel(domain: str) -> str:
+    """The NOTIFY channel a domain's workers LISTEN on."""
+    return f"cbus_{domain}"
+
+
+def _delay(delay: float | dt.datetime | None) -> tuple[dt.datetime | None, float]:
+    if delay is None:
+        return None, 0.0
+    if isinstance(delay, dt.datetime):
+        if delay.tzinfo is None or delay.utcoffset() is None:
+            raise ValueError("delay must be seconds or an aware datetime, got a naive datetime")
+        return delay, 0.0
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise TypeError(f"delay must be seconds or an aware datetime, got {type(delay).__name__}")
+    return None, max(float(delay), 0.0)
+
+
+def _headers(
+    spec: CommandSpec,
+    command_id: uuid.UUID,
+    correlation_id: uuid.UUID,
+    reply_to: str | None,
+    batch_id: uuid.UUID | None,
+) -> RawJson:
+    return RawJson(
+        codec.encode(
+            codec.Headers(
+                kind=spec.kind,
+                version=spec.version,
+                command_id=command_id,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                batch_id=batch_id,
+            )
+        )
+    )
+
+
+def send_params(
+    command: object,
+    *,
+    command_id: uuid.UUID | None,
+    correlation_id: uuid.UUID | None,
+    reply_to: str | None,
+    delay: float | dt.datetime | None,
+    batch_id: uuid.UUID | None = None,
+) -> tuple[CommandSpec, dict[str, Any]]:
+    """Validate a command and build the parameters of the `send` query."""
+    spec = spec_for(command)
+    message = RawJson(codec.validate(command))
+    command_id = command_id or uuid.uuid4()
+    correlation_id = correlation_id or command_id
+    if reply_to is not None:
+        check_queue_name(reply_to)
+    at, seconds = _delay(delay)
+    return spec, {
+        "domain": spec.domain,
+        "command_id": command_id,
+        "kind": spec.kind,
+        "version": spec.version,
+        "max_attempts": spec.options.max_attempts,
+        "correlation_id": correlation_id,
+        "reply_to": reply_to,
+        "batch_id": batch_id,
+        "queue": spec.queue,
+        "message": message,
+        "headers": _headers(spec, command_id, correlation_id, reply_to, batch_id),
+        "at": at,
+        "delay": seconds,
+        "channel": channel(spec.domain),
+    }
+
+
+def duplicate(spec: CommandSpec, params: dict[str, Any]) -> DuplicateCommandError:
+    return DuplicateCommandError(spec.domain, params["command_id"])
+
+
+@dataclass(slots=True)
+class DomainGroup:
+    """The commands of one domain within a send_many, in the order given."""
+
+    domain: str
+    queue: str
+    positions: list[int]
+    log: dict[str, Any]
+    queue_params: dict[str, Any]
+
+
+def send_many_params(
+    commands: Sequence[object],
+    *,
+    command_ids: Sequence[uuid.UUID] | None,
+    correlation_id: uuid.UUID | None,
+    reply_to: str | None,
+    delay: float | dt.datetime | None,
+    batch_id: uuid.UUID | None,
+) -> tuple[list[DomainGroup], list[uuid.UUID], list[uuid.UUID], list[CommandSpec]]:
+    """Group commands by domain and build both queries' parameters per group."""
+    if command_ids is not None and len(command_ids) != len(commands):
+        raise ValueError("command_ids must have one id per command")
+    ids = list(command_ids) if command_ids is not None else [uuid.uuid4() for _ in commands]
+    if len(set(ids)) != len(ids):
+        raise ValueError("command_ids must be distinct within one send_many")
+    if reply_to is not None:
+        check_queue_name(reply_to)
+    at, seconds = _delay(delay)
+    groups: dict[str, DomainGroup] = {}
+    specs: list[CommandSpec] = []
+    correlations: list[uuid.UUID] = []
+    for i, command in enumerate(commands):
+        spec = spec_for(command)
+        specs.append(spec)
+        corr = correlation_id or ids[i]
+        correlations.append(corr)
+        group = groups.get(spec.domain)
+        if group is None:
+            group = groups[spec.domain] = DomainGroup(
+                domain=spec.domain,
+                queue=spec.queue,
+                positions=[],
+                log={
+                    "domain": spec.domain,
+                    "reply_to": reply_to,
+                    "batch_id": batch_id,
+                    "command_ids": [],
+                    "kinds": [],
+                    "versions": [],
+                    "max_attempts": [],
+                    "correlation_ids": [],
+                },
+                queue_params={
+                    "queue": spec.queue,
+                    "messages": [],
+                    "headers": [],
+                    "at": at,
+                    "delay": seconds,
+                    "channel": channel(spec.domain),
+                },
+            )
+        group.positions.append(i)
+        log = group.log
+        log["command_ids"].append(ids[i])
+        log["kinds"].append(spec.kind)
+        log["versions"].append(spec.version)
+        log["max_attempts"].append(spec.options.max_attempts)
+        log["correlation_ids"].append(corr)
+        group.queue_params["messages"].append(RawJson(codec.validate(command)))
+        group.queue_params["headers"].append(_headers(spec, ids[i], corr, reply_to, batch_id))
+    return list(groups.values()), ids, correlations, specs

@@ -1,0 +1,249 @@
+"""The I/O-free half of the worker: what to do with a message, decided from its row.
+
+Shared by Worker and AsyncWorker, so the delivery rules live in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from . import codec
+from .errors import BusinessError, PermanentError
+from .pgmq import RawJson
+from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods
+
+__all__ = ["Delivery", "DomainRuntime", "Outcome", "Poison", "classify", "triage"]
+
+log = logging.getLogger("cbus.worker")
+
+
+class Outcome(enum.Enum):
+    RETRY = "retry"
+    TROUBLESHOOT = "troubleshoot"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class DomainRuntime:
+    """A domain as one worker serves it: its queue, and a bound method per kind."""
+
+    spec: DomainSpec
+    handlers: object
+    methods: dict[str, Callable[..., Any]]
+    specs: dict[str, CommandSpec]
+    max_attempts_json: RawJson
+    default_max_attempts: int
+
+    @classmethod
+    def of(cls, handlers: object) -> DomainRuntime:
+        spec = domain_of(handlers)
+        implemented = implemented_methods(handlers)
+        return cls(
+            spec=spec,
+            handlers=handlers,
+            methods={
+                c.kind: getattr(handlers, c.handler_method)
+                for c in spec.commands
+                if c.handler_method in implemented
+            },
+            specs={c.kind: c for c in spec.commands},
+            max_attempts_json=RawJson(
+                codec.encode({c.kind: c.options.max_attempts for c in spec.commands})
+            ),
+            default_max_attempts=spec.options.max_attempts,
+        )
+
+    @property
+    def queue(self) -> str:
+        return self.spec.queue
+
+    @property
+    def visibility_timeout(self) -> int:
+        return max(c.options.visibility_timeout for c in self.spec.commands)
+
+    def read_params(self, qty: int) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "domain": self.spec.name,
+            "vt": self.visibility_timeout,
+            "qty": qty,
+            "max_attempts": self.max_attempts_json,
+            "default_max_attempts": self.default_max_attempts,
+        }
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message that will run its handler."""
+
+    msg_id: int
+    read_ct: int
+    spec: CommandSpec
+    headers: codec.Headers
+    command: Any
+    method: Callable[..., Any]
+    max_attempts: int
+    result: RawJson | None = None
+
+
+@dataclass(slots=True)
+class Poison:
+    """A message that must not run: why, and what to do with it."""
+
+    msg_id: int
+    read_ct: int
+    reason: str
+    code: str
+    command_id: uuid.UUID | None
+    drop: bool = False  # a duplicate of a command that already ended: delete, do not archive
+    kind: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def triage(
+    runtime: DomainRuntime, rows: Sequence[tuple[Any, ...]]
+) -> tuple[list[Delivery], list[Poison]]:
+    """Decode each leased row; split into deliveries to run and poison to set aside."""
+    ready: list[Delivery] = []
+    poison: list[Poison] = []
+    for msg_id, read_ct, message, raw_headers, runnable, well_formed, max_attempts in rows:
+        try:
+            headers = codec.decode_headers(raw_headers or b"null")
+        except msgspec.DecodeError as exc:
+            poison.append(Poison(msg_id, read_ct, f"Invalid headers: {exc}", "BAD_HEADERS", None))
+            continue
+        if not well_formed:
+            poison.append(
+                Poison(msg_id, read_ct, "Invalid headers", "BAD_HEADERS", headers.command_id)
+            )
+            continue
+        if not runnable:
+            poison.append(
+                Poison(
+                    msg_id,
+                    read_ct,
+                    "Duplicate: this command_id already ran or is running from another message",
+                    "DUPLICATE",
+                    headers.command_id,
+                    drop=True,
+                    kind=headers.kind,
+                )
+            )
+            continue
+        spec = runtime.specs.get(headers.kind)
+        if spec is None:
+            poison.append(
+                Poison(
+                    msg_id,
+                    read_ct,
+                    f"Unknown kind `{headers.kind}` for domain `{runtime.spec.name}`",
+                    "UNKNOWN_KIND",
+                    headers.command_id,
+                    kind=headers.kind,
+                )
+            )
+            continue
+        if headers.version != spec.version:
+            poison.append(
+                Poison(
+                    msg_id,
+                    read_ct,
+                    f"Unsupported version {headers.version} of `{spec.kind}`: this worker "
+                    f"handles version {spec.version}",
+                    "UNSUPPORTED_VERSION",
+                    headers.command_id,
+                    kind=headers.kind,
+                )
+            )
+            continue
+        method = runtime.methods.get(spec.kind)
+        if method is None:
+            poison.append(
+                Poison(
+                    msg_id,
+                    read_ct,
+                    f"No handler: {type(runtime.handlers).__name__} does not implement "
+                    f"`{spec.handler_method}`",
+                    "NO_HANDLER",
+                    headers.command_id,
+                    kind=headers.kind,
+                )
+            )
+            continue
+        if read_ct > max_attempts:
+            poison.append(
+                Poison(
+                    msg_id,
+                    read_ct,
+                    f"Delivered {read_ct} times without an outcome (max_attempts "
+                    f"{max_attempts}): the worker died while handling it",
+                    "CRASH_LOOP",
+                    headers.command_id,
+                    kind=headers.kind,
+                )
+            )
+            continue
+        try:
+            command = codec.decode(message, spec.type)
+        except msgspec.DecodeError as exc:
+            poison.append(
+                Poison(
+                    msg_id,
+                    read_ct,
+                    f"Cannot decode `{spec.kind}`: {exc}",
+                    "UNDECODABLE",
+                    headers.command_id,
+                    kind=headers.kind,
+                )
+            )
+            continue
+        ready.append(Delivery(msg_id, read_ct, spec, headers, command, method, max_attempts))
+    return ready, poison
+
+
+@dataclass(slots=True)
+class Failure:
+    outcome: Outcome
+    error_type: str
+    code: str
+    message: str
+    backoff: float = 0.0
+
+
+def classify(delivery: Delivery, exc: BaseException) -> Failure:
+    """Decide what a handler's exception means for its command."""
+    name = type(exc).__qualname__
+    if isinstance(exc, BusinessError):
+        if exc.code in delivery.spec.errors:
+            return Failure(Outcome.FAILED, name, exc.code, exc.message)
+        declared = ", ".join(sorted(delivery.spec.errors)) or "none"
+        return Failure(
+            Outcome.TROUBLESHOOT,
+            name,
+            "UNDECLARED_ERROR",
+            f"Business error code `{exc.code}` is not declared for `{delivery.spec.kind}` "
+            f"(declared: {declared}): {exc.message}",
+        )
+    if isinstance(exc, PermanentError):
+        return Failure(Outcome.TROUBLESHOOT, name, exc.code, exc.message)
+    code = getattr(exc, "code", None)
+    code = code if isinstance(code, str) else name
+    message = str(exc) or name
+    if delivery.read_ct >= delivery.max_attempts:
+        return Failure(Outcome.TROUBLESHOOT, name, code, f"Attempts exhausted: {message}")
+    return Failure(
+        Outcome.RETRY, name, code, message, delivery.spec.options.backoff_for(delivery.read_ct)
+    )
+
+
+def encode_result(delivery: Delivery, value: Any) -> RawJson | None:
+    if value is None:
+        return None
+    return RawJson(codec.encode(value))

@@ -1,0 +1,208 @@
+"""Sending commands: in the caller's transaction, or through a bus of its own.
+
+A command sent on a connection joins that connection's transaction: it is recorded
+and enqueued when the caller commits, and vanishes when the caller rolls back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from ._queries import query
+from ._send_base import SendResult, duplicate, send_many_params, send_params
+from .errors import DuplicateCommandError
+
+__all__ = ["AsyncBus", "AsyncTarget", "send_async", "send_many_async"]
+
+
+async def send_async(
+    target: AsyncTarget,
+    command: object,
+    *,
+    command_id: uuid.UUID | None = None,
+    correlation_id: uuid.UUID | None = None,
+    reply_to: str | None = None,
+    delay: float | dt.datetime | None = None,
+) -> SendResult:
+    """Record and enqueue one command in one round trip.
+
+    On a connection, the command commits or rolls back with the caller's transaction.
+    Raises `DuplicateCommandError` (and enqueues nothing) when the command_id was
+    already sent in the domain, `ValidationError` when a field breaks its schema.
+    """
+    if isinstance(target, AsyncBus):
+        return await target.send(
+            command,
+            command_id=command_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            delay=delay,
+        )
+    spec, params = send_params(
+        command,
+        command_id=command_id,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        delay=delay,
+    )
+    cur = await target.execute(query("send"), params)
+    row = await cur.fetchone()
+    if row is None:
+        raise duplicate(spec, params)
+    return SendResult(params["command_id"], params["correlation_id"], row[0], spec.kind)
+
+
+async def send_many_async(
+    target: AsyncTarget,
+    commands: Sequence[object],
+    *,
+    command_ids: Sequence[uuid.UUID] | None = None,
+    correlation_id: uuid.UUID | None = None,
+    reply_to: str | None = None,
+    delay: float | dt.datetime | None = None,
+    batch_id: uuid.UUID | None = None,
+) -> list[SendResult]:
+    """Record and enqueue a group of commands atomically, through `pgmq.send_batch`.
+
+    All or nothing: when any command_id was sent before, `DuplicateCommandError`
+    names it and none of the group is enqueued. With `batch_id`, the group is a
+    batch whose progress `cbus.batch_status` reports.
+    """
+    if isinstance(target, AsyncBus):
+        return await target.send_many(
+            commands,
+            command_ids=command_ids,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            delay=delay,
+            batch_id=batch_id,
+        )
+    if not commands:
+        return []
+    groups, ids, correlations, specs = send_many_params(
+        commands,
+        command_ids=command_ids,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        delay=delay,
+        batch_id=batch_id,
+    )
+    msg_ids: list[int] = [0] * len(commands)
+    async with target.transaction():
+        if batch_id is not None:
+            await target.execute(
+                "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
+                " VALUES (%s, %s, %s, %s)",
+                (batch_id, len(commands), reply_to, correlation_id),
+            )
+        for group in groups:
+            cur = await target.execute(query("send_many_log"), group.log)
+            new = {row[0] for row in await cur.fetchall()}
+            if len(new) != len(group.positions):
+                first = next(i for i in group.log["command_ids"] if i not in new)
+                raise DuplicateCommandError(group.domain, first)
+            cur = await target.execute(query("send_many_queue"), group.queue_params)
+            rows = await cur.fetchall()
+            for position, row in zip(group.positions, rows, strict=True):
+                msg_ids[position] = row[0]
+    return [
+        SendResult(ids[i], correlations[i], msg_ids[i], specs[i].kind) for i in range(len(commands))
+    ]
+
+
+class AsyncBus:
+    """Sends commands in transactions of its own, from a pool.
+
+    Use it where no business transaction is open; inside one, pass the connection to
+    the sender instead so the command commits with the business data.
+    """
+
+    __module__ = "cbus"
+
+    def __init__(self, dsn_or_pool: str | AsyncConnectionPool[Any], *, max_size: int = 4) -> None:
+        if isinstance(dsn_or_pool, str):
+            self._pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                dsn_or_pool, min_size=1, max_size=max_size, open=False
+            )
+            self._owned = True
+        else:
+            self._pool = dsn_or_pool
+            self._owned = False
+        self._opened = False
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        return self._pool
+
+    async def open(self) -> AsyncBus:
+        """Open the pool; the first send does it when nobody did."""
+        if self._owned and not self._opened:
+            await self._pool.open(wait=True)
+        self._opened = True
+        return self
+
+    async def close(self) -> None:
+        if self._owned and self._opened:
+            await self._pool.close()
+        self._opened = False
+
+    async def __aenter__(self) -> AsyncBus:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send(
+        self,
+        command: object,
+        *,
+        command_id: uuid.UUID | None = None,
+        correlation_id: uuid.UUID | None = None,
+        reply_to: str | None = None,
+        delay: float | dt.datetime | None = None,
+    ) -> SendResult:
+        """Send one command in its own transaction."""
+        if not self._opened:
+            await self.open()
+        async with self._pool.connection() as conn:
+            return await send_async(
+                conn,
+                command,
+                command_id=command_id,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                delay=delay,
+            )
+
+    async def send_many(
+        self,
+        commands: Sequence[object],
+        *,
+        command_ids: Sequence[uuid.UUID] | None = None,
+        correlation_id: uuid.UUID | None = None,
+        reply_to: str | None = None,
+        delay: float | dt.datetime | None = None,
+        batch_id: uuid.UUID | None = None,
+    ) -> list[SendResult]:
+        """Send a group of commands atomically in its own transaction."""
+        if not self._opened:
+            await self.open()
+        async with self._pool.connection() as conn:
+            return await send_many_async(
+                conn,
+                commands,
+                command_ids=command_ids,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                delay=delay,
+                batch_id=batch_id,
+            )
+
+
+AsyncTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus"

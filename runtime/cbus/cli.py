@@ -1,0 +1,423 @@
+"""The `cbus` command: install the database, run workers, operate the troubleshooting queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import psycopg
+
+__all__ = ["main"]
+
+DSN_HELP = "PostgreSQL connection string (default: $CBUS_DSN)"
+
+
+def _dsn_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--dsn", envvar="CBUS_DSN", required=True, help=DSN_HELP)(f)
+
+
+@click.group()
+@click.version_option(package_name="cbus")
+def main() -> None:
+    """cbus: a typed command bus on PostgreSQL + PGMQ."""
+
+
+@main.group()
+def db() -> None:
+    """Database set-up."""
+
+
+@db.command("install")
+@_dsn_option
+@click.option(
+    "--domains",
+    "module",
+    default=None,
+    help="Also create the queues of a generated package (for example `shop`).",
+)
+def db_install(dsn: str, module: str | None) -> None:
+    """Install PGMQ and cbus's schema (idempotent, safe to run concurrently)."""
+    from . import install, install_domain, registry
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        install(conn)
+        if module:
+            _import_generated(module)
+            for domain in registry.all_domains():
+                install_domain(conn, domain)
+                click.echo(f"queue {domain.queue} ready")
+    click.echo("cbus installed")
+
+
+def _import_generated(name: str) -> None:
+    package = importlib.import_module(name)
+    for sub in getattr(package, "__all__", []):
+        importlib.import_module(f"{name}.{sub}")
+
+
+def load_factory(spec: str) -> Iterable[object]:
+    """Call `MODULE:FACTORY` and return the handler objects it makes."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter("expected MODULE:FACTORY, for example `myapp.handlers:make`")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import `{module_name}`: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise click.BadParameter(f"`{module_name}` has no callable `{attr}`")
+    handlers = factory()
+    if not isinstance(handlers, Iterable):
+        handlers = [handlers]
+    return list(handlers)
+
+
+@main.command()
+@click.argument("factory")
+@_dsn_option
+@click.option("--concurrency", default=4, show_default=True, help="Consumers (threads or tasks).")
+@click.option("--batch-size", default=100, show_default=True, help="Messages leased at a time.")
+@click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
+@click.option("--until-idle", is_flag=True, help="Return once no command is due within a minute.")
+@click.option(
+    "--audit",
+    type=click.Choice(["errors", "full"]),
+    default="errors",
+    show_default=True,
+    help="`full` also writes received/completed audit rows on the happy path.",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def worker(
+    factory: str,
+    dsn: str,
+    concurrency: int,
+    batch_size: int,
+    poll_interval: float,
+    until_idle: bool,
+    audit: str,
+    log_level: str,
+) -> None:
+    """Run the handlers FACTORY() returns until SIGINT or SIGTERM, then exit 0."""
+    from .worker import Worker
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    handlers = load_factory(factory)
+    w = Worker(
+        dsn,
+        list(handlers),
+        concurrency=concurrency,
+        batch_size=batch_size,
+        poll_interval=poll_interval,
+        audit=audit,
+    )
+    w.run(until_idle=until_idle)
+    click.echo(f"worker stopped: {w.completed} completed, {w.failed} failed", err=True)
+
+
+# -- the troubleshooting queue and the audit trail -------------------------------
+
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+
+
+class _NotFound(click.ClickException):
+    exit_code = EXIT_NOT_FOUND
+
+
+class _Conflict(click.ClickException):
+    exit_code = EXIT_CONFLICT
+
+
+@contextmanager
+def _operator_errors() -> Iterator[None]:
+    """cbus's errors as one line on stderr and an exit status, never a traceback."""
+    from .errors import ConcurrentOperationError, NotFoundError
+
+    try:
+        yield
+    except NotFoundError as exc:
+        raise _NotFound(str(exc)) from exc
+    except ConcurrentOperationError as exc:
+        raise _Conflict(str(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"Cannot reach PostgreSQL: {str(exc).strip()}") from exc
+
+
+@contextmanager
+def _connect(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with _operator_errors(), psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+def _when(at: dt.datetime | None) -> str:
+    if at is None:
+        return "-"
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _json(value: Any) -> str:
+    from . import codec
+
+    return codec.encode(value).decode()
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Left-aligned columns, two spaces apart; the last column is never padded."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        cells = [c.ljust(w) for c, w in zip(line[:-1], widths, strict=False)]
+        click.echo("  ".join([*cells, line[-1]]).rstrip())
+
+
+def _clip(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _error_of(type_: str | None, code: str | None, message: str | None) -> str:
+    head = " ".join(p for p in (type_, f"[{code}]" if code else None) if p)
+    return (f"{head}: {message}" if message else head) or "-"
+
+
+_EXIT_HELP = (
+    "Exit status: 0 done, 1 other error, 2 bad usage, 3 command not found, "
+    "4 command not in the troubleshooting queue (for example another operator acted first)."
+)
+
+
+@main.group(epilog=_EXIT_HELP)
+def tsq() -> None:
+    """The troubleshooting queue: commands set aside for an operator to decide."""
+
+
+@tsq.command("list", epilog=_EXIT_HELP)
+@_dsn_option
+@click.option("--domain", default=None, help="Only this domain.")
+@click.option(
+    "--kind", default=None, help="Only this kind (`orders.CreateOrder` or `CreateOrder`)."
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--after", default=None, metavar="CURSOR", help="Continue after a previous page.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: items and next_cursor.")
+def tsq_list(
+    dsn: str, domain: str | None, kind: str | None, limit: int, after: str | None, as_json: bool
+) -> None:
+    """List commands in the troubleshooting queue, most recently set aside first."""
+    from .troubleshooting import list_troubleshooting
+
+    with _connect(dsn) as conn:
+        try:
+            page = list_troubleshooting(conn, domain=domain, kind=kind, limit=limit, after=after)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--after'") from exc
+    if as_json:
+        click.echo(_json({"items": page.items, "next_cursor": page.next_cursor}))
+        return
+    if not page.items:
+        click.echo("The troubleshooting queue is empty" + (" from here" if after else ""))
+        return
+    _table(
+        ["UPDATED", "DOMAIN", "COMMAND_ID", "KIND", "ATTEMPTS", "LAST ERROR"],
+        [
+            [
+                _when(e.updated_at),
+                e.domain,
+                str(e.command_id),
+                e.kind,
+                f"{e.attempts}/{e.max_attempts}",
+                _clip(_error_of(e.last_error_type, e.last_error_code, e.last_error_message)),
+            ]
+            for e in page.items
+        ],
+    )
+    if page.next_cursor:
+        click.echo(f"\nMore: cbus tsq list --after {page.next_cursor}")
+
+
+@tsq.command("show", epilog=_EXIT_HELP)
+@click.argument("domain")
+@click.argument("command_id", type=click.UUID)
+@_dsn_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def tsq_show(domain: str, command_id: uuid.UUID, dsn: str, as_json: bool) -> None:
+    """Show a command: its record, its PGMQ message and its audit trail."""
+    from .troubleshooting import show_command
+
+    with _connect(dsn) as conn:
+        detail = show_command(conn, domain, command_id)
+    if as_json:
+        click.echo(_json(detail))
+        return
+    r = detail.record
+    fields = [
+        ("domain", r.domain),
+        ("command_id", str(r.command_id)),
+        ("kind", f"{r.kind} (version {r.version})"),
+        ("status", r.status),
+        ("attempts", f"{r.attempts}/{r.max_attempts}"),
+        ("correlation_id", str(r.correlation_id)),
+        ("reply_to", r.reply_to or "-"),
+        ("batch_id", str(r.batch_id) if r.batch_id else "-"),
+        (
+            "last error",
+            _error_of(r.last_error_type, r.last_error_code, r.last_error_message) or "-",
+        ),
+        ("result", "-" if r.result is None else _json(r.result)),
+        ("created", _when(r.created_at)),
+        ("updated", _when(r.updated_at)),
+        ("finished", _when(r.finished_at)),
+    ]
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        click.echo(f"{key.ljust(width)}  {value}")
+    click.echo("")
+    if detail.message_source is None:
+        click.echo("message: gone (deleted on completion, or purged from the archive)")
+    else:
+        click.echo(f"message (msg_id {detail.msg_id}, in the {detail.message_source}):")
+        click.echo("  " + _json(detail.message))
+        click.echo("headers:")
+        click.echo("  " + _json(detail.headers))
+    click.echo("")
+    _echo_audit(detail.audit)
+
+
+def _echo_audit(events: Sequence[Any]) -> None:
+    _table(
+        ["AT", "EVENT", "ATTEMPT", "OPERATOR", "DETAIL"],
+        [
+            [
+                _when(e.at),
+                e.event + ("*" if e.synthetic else ""),
+                "-" if e.attempt is None else str(e.attempt),
+                e.operator or "-",
+                "" if e.detail is None else _clip(_json(e.detail), 100),
+            ]
+            for e in events
+        ],
+    )
+    if any(e.synthetic for e in events):
+        click.echo("* from the command log (the worker's audit level writes no row for it)")
+
+
+def _operator_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--operator",
+        default=lambda: os.environ.get("USER") or os.environ.get("USERNAME") or "",
+        show_default="$USER",
+        help="Who acts, for the audit trail.",
+    )(f)
+
+
+def _operator(name: str) -> str:
+    if not name.strip():
+        raise click.BadParameter(
+            "no operator name: pass --operator NAME", param_hint="'--operator'"
+        )
+    return name
+
+
+@tsq.command("retry", epilog=_EXIT_HELP)
+@click.argument("domain")
+@click.argument("command_id", type=click.UUID)
+@_dsn_option
+@click.option("--reason", default=None, help="Why, for the audit trail.")
+@_operator_option
+def tsq_retry(
+    domain: str, command_id: uuid.UUID, dsn: str, reason: str | None, operator: str
+) -> None:
+    """Send the command again under the same COMMAND_ID, its attempts reset."""
+    from .troubleshooting import retry
+
+    name = _operator(operator)
+    with _connect(dsn) as conn:
+        retry(conn, domain, command_id, operator=name, reason=reason)
+    click.echo(f"Command {command_id} in domain `{domain}` sent again by {name}")
+
+
+@tsq.command("cancel", epilog=_EXIT_HELP)
+@click.argument("domain")
+@click.argument("command_id", type=click.UUID)
+@_dsn_option
+@click.option("--reason", required=True, help="Why, for the audit trail.")
+@_operator_option
+def tsq_cancel(domain: str, command_id: uuid.UUID, dsn: str, reason: str, operator: str) -> None:
+    """End the command as CANCELED: it never runs again."""
+    from .troubleshooting import cancel
+
+    name = _operator(operator)
+    with _connect(dsn) as conn:
+        cancel(conn, domain, command_id, operator=name, reason=reason)
+    click.echo(f"Command {command_id} in domain `{domain}` canceled by {name}")
+
+
+def _parse_result(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    import json
+
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from exc
+
+
+@tsq.command("complete", epilog=_EXIT_HELP)
+@click.argument("domain")
+@click.argument("command_id", type=click.UUID)
+@_dsn_option
+@click.option(
+    "--result",
+    default="null",
+    show_default=True,
+    metavar="JSON",
+    callback=_parse_result,
+    help="The command's result, as its handler would return it.",
+)
+@click.option("--reason", default=None, help="Why, for the audit trail.")
+@_operator_option
+def tsq_complete(
+    domain: str, command_id: uuid.UUID, dsn: str, result: Any, reason: str | None, operator: str
+) -> None:
+    """End the command as COMPLETED with the result an operator supplies."""
+    from .troubleshooting import complete
+
+    name = _operator(operator)
+    with _connect(dsn) as conn:
+        complete(conn, domain, command_id, operator=name, result=result, reason=reason)
+    click.echo(f"Command {command_id} in domain `{domain}` completed by {name}")
+
+
+@main.command("audit", epilog=_EXIT_HELP)
+@click.argument("domain")
+@click.argument("command_id", type=click.UUID)
+@_dsn_option
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of events.")
+def audit_cmd(domain: str, command_id: uuid.UUID, dsn: str, as_json: bool) -> None:
+    """Show a command's audit trail, oldest event first."""
+    from .audit import get_audit
+
+    with _connect(dsn) as conn:
+        events = get_audit(conn, domain, command_id)
+    if as_json:
+        click.echo(_json(events))
+        return
+    _echo_audit(events)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,113 @@
+"""The exceptions cbus raises and the ones handlers raise to steer delivery.
+
+One root, `cbus.Error`; each class is worth catching on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BusinessError",
+    "ConcurrentOperationError",
+    "DuplicateCommandError",
+    "Error",
+    "IncompatibleGeneratedCode",
+    "InstallError",
+    "NotFoundError",
+    "PermanentError",
+    "ReplyTimeout",
+    "TransientError",
+    "ValidationError",
+]
+
+
+class Error(Exception):
+    """Root of every error cbus raises."""
+
+    __module__ = "cbus"
+
+
+class InstallError(Error):
+    """The database cannot be made ready (for example PGMQ older than 1.5); see the message."""
+
+    __module__ = "cbus"
+
+
+class IncompatibleGeneratedCode(Error, RuntimeError):
+    """Generated code needs a newer cbus runtime: upgrade cbus or regenerate with an older cbgen."""
+
+    __module__ = "cbus"
+
+
+class ValidationError(Error, ValueError):
+    """A command does not satisfy its schema; the message names the field as `$.path`."""
+
+    __module__ = "cbus"
+
+
+class DuplicateCommandError(Error):
+    """A command with this command_id was already sent in the domain; nothing was enqueued."""
+
+    __module__ = "cbus"
+
+    def __init__(self, domain: str, command_id: Any) -> None:
+        super().__init__(f"Command {command_id} was already sent in domain `{domain}`")
+        self.domain = domain
+        self.command_id = command_id
+
+
+class NotFoundError(Error, LookupError):
+    """No command with this id exists in the domain."""
+
+    __module__ = "cbus"
+
+
+class ConcurrentOperationError(Error):
+    """Another operator or worker changed the command first; reload it and decide again."""
+
+    __module__ = "cbus"
+
+
+class ReplyTimeout(Error, TimeoutError):
+    """The command did not end before the timeout; it may still complete later."""
+
+    __module__ = "cbus"
+
+
+class PermanentError(Error):
+    """Raised by a handler: the command cannot succeed, send it to the troubleshooting queue now."""
+
+    __module__ = "cbus"
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+class TransientError(Error):
+    """Raised by a handler: try again after the backoff (any other exception does the same)."""
+
+    __module__ = "cbus"
+
+    def __init__(self, message: str = "", *, code: str = "TRANSIENT") -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message
+
+
+class BusinessError(Error):
+    """Raised by a handler with a code its schema declares under `errors`.
+
+    The command ends as FAILED at once: no retry, no troubleshooting queue, and a
+    FAILED reply carrying the code when the sender asked for one.
+    """
+
+    __module__ = "cbus"
+
+    def __init__(self, code: str, message: str = "", details: Any = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+        self.details = details

@@ -1,0 +1,133 @@
+"""Make a database ready for cbus: PGMQ, then cbus's own schema, then domain queues.
+
+Everything here is idempotent and safe from several processes at once: the work is
+serialised by a transaction-level advisory lock, and PGMQ's own script, which is
+not idempotent, runs only when `pgmq.send` does not exist yet.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .errors import InstallError
+from .pgmq import check_queue_name
+from .registry import DomainSpec
+
+__all__ = [
+    "MIN_PGMQ_VERSION",
+    "install",
+    "install_async",
+    "install_domain",
+    "install_domain_async",
+]
+
+MIN_PGMQ_VERSION = (1, 5)
+_LOCK_KEY = 0x63627573  # "cbus"
+
+_CHECK_EXTENSION = """
+SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pgmq'),
+       (SELECT default_version FROM pg_available_extensions WHERE name = 'pgmq'),
+       to_regprocedure('pgmq.send(text, jsonb)') IS NOT NULL,
+       to_regprocedure('pgmq.send(text, jsonb, jsonb, integer)') IS NOT NULL
+"""
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def _pgmq_sql() -> tuple[str, str]:
+    """The SQL-only PGMQ install script shipped by the `pgmq` package, and its version."""
+    base = files("pgmq").joinpath("sql")
+    version = base.joinpath("VERSION").read_text("utf-8")
+    version = next(
+        line.strip() for line in version.splitlines() if line.strip() and not line.startswith("#")
+    )
+    return base.joinpath("pgmq.sql").read_text("utf-8"), version
+
+
+def _schema_sql() -> str:
+    return files(__package__).joinpath("sql", "schema.sql").read_text("utf-8")
+
+
+def _plan(row: tuple[Any, ...]) -> str | None:
+    """What to run for PGMQ, given the server's state; raises when it is too old."""
+    installed_ext, available_ext, has_send, has_headers = row
+    if installed_ext is not None:
+        if _parse_version(installed_ext) < MIN_PGMQ_VERSION:
+            raise InstallError(
+                f"PGMQ {installed_ext} is installed, but cbus needs PGMQ "
+                f"{'.'.join(map(str, MIN_PGMQ_VERSION))} or newer (message headers): "
+                "run ALTER EXTENSION pgmq UPDATE"
+            )
+        return None
+    if has_send:
+        if not has_headers:
+            raise InstallError(
+                "The pgmq schema on this server predates PGMQ 1.5 (no message headers); "
+                f"cbus needs PGMQ {'.'.join(map(str, MIN_PGMQ_VERSION))} or newer"
+            )
+        return None
+    if available_ext is not None and _parse_version(available_ext) >= MIN_PGMQ_VERSION:
+        return "CREATE EXTENSION IF NOT EXISTS pgmq"
+    return "sql"
+
+
+def install(conn: psycopg.Connection[Any]) -> None:
+    """Install PGMQ (extension if the server has it, else the bundled SQL) and cbus's schema.
+
+    Commits its own transaction; run it on a connection with no transaction open.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        row = conn.execute(_CHECK_EXTENSION).fetchone()
+        assert row is not None
+        plan = _plan(row)
+        if plan == "sql":
+            script, _ = _pgmq_sql()
+            conn.execute(script.encode())
+        elif plan is not None:
+            conn.execute(plan.encode())
+        conn.execute(_schema_sql().encode())
+
+
+async def install_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The async twin of `install`."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        cur = await conn.execute(_CHECK_EXTENSION)
+        row = await cur.fetchone()
+        assert row is not None
+        plan = _plan(row)
+        if plan == "sql":
+            script, _ = _pgmq_sql()
+            await conn.execute(script.encode())
+        elif plan is not None:
+            await conn.execute(plan.encode())
+        await conn.execute(_schema_sql().encode())
+
+
+def _domain_statements(domain: DomainSpec) -> list[sql.Composed]:
+    queue = check_queue_name(domain.queue)
+    return [
+        sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(_LOCK_KEY)),
+        sql.SQL("SELECT pgmq.create({})").format(sql.Literal(queue)),
+    ]
+
+
+def install_domain(conn: psycopg.Connection[Any], domain: DomainSpec) -> None:
+    """Create the domain's queue (idempotent)."""
+    with conn.transaction():
+        for stmt in _domain_statements(domain):
+            conn.execute(stmt)
+
+
+async def install_domain_async(conn: psycopg.AsyncConnection[Any], domain: DomainSpec) -> None:
+    """The async twin of `install_domain`."""
+    async with conn.transaction():
+        for stmt in _domain_statements(domain):
+            await conn.execute(stmt)

@@ -1,0 +1,189 @@
+"""What generated code tells the runtime: domains, commands and their options.
+
+Generated modules build one `DomainSpec` each and call `register`; the worker and
+the generic senders find a command's spec by its class or by its wire kind. This
+module is the whole surface generated code depends on, with `API_VERSION` as the
+handshake: a generated module records the API it was written for and refuses to
+import on a runtime that is older.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import IncompatibleGeneratedCode
+
+__all__ = [
+    "API_VERSION",
+    "AsyncHandlers",
+    "CommandSpec",
+    "DomainSpec",
+    "Handlers",
+    "Options",
+    "domain_of",
+    "register",
+    "require_api",
+    "spec_for",
+    "spec_for_kind",
+]
+
+API_VERSION = 1
+"""Bumped when generated code needs something new from the runtime."""
+
+DOMAIN_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+QUEUE_SUFFIX = "__commands"
+
+
+def require_api(api: int, generator: str) -> None:
+    """Fail the import of generated code written for a newer runtime."""
+    if api > API_VERSION:
+        from . import __version__
+
+        raise IncompatibleGeneratedCode(
+            f"Generated code from cbgen {generator} needs cbus runtime API {api}, but the "
+            f"installed cbus {__version__} provides API {API_VERSION}: upgrade cbus, or "
+            f"regenerate with the cbgen that matches cbus {__version__}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Delivery options of a command; the schema's domain options merged with its own."""
+
+    max_attempts: int = 5
+    backoff: tuple[float, ...] = (1.0, 10.0, 60.0)
+    visibility_timeout: int = 30
+
+    def backoff_for(self, attempt: int) -> float:
+        """Seconds to wait before the retry that follows failed attempt `attempt` (1-based)."""
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(attempt, len(self.backoff)) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One command of a domain, as the schema declares it."""
+
+    domain: str
+    name: str
+    version: int
+    type: type[Any]
+    handler_method: str
+    options: Options
+    result_type: builtins.type[Any] | None = None
+    errors: frozenset[str] = frozenset()
+    description: str = ""
+
+    @property
+    def kind(self) -> str:
+        return f"{self.domain}.{self.name}"
+
+    @property
+    def queue(self) -> str:
+        return self.domain + QUEUE_SUFFIX
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSpec:
+    """A domain: one PGMQ queue and the commands it carries."""
+
+    name: str
+    commands: tuple[CommandSpec, ...]
+    options: Options = field(default_factory=Options)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not DOMAIN_RE.match(self.name):
+            raise ValueError(
+                f"Invalid domain name `{self.name}`: expected ^[a-z][a-z0-9_]{{0,29}}$"
+            )
+
+    @property
+    def queue(self) -> str:
+        return self.name + QUEUE_SUFFIX
+
+    def by_kind(self) -> Mapping[str, CommandSpec]:
+        return {c.kind: c for c in self.commands}
+
+
+_by_type: dict[type[Any], CommandSpec] = {}
+_by_kind: dict[str, CommandSpec] = {}
+_domains: dict[str, DomainSpec] = {}
+
+
+def register(domain: DomainSpec) -> DomainSpec:
+    """Make a generated domain known to the generic senders and the worker."""
+    _domains[domain.name] = domain
+    for spec in domain.commands:
+        _by_type[spec.type] = spec
+        _by_kind[spec.kind] = spec
+    return domain
+
+
+def spec_for(command: object) -> CommandSpec:
+    """The spec of a generated command instance."""
+    try:
+        return _by_type[type(command)]
+    except KeyError:
+        raise TypeError(
+            f"{type(command).__qualname__} is not a generated cbus command "
+            "(import the generated module that defines it)"
+        ) from None
+
+
+def spec_for_kind(kind: str) -> CommandSpec | None:
+    return _by_kind.get(kind)
+
+
+def registered_domain(name: str) -> DomainSpec | None:
+    return _domains.get(name)
+
+
+def all_domains() -> list[DomainSpec]:
+    """Every domain registered so far, by name."""
+    return [_domains[name] for name in sorted(_domains)]
+
+
+class _HandlersBase:
+    __cbus_domain__: ClassVar[DomainSpec]
+
+
+class Handlers(_HandlersBase):
+    """Base of every generated sync handler stub (`OrdersHandlers`)."""
+
+
+class AsyncHandlers(_HandlersBase):
+    """Base of every generated async handler stub (`OrdersAsyncHandlers`)."""
+
+
+def domain_of(handlers: object) -> DomainSpec:
+    """The domain a handler object serves, from the generated stub it subclasses."""
+    domain = getattr(type(handlers), "__cbus_domain__", None)
+    if not isinstance(domain, DomainSpec):
+        raise TypeError(
+            f"{type(handlers).__qualname__} does not subclass a generated handler stub "
+            "(for example `class MyOrders(shop.orders.OrdersHandlers)`)"
+        )
+    return domain
+
+
+def implemented_methods(handlers: object) -> frozenset[str]:
+    """Names of the handler methods a subclass overrides; the others are stubs."""
+    cls = type(handlers)
+    stub = next(
+        (b for b in cls.__mro__ if "__cbus_domain__" in b.__dict__),
+        None,
+    )
+    if stub is None:
+        return frozenset()
+    domain = domain_of(handlers)
+    return frozenset(
+        c.handler_method
+        for c in domain.commands
+        if getattr(cls, c.handler_method, None) is not stub.__dict__.get(c.handler_method)
+    )

@@ -1,0 +1,66 @@
+-- cbus's own schema, version 1. Safe to run again: every object is IF NOT EXISTS,
+-- and cbus.install runs it under an advisory lock.
+CREATE SCHEMA IF NOT EXISTS cbus;
+
+CREATE TABLE IF NOT EXISTS cbus.schema_version (
+    version integer PRIMARY KEY,
+    installed_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The command log: one row per command, the system of record behind get_command.
+CREATE TABLE IF NOT EXISTS cbus.command (
+    domain text NOT NULL,
+    command_id uuid NOT NULL,
+    kind text NOT NULL,
+    version integer NOT NULL,
+    status text NOT NULL CHECK (status IN ('PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED',
+                                           'IN_TROUBLESHOOTING_QUEUE', 'CANCELED')),
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    msg_id bigint,
+    correlation_id uuid NOT NULL,
+    reply_to text,
+    batch_id uuid,
+    last_error_type text,
+    last_error_code text,
+    last_error_message text,
+    result jsonb,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    PRIMARY KEY (domain, command_id)
+);
+
+CREATE INDEX IF NOT EXISTS command_troubleshooting
+    ON cbus.command (domain, kind, updated_at)
+    WHERE status = 'IN_TROUBLESHOOTING_QUEUE';
+
+CREATE INDEX IF NOT EXISTS command_batch
+    ON cbus.command (batch_id)
+    WHERE batch_id IS NOT NULL;
+
+-- The audit trail: what happened to a command beyond what its log row says.
+CREATE TABLE IF NOT EXISTS cbus.audit (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    domain text NOT NULL,
+    command_id uuid NOT NULL,
+    event text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    attempt integer,
+    operator text,
+    detail jsonb
+);
+
+CREATE INDEX IF NOT EXISTS audit_command ON cbus.audit (domain, command_id, id);
+
+-- Batches: the row is written once at send; progress is counted from cbus.command.
+CREATE TABLE IF NOT EXISTS cbus.batch (
+    batch_id uuid PRIMARY KEY,
+    total integer NOT NULL,
+    reply_to text,
+    correlation_id uuid,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    completed_at timestamptz
+);
+
+INSERT INTO cbus.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;

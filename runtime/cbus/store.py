@@ -1,0 +1,85 @@
+"""The command log as users read it: one record per command, from `cbus.command`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg.rows import class_row
+
+__all__ = ["CommandRecord", "get_command", "get_command_async"]
+
+STATUSES = (
+    "PENDING",
+    "IN_PROGRESS",
+    "COMPLETED",
+    "FAILED",
+    "IN_TROUBLESHOOTING_QUEUE",
+    "CANCELED",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRecord:
+    """A command as the log knows it. `result` is the handler's result as JSON data."""
+
+    domain: str
+    command_id: uuid.UUID
+    kind: str
+    version: int
+    status: str
+    attempts: int
+    max_attempts: int
+    msg_id: int | None
+    correlation_id: uuid.UUID
+    reply_to: str | None
+    batch_id: uuid.UUID | None
+    last_error_type: str | None
+    last_error_code: str | None
+    last_error_message: str | None
+    result: Any
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+
+    __module__ = "cbus"
+
+    def result_as(self, type_: type[Any]) -> Any:
+        """The stored result decoded into the command's generated result class."""
+        if self.result is None:
+            return None
+        return msgspec.convert(self.result, type_, strict=False)
+
+
+_COLUMNS = (
+    "domain, command_id, kind, version, status, attempts, max_attempts, msg_id, "
+    "correlation_id, reply_to, batch_id, last_error_type, last_error_code, "
+    "last_error_message, result, created_at, updated_at, finished_at"
+)
+GET_COMMAND = f"SELECT {_COLUMNS} FROM cbus.command WHERE domain = %s AND command_id = %s"
+
+
+def get_command(
+    conn: psycopg.Connection[Any], domain: str, command_id: uuid.UUID | str
+) -> CommandRecord | None:
+    """The command's record, or None when the domain never saw this command_id."""
+    with conn.cursor(row_factory=class_row(CommandRecord)) as cur:
+        cur.execute(GET_COMMAND, (domain, _uuid(command_id)))
+        return cur.fetchone()
+
+
+async def get_command_async(
+    conn: psycopg.AsyncConnection[Any], domain: str, command_id: uuid.UUID | str
+) -> CommandRecord | None:
+    """The async twin of `get_command`."""
+    async with conn.cursor(row_factory=class_row(CommandRecord)) as cur:
+        await cur.execute(GET_COMMAND, (domain, _uuid(command_id)))
+        return await cur.fetchone()
+
+
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

@@ -1,0 +1,548 @@
+"""The troubleshooting queue: commands the worker set aside, and what operators do with them.
+
+A command lands here (status `IN_TROUBLESHOOTING_QUEUE`) when its attempts are
+exhausted, its handler raised `PermanentError`, or its message could not run at all
+(poison). Its message is kept in PGMQ's archive table `pgmq.a_<domain>__commands`,
+found by the msg_id the command log stores. An operator then lists and inspects
+these commands and, for each, decides one of three actions:
+
+- `retry`: send the archived message again under the same command_id, with its
+  attempts reset; the worker records it again on receipt and runs it as new;
+- `cancel`: end it as CANCELED, with a reason;
+- `complete`: end it as COMPLETED with a result the operator supplies.
+
+Each action writes an audit row with the operator's name and reason.
+
+Transactions: every function runs in the caller's transaction, as a sender does.
+With autocommit off, nothing is committed until the caller commits, and an action
+that raises leaves the caller's transaction as it was (its own statements roll back
+to a savepoint). With an autocommit connection (what `cbus tsq` uses), each call is
+one transaction, committed when it returns.
+
+Concurrency: an action changes the command with a conditional UPDATE
+(`WHERE status = 'IN_TROUBLESHOOTING_QUEUE'`) before anything else, so of two
+operators acting on one command at once, the second waits for the first's
+transaction and then finds the command changed: it gets `cbus.ConcurrentOperationError`
+naming who did what, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from . import codec
+from ._send_base import channel
+from .audit import AuditEvent, Plan, audit_plan, run, run_async, to_uuid
+from .errors import ConcurrentOperationError, NotFoundError
+from .pgmq import RawJson, archive_table, check_queue_name, queue_table
+from .registry import QUEUE_SUFFIX
+from .store import GET_COMMAND, CommandRecord
+
+__all__ = [
+    "CommandDetail",
+    "TroubleshootingEntry",
+    "TroubleshootingPage",
+    "cancel",
+    "cancel_async",
+    "complete",
+    "complete_async",
+    "list_troubleshooting",
+    "list_troubleshooting_async",
+    "retry",
+    "retry_async",
+    "show_command",
+    "show_command_async",
+]
+
+TSQ = "IN_TROUBLESHOOTING_QUEUE"
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TroubleshootingEntry:
+    """A command in the troubleshooting queue, as `list_troubleshooting` shows it."""
+
+    domain: str
+    command_id: uuid.UUID
+    kind: str
+    attempts: int
+    max_attempts: int
+    last_error_type: str | None
+    last_error_code: str | None
+    last_error_message: str | None
+    updated_at: dt.datetime
+
+    __module__ = "cbus"
+
+    @property
+    def cursor(self) -> str:
+        """Pass as `after` to list the entries after this one."""
+        key = f"{self.updated_at.isoformat()}|{self.domain}|{self.command_id}"
+        return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TroubleshootingPage:
+    """One page of the troubleshooting queue, newest first.
+
+    `next_cursor` is None on the last page; otherwise pass it as `after` for the next.
+    """
+
+    items: list[TroubleshootingEntry]
+    next_cursor: str | None
+
+    __module__ = "cbus"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandDetail:
+    """Everything known about one command: its log record, its message, its audit trail.
+
+    `message` and `headers` are the PGMQ payload as JSON data, found in the queue
+    table while the command waits or runs, and in the archive once it was set aside;
+    `message_source` says which (`queue`, `archive`), and is None when the message is
+    gone (deleted on completion, or purged from the archive).
+    """
+
+    record: CommandRecord
+    msg_id: int | None
+    message: Any
+    headers: Any
+    message_source: str | None
+    audit: list[AuditEvent]
+
+    __module__ = "cbus"
+
+
+# -- list ------------------------------------------------------------------------
+
+_LIST = """
+SELECT domain, command_id, kind, attempts, max_attempts, last_error_type,
+       last_error_code, last_error_message, updated_at
+FROM cbus.command
+WHERE status = 'IN_TROUBLESHOOTING_QUEUE'{filters}
+ORDER BY updated_at DESC, domain DESC, command_id DESC
+LIMIT {limit}
+"""
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, domain, command_id = base64.urlsafe_b64decode(padded).decode().split("|")
+        return dt.datetime.fromisoformat(at), domain, uuid.UUID(command_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError(
+            f"Invalid cursor {cursor!r}: pass the `next_cursor` of a previous page"
+        ) from None
+
+
+def _list_plan(
+    domain: str | None, kind: str | None, limit: int, after: str | None
+) -> Plan[TroubleshootingPage]:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"Invalid limit {limit}: expected 1 to {MAX_LIMIT}")
+    filters: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if domain is not None:
+        filters.append(sql.SQL("domain = %(domain)s"))
+        params["domain"] = domain
+    if kind is not None:
+        # `Echo` matches `<domain>.Echo` in any domain; `testbus.Echo` matches itself.
+        if "." in kind:
+            filters.append(sql.SQL("kind = %(kind)s"))
+        else:
+            filters.append(sql.SQL("kind = domain || '.' || %(kind)s"))
+        params["kind"] = kind
+    if after is not None:
+        params["after_at"], params["after_domain"], params["after_id"] = _decode_cursor(after)
+        filters.append(
+            sql.SQL(
+                "(updated_at, domain, command_id) < (%(after_at)s, %(after_domain)s, %(after_id)s)"
+            )
+        )
+    where = sql.SQL("").join(sql.SQL("\n  AND ") + f for f in filters)
+    query = sql.SQL(_LIST).format(filters=where, limit=sql.Literal(limit + 1))
+    rows = yield query, params
+    items = [TroubleshootingEntry(**row) for row in rows[:limit]]
+    return TroubleshootingPage(
+        items=items, next_cursor=items[-1].cursor if len(rows) > limit else None
+    )
+
+
+def list_troubleshooting(
+    conn: psycopg.Connection[Any],
+    *,
+    domain: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    after: str | None = None,
+) -> TroubleshootingPage:
+    """A page of the commands in the troubleshooting queue, most recently set aside first.
+
+    Parameters
+    ----------
+    domain, kind
+        Keep only this domain, or this kind (`orders.CreateOrder`, or `CreateOrder`
+        for that command in any domain).
+    limit
+        At most this many entries (1 to 1000).
+    after
+        The `next_cursor` of the previous page. Paging is by key, not offset: entries
+        that leave the queue meanwhile never shift a page.
+    """
+    return run(conn, _list_plan(domain, kind, limit, after))
+
+
+async def list_troubleshooting_async(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    domain: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    after: str | None = None,
+) -> TroubleshootingPage:
+    """The async twin of `list_troubleshooting`."""
+    return await run_async(conn, _list_plan(domain, kind, limit, after))
+
+
+# -- show ------------------------------------------------------------------------
+
+_TABLES = "SELECT to_regclass(%(q)s) IS NOT NULL AS q, to_regclass(%(a)s) IS NOT NULL AS a"
+_BY_MSG_ID = "SELECT msg_id, message, headers FROM {t} WHERE msg_id = %(msg_id)s"
+# The fallback when the log has no msg_id for the command: match the headers. A scan,
+# but only for commands that never had a message recorded.
+_BY_HEADER = """
+SELECT msg_id, message, headers FROM {t}
+WHERE replace(lower(headers ->> 'command_id'), '-', '') = %(hex)s
+ORDER BY msg_id DESC
+LIMIT 1
+"""
+
+
+def _queue_of(domain: str) -> str:
+    return check_queue_name(domain + QUEUE_SUFFIX)
+
+
+def _message_plan(
+    domain: str, command_id: uuid.UUID, msg_id: int | None, sources: tuple[str, ...]
+) -> Plan[tuple[str, dict[str, Any]] | None]:
+    """The command's PGMQ message from the given tables (`queue`, `archive`), in order."""
+    queue = _queue_of(domain)
+    tables = {"queue": queue_table(queue), "archive": archive_table(queue)}
+    # A domain whose queue was never created (or was dropped) has no message to show.
+    exists = yield _TABLES, {"q": f"pgmq.q_{queue}", "a": f"pgmq.a_{queue}"}
+    present = {"queue": exists[0]["q"], "archive": exists[0]["a"]}
+    lookups: list[tuple[str, dict[str, Any]]] = []
+    if msg_id is not None:
+        lookups.append((_BY_MSG_ID, {"msg_id": msg_id}))
+    lookups.append((_BY_HEADER, {"hex": command_id.hex}))
+    for text, params in lookups:
+        for source in sources:
+            if not present[source]:
+                continue
+            rows = yield sql.SQL(text).format(t=tables[source]), params
+            if rows:
+                return source, rows[0]
+    return None
+
+
+def _show_plan(domain: str, command_id: uuid.UUID) -> Plan[CommandDetail]:
+    rows = yield GET_COMMAND, (domain, command_id)
+    if not rows:
+        raise NotFoundError(f"No command {command_id} in domain `{domain}`")
+    record = CommandRecord(**rows[0])
+    found = yield from _message_plan(domain, command_id, record.msg_id, ("queue", "archive"))
+    audit = yield from audit_plan(domain, command_id)
+    source, message = found if found is not None else (None, {})
+    return CommandDetail(
+        record=record,
+        msg_id=message.get("msg_id"),
+        message=message.get("message"),
+        headers=message.get("headers"),
+        message_source=source,
+        audit=audit,
+    )
+
+
+def show_command(
+    conn: psycopg.Connection[Any], domain: str, command_id: uuid.UUID | str
+) -> CommandDetail:
+    """The command's record, PGMQ message and audit trail; `cbus.NotFoundError` if unknown."""
+    return run(conn, _show_plan(domain, to_uuid(command_id)))
+
+
+async def show_command_async(
+    conn: psycopg.AsyncConnection[Any], domain: str, command_id: uuid.UUID | str
+) -> CommandDetail:
+    """The async twin of `show_command`."""
+    return await run_async(conn, _show_plan(domain, to_uuid(command_id)))
+
+
+# -- actions ---------------------------------------------------------------------
+
+_STATUS = """
+SELECT c.status, a.event, a.operator, a.at
+FROM cbus.command AS c
+LEFT JOIN LATERAL (
+    SELECT event, operator, at FROM cbus.audit
+    WHERE domain = c.domain AND command_id = c.command_id AND operator IS NOT NULL
+    ORDER BY id DESC
+    LIMIT 1
+) AS a ON true
+WHERE c.domain = %(domain)s AND c.command_id = %(command_id)s
+"""
+
+# The gate: only one transaction can move a command out of the troubleshooting queue.
+# msg_id and attempts come back unchanged, for the retry to find the message.
+_CLAIM = """
+UPDATE cbus.command
+SET status = %(status)s, updated_at = clock_timestamp(),
+    finished_at = CASE WHEN %(status)s = 'PENDING' THEN NULL ELSE clock_timestamp() END,
+    result = CASE WHEN %(status)s = 'COMPLETED' THEN %(result)s ELSE result END,
+    last_error_type = CASE WHEN %(status)s = 'COMPLETED' THEN NULL ELSE last_error_type END,
+    last_error_code = CASE WHEN %(status)s = 'COMPLETED' THEN NULL ELSE last_error_code END,
+    last_error_message = CASE WHEN %(status)s = 'COMPLETED' THEN NULL
+                              ELSE last_error_message END
+WHERE domain = %(domain)s AND command_id = %(command_id)s
+  AND status = 'IN_TROUBLESHOOTING_QUEUE'
+RETURNING msg_id, attempts
+"""
+
+_RESEND = """
+SELECT pgmq.send(%(queue)s, message, headers) AS msg_id, pg_notify(%(channel)s, '')
+FROM {a}
+WHERE msg_id = %(msg_id)s
+"""
+
+# Attempts start again from 0; the worker's read records the new msg_id on receipt.
+_RESET = """
+UPDATE cbus.command SET attempts = 0, msg_id = NULL
+WHERE domain = %(domain)s AND command_id = %(command_id)s
+"""
+
+_AUDIT = """
+INSERT INTO cbus.audit (domain, command_id, event, attempt, operator, detail)
+VALUES (%(domain)s, %(command_id)s, %(event)s, %(attempt)s, %(operator)s, %(detail)s)
+"""
+
+_VERBS = {"retried": "retry", "canceled": "cancel", "completed": "complete"}
+
+
+def _state_error(
+    domain: str, command_id: uuid.UUID, event: str, row: dict[str, Any]
+) -> ConcurrentOperationError:
+    why = ""
+    if row["operator"] is not None:
+        why = f" ({row['event']} by {row['operator']} at {row['at'].isoformat()})"
+    return ConcurrentOperationError(
+        f"Cannot {_VERBS[event]} command {command_id} in domain `{domain}`: it is "
+        f"{row['status']}, not {TSQ}{why}"
+    )
+
+
+def _check_plan(domain: str, command_id: uuid.UUID, event: str) -> Plan[None]:
+    """Before the action's savepoint: fail early, without a lock, when not in the queue."""
+    rows = yield _STATUS, {"domain": domain, "command_id": command_id}
+    if not rows:
+        raise NotFoundError(f"No command {command_id} in domain `{domain}`")
+    if rows[0]["status"] != TSQ:
+        raise _state_error(domain, command_id, event, rows[0])
+
+
+def _act_plan(
+    domain: str,
+    command_id: uuid.UUID,
+    event: str,
+    *,
+    operator: str,
+    reason: str | None,
+    result: RawJson | None = None,
+) -> Plan[None]:
+    """Inside the action's savepoint (or transaction): claim, act, audit."""
+    key = {"domain": domain, "command_id": command_id}
+    status = {"retried": "PENDING", "canceled": "CANCELED", "completed": "COMPLETED"}[event]
+    claimed = yield _CLAIM, {**key, "status": status, "result": result}
+    if not claimed:
+        rows = yield _STATUS, key
+        if not rows:  # deleted meanwhile
+            raise NotFoundError(f"No command {command_id} in domain `{domain}`")
+        raise _state_error(domain, command_id, event, rows[0])
+    old_msg_id, attempts = claimed[0]["msg_id"], claimed[0]["attempts"]
+    detail: dict[str, Any] = {"reason": reason}
+    if event == "retried":
+        found = yield from _message_plan(domain, command_id, old_msg_id, ("archive",))
+        if found is None:
+            raise NotFoundError(
+                f"Cannot retry command {command_id} in domain `{domain}`: its message is no "
+                f"longer in {archive_table(_queue_of(domain)).as_string()} (complete or "
+                "cancel it instead)"
+            )
+        archived_msg_id = found[1]["msg_id"]
+        sent = yield (
+            sql.SQL(_RESEND).format(a=archive_table(_queue_of(domain))),
+            {
+                "queue": _queue_of(domain),
+                "channel": channel(domain),
+                "msg_id": archived_msg_id,
+            },
+        )
+        yield _RESET, key
+        detail.update(archived_msg_id=archived_msg_id, msg_id=sent[0]["msg_id"])
+    yield (
+        _AUDIT,
+        {
+            **key,
+            "event": event,
+            "attempt": attempts,
+            "operator": operator,
+            "detail": RawJson(codec.encode(detail)),
+        },
+    )
+
+
+def _checked(operator: str) -> str:
+    if not isinstance(operator, str) or not operator.strip():
+        raise ValueError("An operator name is required: pass `operator=` (the CLI uses $USER)")
+    return operator
+
+
+def _act(
+    conn: psycopg.Connection[Any], domain: str, command_id: Any, event: str, **kw: Any
+) -> None:
+    cid = to_uuid(command_id)
+    kw["operator"] = _checked(kw["operator"])
+    run(conn, _check_plan(domain, cid, event))
+    try:
+        with conn.transaction():
+            run(conn, _act_plan(domain, cid, event, **kw))
+    except psycopg.errors.SerializationFailure as exc:  # REPEATABLE READ and up
+        raise ConcurrentOperationError(
+            f"Cannot {_VERBS[event]} command {cid} in domain `{domain}`: it changed in a "
+            f"concurrent transaction ({exc.sqlstate}); reload it and decide again"
+        ) from exc
+
+
+async def _act_async(
+    conn: psycopg.AsyncConnection[Any], domain: str, command_id: Any, event: str, **kw: Any
+) -> None:
+    cid = to_uuid(command_id)
+    kw["operator"] = _checked(kw["operator"])
+    await run_async(conn, _check_plan(domain, cid, event))
+    try:
+        async with conn.transaction():
+            await run_async(conn, _act_plan(domain, cid, event, **kw))
+    except psycopg.errors.SerializationFailure as exc:
+        raise ConcurrentOperationError(
+            f"Cannot {_VERBS[event]} command {cid} in domain `{domain}`: it changed in a "
+            f"concurrent transaction ({exc.sqlstate}); reload it and decide again"
+        ) from exc
+
+
+def retry(
+    conn: psycopg.Connection[Any],
+    domain: str,
+    command_id: uuid.UUID | str,
+    *,
+    operator: str,
+    reason: str | None = None,
+) -> None:
+    """Send the command's archived message again, same command_id, attempts reset to 0.
+
+    The command goes back to PENDING; the worker runs it as a new delivery (attempt 1
+    of `max_attempts`). Its archived copy stays in the archive for the record.
+    Raises `cbus.NotFoundError` for an unknown command or a purged message, and
+    `cbus.ConcurrentOperationError` when the command is not (or no longer) in the
+    troubleshooting queue.
+    """
+    _act(conn, domain, command_id, "retried", operator=operator, reason=reason)
+
+
+async def retry_async(
+    conn: psycopg.AsyncConnection[Any],
+    domain: str,
+    command_id: uuid.UUID | str,
+    *,
+    operator: str,
+    reason: str | None = None,
+) -> None:
+    """The async twin of `retry`."""
+    await _act_async(conn, domain, command_id, "retried", operator=operator, reason=reason)
+
+
+def cancel(
+    conn: psycopg.Connection[Any],
+    domain: str,
+    command_id: uuid.UUID | str,
+    *,
+    operator: str,
+    reason: str,
+) -> None:
+    """End the command as CANCELED; it never runs again. Raises as `retry` does."""
+    _act(conn, domain, command_id, "canceled", operator=operator, reason=reason)
+
+
+async def cancel_async(
+    conn: psycopg.AsyncConnection[Any],
+    domain: str,
+    command_id: uuid.UUID | str,
+    *,
+    operator: str,
+    reason: str,
+) -> None:
+    """The async twin of `cancel`."""
+    await _act_async(conn, domain, command_id, "canceled", operator=operator, reason=reason)
+
+
+def complete(
+    conn: psycopg.Connection[Any],
+    domain: str,
+    command_id: uuid.UUID | str,
+    *,
+    operator: str,
+    result: Any,
+    reason: str | None = None,
+) -> None:
+    """End the command as COMPLETED with `result` (JSON data, encoded as the worker does).
+
+    `cbus.get_command(...).result` then returns it, and `result_as` decodes it into the
+    command's result class. Raises as `retry` does.
+    """
+    _act(
+        conn,
+        domain,
+        command_id,
+        "completed",
+        operator=operator,
+        reason=reason,
+        result=RawJson(codec.encode(result)),
+    )
+
+
+async def complete_async(
+    conn: psycopg.AsyncConnection[Any],
+    domain: str,
+    command_id: uuid.UUID | str,
+    *,
+    operator: str,
+    result: Any,
+    reason: str | None = None,
+) -> None:
+    """The async twin of `complete`."""
+    await _act_async(
+        conn,
+        domain,
+        command_id,
+        "completed",
+        operator=operator,
+        reason=reason,
+        result=RawJson(codec.encode(result)),
+    )

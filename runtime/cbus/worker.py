@@ -1,0 +1,126 @@
+"""`cbus.Worker`: threads for sync handlers, asyncio tasks for async ones, in one object."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from ._worker_sync import SyncWorker
+from .registry import AsyncHandlers, Handlers
+from .worker_async import AsyncWorker
+
+__all__ = ["Worker", "dsn_of"]
+
+
+def dsn_of(dsn_or_pool: str | ConnectionPool[Any] | AsyncConnectionPool[Any]) -> str:
+    """Workers hold dedicated connections; from a pool they take only its conninfo."""
+    if isinstance(dsn_or_pool, str):
+        return dsn_or_pool
+    conninfo = dsn_or_pool.conninfo
+    if not isinstance(conninfo, str):
+        raise TypeError("A worker needs a pool whose conninfo is a string")
+    return conninfo
+
+
+class Worker:
+    """Runs handler objects until SIGINT/SIGTERM or `stop()`, finishing what is in flight.
+
+    Sync handlers (subclasses of `OrdersHandlers`) run on `concurrency` threads;
+    async handlers (subclasses of `OrdersAsyncHandlers`) on `concurrency` asyncio
+    tasks in a loop of their own. Options (`batch_size`, `poll_interval`, `audit`)
+    are passed to both.
+    """
+
+    __module__ = "cbus"
+
+    def __init__(
+        self,
+        dsn_or_pool: str | ConnectionPool[Any] | AsyncConnectionPool[Any],
+        handlers: Sequence[object],
+        *,
+        concurrency: int = 4,
+        **options: Any,
+    ) -> None:
+        dsn = dsn_of(dsn_or_pool)
+        sync_handlers = [h for h in handlers if isinstance(h, Handlers)]
+        async_handlers = [h for h in handlers if isinstance(h, AsyncHandlers)]
+        others = [h for h in handlers if not isinstance(h, Handlers | AsyncHandlers)]
+        if others or not handlers:
+            names = ", ".join(type(h).__qualname__ for h in others) or "none given"
+            raise TypeError(
+                "Worker handlers must subclass a generated handler stub (for example "
+                f"`shop.orders.OrdersHandlers`); got: {names}"
+            )
+        self._sync = (
+            SyncWorker(dsn, sync_handlers, concurrency=concurrency, **options)
+            if sync_handlers
+            else None
+        )
+        self._async = (
+            AsyncWorker(dsn, async_handlers, concurrency=concurrency, **options)
+            if async_handlers
+            else None
+        )
+
+    @property
+    def completed(self) -> int:
+        return sum(w.completed for w in (self._sync, self._async) if w is not None)
+
+    @property
+    def failed(self) -> int:
+        return sum(w.failed for w in (self._sync, self._async) if w is not None)
+
+    def stop(self) -> None:
+        """Stop reading; `run` returns once the messages in flight are done."""
+        if self._sync is not None:
+            self._sync.stop()
+        if self._async is not None:
+            self._async.stop()
+
+    def run(self, *, until_idle: bool = False) -> None:
+        """Work until stopped; with `until_idle`, return once no command is due within a minute."""
+        if self._async is None:
+            assert self._sync is not None
+            self._sync.run(until_idle=until_idle)
+            return
+        if self._sync is None:
+            asyncio.run(self._async.run(until_idle=until_idle))
+            return
+        restore = self._install_signals()
+        errors: list[BaseException] = []
+
+        def run_async() -> None:
+            assert self._async is not None
+            try:
+                asyncio.run(self._async.run(until_idle=until_idle))
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run_async, name="cbus-async-worker", daemon=True)
+        thread.start()
+        try:
+            self._sync.run(until_idle=until_idle)
+            while thread.is_alive():
+                thread.join(0.2)
+        finally:
+            restore()
+        if errors:
+            raise errors[0]
+
+    def _install_signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, lambda *_: self.stop())
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore

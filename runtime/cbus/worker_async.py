@@ -1,0 +1,621 @@
+"""The worker: lease messages, run their handlers, acknowledge in the handlers' transaction.
+
+Each consumer owns one connection and loops: lease a batch (`read`: one statement
+that also records each command on first receipt), run the handlers of the batch in
+one transaction, and acknowledge them in that same transaction with one statement
+that deletes the messages (matching read_ct, so a lost lease is noticed) and marks
+their commands COMPLETED. A handler's writes through `ctx.conn` therefore commit if
+and only if its command completes.
+
+Handlers that never touch `ctx.conn` cost no savepoint; the first statement a handler
+runs on it opens one, so a failing handler's writes roll back alone. Anything
+unexpected (a lost lease, a savepoint the handler released) rolls the whole batch
+back and replays it one message per transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from . import _acompat as compat
+from ._acompat import AEvent, ALock, agather, asleep, aspawn
+from ._queries import query
+from ._send_base import channel
+from ._worker_base import (
+    Delivery,
+    DomainRuntime,
+    Outcome,
+    Poison,
+    classify,
+    encode_result,
+    triage,
+)
+from .context import AsyncContext
+from .pgmq import RawJson, register_adapters
+
+__all__ = ["AsyncWorker"]
+
+log = logging.getLogger("cbus.worker")
+
+_SAVEPOINT = b"SAVEPOINT cbus_handler"
+_ROLLBACK_SAVEPOINT = b"ROLLBACK TO SAVEPOINT cbus_handler"
+_MAX_SAVEPOINTS = 60  # below PostgreSQL's 64 cached subtransactions per transaction
+
+
+class _Replay(Exception):
+    """Roll the batch back and run its messages one transaction each."""
+
+    def __init__(self, reason: str, end: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.end = end
+
+
+class _HandlerCursor(psycopg.AsyncCursor[Any]):
+    """Opens the handler's savepoint just before its first statement."""
+
+    async def _arm(self) -> None:
+        conn = self.connection
+        if isinstance(conn, _HandlerConnection) and conn.savepoint_armed:
+            conn.savepoint_armed = False
+            conn.savepoints += 1
+            conn.savepoint_taken = True
+            await super().execute(_SAVEPOINT)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        await self._arm()
+        return await super().execute(*args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        await self._arm()
+        return await super().executemany(*args, **kwargs)
+
+
+class _HandlerServerCursor(psycopg.AsyncServerCursor[Any]):
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        conn = self.connection
+        if isinstance(conn, _HandlerConnection) and conn.savepoint_armed:
+            conn.savepoint_armed = False
+            conn.savepoints += 1
+            conn.savepoint_taken = True
+            await conn.execute(_SAVEPOINT)
+        return await super().execute(*args, **kwargs)
+
+
+class _HandlerConnection(psycopg.AsyncConnection[Any]):
+    """A worker connection that knows whether the running handler has used it."""
+
+    savepoint_armed = False
+    savepoint_taken = False
+    savepoints = 0
+
+
+class AsyncWorker:
+    """Runs the handlers of one or more domains until stopped.
+
+    `handlers` are instances of subclasses of generated async stubs
+    (`OrdersAsyncHandlers`). `concurrency` consumers each lease up to `batch_size`
+    messages at a time. Wakes on NOTIFY from the senders, and polls every
+    `poll_interval` seconds besides, since delayed messages and other PGMQ clients
+    send no notification.
+    """
+
+    __module__ = "cbus"
+
+    def __init__(
+        self,
+        dsn: str,
+        handlers: Sequence[object],
+        *,
+        concurrency: int = 4,
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+        audit: str = "errors",
+        connect_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if not handlers:
+            raise ValueError("A worker needs at least one handler object")
+        if audit not in ("errors", "full"):
+            raise ValueError("audit must be `errors` or `full`")
+        self._dsn = dsn
+        self._connect_kwargs = connect_kwargs or {}
+        self._domains = [DomainRuntime.of(h) for h in handlers]
+        names = [d.spec.name for d in self._domains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Two handler objects serve the same domain: {names}")
+        self.concurrency = max(1, concurrency)
+        self.batch_size = max(1, batch_size)
+        self.poll_interval = poll_interval
+        self.audit_full = audit == "full"
+        self._stopping = AEvent()
+        self._wake = AEvent()
+        self._leases: dict[tuple[str, int], int] = {}
+        self._lease_lock = ALock()
+        self._busy = 0
+        self._counter_lock = threading.Lock()
+        self._idle_rounds = 0
+        self.completed = 0
+        self.failed = 0
+
+    def stop(self) -> None:
+        """Stop reading; messages in flight finish, then `run` returns."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def _connect(self) -> _HandlerConnection:
+        min_vt = min(d.visibility_timeout for d in self._domains)
+        conn = await _HandlerConnection.connect(
+            self._dsn,
+            autocommit=True,
+            cursor_factory=_HandlerCursor,
+            options=f"-c statement_timeout={max(1000, min_vt * 500)}",
+            **self._connect_kwargs,
+        )
+        conn.server_cursor_factory = _HandlerServerCursor
+        return conn
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
+        restore = self._install_signals()
+        try:
+            consumers = [
+                aspawn(self._consume, i, until_idle, name=f"cbus-consumer-{i}")
+                for i in range(self.concurrency)
+            ]
+            helpers = [
+                aspawn(self._listen, name="cbus-listener"),
+                aspawn(self._heartbeat, name="cbus-heartbeat"),
+            ]
+            await agather(*consumers)
+            self.stop()
+            await agather(*helpers, timeout=5)
+        finally:
+            restore()
+
+    def _install_signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, lambda *_: self.stop())
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    # -- consumers ---------------------------------------------------------------
+
+    async def _consume(self, index: int, until_idle: bool) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                conn = await self._connect()
+            except psycopg.OperationalError as exc:
+                log.warning("connect failed: %s", exc, extra={"action": "connect_failed"})
+                await self._stopping.wait_for(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            try:
+                async with conn:
+                    await self._consume_on(conn, index, until_idle)
+                    return
+            except psycopg.OperationalError as exc:
+                log.warning("connection lost: %s", exc, extra={"action": "connection_lost"})
+                await self._stopping.wait_for(backoff)
+
+    async def _consume_on(self, conn: _HandlerConnection, index: int, until_idle: bool) -> None:
+        domains = (
+            self._domains[index % len(self._domains) :]
+            + self._domains[: index % len(self._domains)]
+        )
+        while not self._stopping.is_set():
+            worked = 0
+            for runtime in domains:
+                if self._stopping.is_set():
+                    break
+                worked += await self._poll(conn, runtime)
+            if worked:
+                continue
+            if until_idle and await self._idle(conn):
+                return
+            self._wake.clear()
+            await self._wake.wait_for(self.poll_interval)
+
+    async def _idle(self, conn: _HandlerConnection) -> bool:
+        """No message due now or within a minute, none waiting for a retry, none in flight."""
+        if self._busy:
+            return False
+        for runtime in self._domains:
+            cur = await conn.execute(query("pending", runtime.queue), {"horizon": 60.0})
+            row = await cur.fetchone()
+            if row and row[0]:
+                return False
+        return not self._busy
+
+    async def _poll(self, conn: _HandlerConnection, runtime: DomainRuntime) -> int:
+        cur = conn.cursor()
+        register_adapters(cur)
+        await cur.execute(query("read"), runtime.read_params(self.batch_size))
+        rows = await cur.fetchall()
+        if not rows:
+            return 0
+        self._busy += 1
+        try:
+            ready, poison = triage(runtime, rows)
+            async with self._lease_lock:
+                for d in ready:
+                    self._leases[(runtime.queue, d.msg_id)] = d.read_ct
+            try:
+                for p in poison:
+                    await self._set_aside(conn, runtime, p)
+                if ready:
+                    await self._run_batch(conn, runtime, ready)
+            finally:
+                async with self._lease_lock:
+                    for d in ready:
+                        self._leases.pop((runtime.queue, d.msg_id), None)
+        finally:
+            self._busy -= 1
+        return len(rows)
+
+    # -- the batch ---------------------------------------------------------------
+
+    async def _run_batch(
+        self, conn: _HandlerConnection, runtime: DomainRuntime, batch: list[Delivery]
+    ) -> None:
+        start = 0
+        while start < len(batch):
+            try:
+                start = await self._run_chunk(conn, runtime, batch, start)
+            except _Replay as replay:
+                log.info(
+                    "batch rolled back (%s), replaying %d message(s) one by one",
+                    replay.reason,
+                    replay.end - start,
+                    extra={"action": "batch_replay"},
+                )
+                for delivery in batch[start : replay.end]:
+                    await self._run_one(conn, runtime, delivery)
+                start = replay.end
+
+    async def _run_chunk(
+        self, conn: _HandlerConnection, runtime: DomainRuntime, batch: list[Delivery], start: int
+    ) -> int:
+        """Run handlers from `start` in one transaction; returns where the next chunk starts."""
+        completed: list[Delivery] = []
+        failures: list[tuple[Delivery, BaseException]] = []
+        conn.savepoints = 0
+        i = start
+        try:
+            async with conn.transaction():
+                while i < len(batch):
+                    delivery = batch[i]
+                    i += 1
+                    conn.savepoint_armed = True
+                    conn.savepoint_taken = False
+                    try:
+                        value = await delivery.method(
+                            delivery.command, self._context(conn, delivery)
+                        )
+                        delivery.result = encode_result(delivery, value)
+                    except Exception as exc:
+                        await self._undo_handler(conn)
+                        failures.append((delivery, exc))
+                    else:
+                        if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
+                            raise _Replay("a handler ended the transaction")
+                        completed.append(delivery)
+                    finally:
+                        conn.savepoint_armed = False
+                    if conn.savepoints >= _MAX_SAVEPOINTS:
+                        break
+                await self._ack(conn, runtime, completed)
+                for delivery, error in failures:
+                    await self._record_failure(conn, runtime, delivery, error)
+        except _Replay as replay:
+            replay.end = i
+            raise
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            raise _Replay(f"{type(exc).__name__}: {exc}", i) from exc
+        self._count(len(completed), len(failures))
+        return i
+
+    def _count(self, completed: int, failed: int) -> None:
+        with self._counter_lock:
+            self.completed += completed
+            self.failed += failed
+
+    async def _undo_handler(self, conn: _HandlerConnection) -> None:
+        if conn.savepoint_taken:
+            try:
+                await conn.execute(_ROLLBACK_SAVEPOINT)
+            except psycopg.Error as exc:
+                raise _Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
+        elif conn.info.transaction_status != pq.TransactionStatus.INTRANS:
+            raise _Replay("a failing handler left the transaction aborted")
+
+    async def _run_one(
+        self, conn: _HandlerConnection, runtime: DomainRuntime, delivery: Delivery
+    ) -> None:
+        """One message in its own transaction: the slow, always-correct path."""
+        failure: BaseException | None = None
+        try:
+            async with conn.transaction():
+                try:
+                    value = await delivery.method(delivery.command, self._context(conn, delivery))
+                    delivery.result = encode_result(delivery, value)
+                except Exception as exc:
+                    failure = exc
+                    raise
+                if not await self._ack(conn, runtime, [delivery], strict=False):
+                    log.warning(
+                        "lease lost, handler's writes rolled back",
+                        extra={"action": "lease_lost", "msg_id": delivery.msg_id},
+                    )
+                    raise _Replay("lease lost")
+        except _Replay:
+            return
+        except psycopg.OperationalError:
+            raise
+        except Exception:
+            if failure is None:
+                raise
+        else:
+            self._count(1, 0)
+            return
+        async with conn.transaction():
+            await self._record_failure(conn, runtime, delivery, failure)
+        self._count(0, 1)
+
+    def _context(self, conn: _HandlerConnection, d: Delivery) -> AsyncContext:
+        return AsyncContext(
+            command_id=d.headers.command_id,
+            correlation_id=d.headers.correlation_id,
+            attempt=d.read_ct,
+            max_attempts=d.max_attempts,
+            kind=d.spec.kind,
+            domain=d.spec.domain,
+            batch_id=d.headers.batch_id,
+            conn=conn,
+        )
+
+    async def _ack(
+        self,
+        conn: _HandlerConnection,
+        runtime: DomainRuntime,
+        completed: list[Delivery],
+        *,
+        strict: bool = True,
+    ) -> bool:
+        if not completed:
+            return True
+        cur = await conn.execute(
+            query("ack_completed", runtime.queue),
+            {
+                "domain": runtime.spec.name,
+                "msg_ids": [d.msg_id for d in completed],
+                "read_cts": [d.read_ct for d in completed],
+                "command_ids": [d.headers.command_id for d in completed],
+                "results": [d.result for d in completed],
+                "audit_full": self.audit_full,
+            },
+        )
+        row = await cur.fetchone()
+        ok = row is not None and row[0] == len(completed)
+        if not ok and strict:
+            acked = row[0] if row is not None else 0
+            raise _Replay(f"{len(completed) - acked} lease(s) lost before the acknowledgement")
+        return ok
+
+    async def _record_failure(
+        self,
+        conn: _HandlerConnection,
+        runtime: DomainRuntime,
+        delivery: Delivery,
+        exc: BaseException,
+    ) -> None:
+        failure = classify(delivery, exc)
+        command_id = delivery.headers.command_id
+        extra = {
+            "action": f"command_{failure.outcome.value}",
+            "kind": delivery.spec.kind,
+            "command_id": str(command_id),
+            "attempt": delivery.read_ct,
+        }
+        log.info(
+            "%s %s: %s", delivery.spec.kind, failure.outcome.value, failure.message, extra=extra
+        )
+        detail = {"type": failure.error_type, "code": failure.code, "message": failure.message}
+        await self._audit(conn, runtime, command_id, "failed", delivery.read_ct, detail)
+        if failure.outcome is Outcome.RETRY:
+            cur = await conn.execute(
+                query("retry_later", runtime.queue),
+                {
+                    "domain": runtime.spec.name,
+                    "command_id": command_id,
+                    "msg_id": delivery.msg_id,
+                    "read_ct": delivery.read_ct,
+                    "backoff": failure.backoff,
+                    "error_type": failure.error_type,
+                    "error_code": failure.code,
+                    "error_message": failure.message,
+                },
+            )
+            if await cur.fetchone() is not None:
+                await self._audit(
+                    conn,
+                    runtime,
+                    command_id,
+                    "retry_scheduled",
+                    delivery.read_ct,
+                    {"in_seconds": failure.backoff},
+                )
+            return
+        if failure.outcome is Outcome.FAILED:
+            await conn.execute(
+                query("delete_message", runtime.queue),
+                {"msg_id": delivery.msg_id, "read_ct": delivery.read_ct},
+            )
+            status = "FAILED"
+        else:
+            await conn.execute(
+                query("archive_message", runtime.queue),
+                {"msg_id": delivery.msg_id, "read_ct": delivery.read_ct},
+            )
+            status = "IN_TROUBLESHOOTING_QUEUE"
+            await self._audit(
+                conn, runtime, command_id, "moved_to_troubleshooting", delivery.read_ct, detail
+            )
+        await conn.execute(
+            query("end_command"),
+            {
+                "domain": runtime.spec.name,
+                "command_id": command_id,
+                "status": status,
+                "attempts": delivery.read_ct,
+                "error_type": failure.error_type,
+                "error_code": failure.code,
+                "error_message": failure.message,
+                "result": None,
+                "msg_id": delivery.msg_id,
+            },
+        )
+
+    async def _set_aside(self, conn: _HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
+        """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
+        log.warning(
+            "message %s set aside: %s",
+            p.msg_id,
+            p.reason,
+            extra={"action": "poison", "code": p.code, "msg_id": p.msg_id},
+        )
+        async with conn.transaction():
+            if p.drop:
+                await conn.execute(
+                    query("delete_message", runtime.queue),
+                    {"msg_id": p.msg_id, "read_ct": p.read_ct},
+                )
+            else:
+                await conn.execute(
+                    query("archive_message", runtime.queue),
+                    {"msg_id": p.msg_id, "read_ct": p.read_ct},
+                )
+            if p.command_id is None:
+                return
+            detail = {"code": p.code, "message": p.reason, "msg_id": p.msg_id}
+            if p.drop:
+                await self._audit(
+                    conn, runtime, p.command_id, "duplicate_dropped", p.read_ct, detail
+                )
+                return
+            await self._audit(
+                conn, runtime, p.command_id, "moved_to_troubleshooting", p.read_ct, detail
+            )
+            await conn.execute(
+                query("end_command"),
+                {
+                    "domain": runtime.spec.name,
+                    "command_id": p.command_id,
+                    "status": "IN_TROUBLESHOOTING_QUEUE",
+                    "attempts": p.read_ct,
+                    "error_type": "Poison",
+                    "error_code": p.code,
+                    "error_message": p.reason,
+                    "result": None,
+                    "msg_id": p.msg_id,
+                },
+            )
+
+    async def _audit(
+        self,
+        conn: _HandlerConnection,
+        runtime: DomainRuntime,
+        command_id: uuid.UUID,
+        event: str,
+        attempt: int | None,
+        detail: dict[str, Any] | None,
+    ) -> None:
+        from . import codec
+
+        await conn.execute(
+            query("audit"),
+            {
+                "domain": runtime.spec.name,
+                "command_id": command_id,
+                "event": event,
+                "attempt": attempt,
+                "operator": None,
+                "detail": RawJson(codec.encode(detail)) if detail is not None else None,
+            },
+        )
+
+    # -- wake-ups and leases -----------------------------------------------------
+
+    async def _listen(self) -> None:
+        """LISTEN on each domain's channel and wake the consumers on every notification."""
+        while not self._stopping.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, **self._connect_kwargs
+                ) as conn:
+                    for runtime in self._domains:
+                        await conn.execute(
+                            psycopg.sql.SQL("LISTEN {}").format(
+                                psycopg.sql.Identifier(channel(runtime.spec.name))
+                            )
+                        )
+                    self._wake.set()
+                    while not self._stopping.is_set():
+                        async for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._wake.set()
+            except psycopg.OperationalError:
+                await self._stopping.wait_for(1.0)
+
+    async def _heartbeat(self) -> None:
+        """Keep the leases of messages in flight alive while their handlers run."""
+        vt = min(d.visibility_timeout for d in self._domains)
+        interval = max(vt / 3, 0.5)
+        while not await self._stopping.wait_for(interval):
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, **self._connect_kwargs
+                ) as conn:
+                    while True:
+                        await self._extend_all(conn)
+                        if await self._stopping.wait_for(interval):
+                            break
+            except psycopg.OperationalError:
+                await asleep(1.0)
+
+    async def _extend_all(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        async with self._lease_lock:
+            leases = dict(self._leases)
+        by_queue: dict[str, tuple[list[int], list[int]]] = {}
+        for (queue, msg_id), read_ct in leases.items():
+            ids, cts = by_queue.setdefault(queue, ([], []))
+            ids.append(msg_id)
+            cts.append(read_ct)
+        for runtime in self._domains:
+            if runtime.queue in by_queue:
+                ids, cts = by_queue[runtime.queue]
+                await conn.execute(
+                    query("extend_lease", runtime.queue),
+                    {"msg_ids": ids, "read_cts": cts, "seconds": runtime.visibility_timeout},
+                )
+
+
+_ = compat  # the sync twin maps names from this module

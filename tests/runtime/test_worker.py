@@ -1,0 +1,364 @@
+"""The worker against a real PostgreSQL: dispatch, outcomes, isolation, poison, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from types import ModuleType
+from typing import Any
+
+import cbus
+import msgspec
+import psycopg
+import pytest
+
+from .helpers import archive_depth, drain, queue_depth, running, statuses, wait_for
+
+QUEUE = "testbus__commands"
+
+
+def make_handlers(testbus: ModuleType) -> Any:
+    class Handlers(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            self.calls: dict[str, int] = {}
+            self.attempts: list[int] = []
+
+        def _count(self, name: str) -> None:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            self._count("echo")
+            return testbus.EchoResult(n=cmd.n, text=cmd.text)
+
+        def write_row(self, cmd: Any, ctx: cbus.Context) -> None:
+            self._count("write_row")
+            ctx.conn.execute(
+                "INSERT INTO effects (command_id, value) VALUES (%s, %s)",
+                (ctx.command_id, cmd.value),
+            )
+            if cmd.fail_after_write:
+                raise RuntimeError("failed after writing")
+
+        def flaky(self, cmd: Any, ctx: cbus.Context) -> None:
+            self._count("flaky")
+            self.attempts.append(ctx.attempt)
+            if ctx.attempt < cmd.succeed_on:
+                raise cbus.TransientError(f"not yet (attempt {ctx.attempt})")
+
+        def reject(self, cmd: Any, ctx: cbus.Context) -> None:
+            self._count("reject")
+            if cmd.mode == "declared":
+                raise testbus.RejectError.rejected("no thanks")
+            if cmd.mode == "undeclared":
+                raise cbus.BusinessError("NOT_IN_SCHEMA", "oops")
+            if cmd.mode == "permanent":
+                raise cbus.PermanentError("CANNOT", "never")
+            raise ValueError("always fails")
+
+        def slow(self, cmd: Any, ctx: cbus.Context) -> None:
+            self._count("slow")
+            time.sleep(cmd.seconds)
+            ctx.conn.execute(
+                "INSERT INTO effects (command_id, value) VALUES (%s, 1)", (ctx.command_id,)
+            )
+
+    return Handlers()
+
+
+def effects(conn: psycopg.Connection[Any]) -> dict[uuid.UUID, int]:
+    rows = conn.execute("SELECT command_id, count(*) FROM effects GROUP BY 1").fetchall()
+    conn.commit()
+    return {command_id: int(n) for command_id, n in rows}
+
+
+def test_handler_writes_commit_only_with_completion(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    ok = [testbus.send_write_row(conn, value=i) for i in range(30)]
+    bad = testbus.send_write_row(conn, value=99, fail_after_write=True)
+    ok += [testbus.send_write_row(conn, value=i) for i in range(30, 60)]
+    conn.commit()
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers])
+
+    written = effects(conn)
+    assert written == {r.command_id: 1 for r in ok}
+    record = cbus.get_command(conn, "testbus", bad.command_id)
+    assert record is not None
+    assert record.status == "IN_TROUBLESHOOTING_QUEUE"
+    assert record.attempts == 3
+    assert record.last_error_type == "RuntimeError"
+    assert record.last_error_message == "Attempts exhausted: failed after writing"
+    assert handlers.calls["write_row"] == 60 + 3
+    assert queue_depth(conn, QUEUE) == 0
+    assert archive_depth(conn, QUEUE) == 1
+
+
+def test_transient_failure_retries_with_backoff_then_completes(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    sent = testbus.send_flaky(conn, succeed_on=3)
+    conn.commit()
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers])
+    assert handlers.attempts == [1, 2, 3]
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None and record.status == "COMPLETED" and record.attempts == 3
+    events = [
+        row[0]
+        for row in conn.execute(
+            "SELECT event FROM cbus.audit WHERE command_id = %s ORDER BY id", (sent.command_id,)
+        )
+    ]
+    assert events == ["failed", "retry_scheduled", "failed", "retry_scheduled"]
+
+
+def test_per_command_max_attempts_is_honoured(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    # Reject declares max_attempts 2; the domain default is 3.
+    sent = testbus.send_reject(conn, mode="exception")
+    conn.commit()
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers])
+    assert handlers.calls["reject"] == 2
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None
+    assert (record.status, record.attempts, record.max_attempts) == (
+        "IN_TROUBLESHOOTING_QUEUE",
+        2,
+        2,
+    )
+
+
+def test_permanent_error_goes_to_troubleshooting_at_once(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    sent = testbus.send_reject(conn, mode="permanent")
+    conn.commit()
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers])
+    assert handlers.calls["reject"] == 1
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None
+    assert (record.status, record.last_error_code, record.last_error_message) == (
+        "IN_TROUBLESHOOTING_QUEUE",
+        "CANNOT",
+        "never",
+    )
+    assert archive_depth(conn, QUEUE) == 1
+
+
+def test_declared_business_error_fails_without_retry(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    declared = testbus.send_reject(conn, mode="declared")
+    undeclared = testbus.send_reject(conn, mode="undeclared")
+    conn.commit()
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers])
+    assert handlers.calls["reject"] == 2
+    record = cbus.get_command(conn, "testbus", declared.command_id)
+    assert record is not None
+    assert (record.status, record.last_error_code, record.last_error_message) == (
+        "FAILED",
+        "REJECTED",
+        "no thanks",
+    )
+    assert record.finished_at is not None
+    record = cbus.get_command(conn, "testbus", undeclared.command_id)
+    assert record is not None
+    assert record.status == "IN_TROUBLESHOOTING_QUEUE"
+    assert record.last_error_code == "UNDECLARED_ERROR"
+    assert record.last_error_message == (
+        "Business error code `NOT_IN_SCHEMA` is not declared for `testbus.Reject` "
+        "(declared: OVER_LIMIT, REJECTED): oops"
+    )
+    assert queue_depth(conn, QUEUE) == 0
+
+
+def _send_raw(conn: psycopg.Connection[Any], message: str, headers: str | None) -> None:
+    conn.execute("SELECT pgmq.send('testbus__commands', %s::jsonb, %s::jsonb)", (message, headers))
+
+
+def _headers(kind: str = "testbus.Echo", version: int = 1, **extra: Any) -> tuple[str, uuid.UUID]:
+    command_id = uuid.uuid4()
+    body = {
+        "kind": kind,
+        "version": version,
+        "command_id": str(command_id),
+        "correlation_id": str(uuid.uuid4()),
+        **extra,
+    }
+    return msgspec.json.encode(body).decode(), command_id
+
+
+def test_poison_messages_go_to_troubleshooting_and_the_rest_flows(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    good = [testbus.send_echo(conn, n=i) for i in range(20)]
+    unknown_h, unknown = _headers(kind="testbus.Nope")
+    _send_raw(conn, '{"n": 1}', unknown_h)
+    version_h, old_version = _headers(version=7)
+    _send_raw(conn, '{"n": 1}', version_h)
+    undecodable_h, undecodable = _headers()
+    _send_raw(conn, '{"n": "not a number"}', undecodable_h)
+    _send_raw(conn, '{"n": 1}', None)  # no headers at all
+    _send_raw(conn, '{"n": 1}', '{"kind": "testbus.Echo"}')  # headers missing ids
+    _send_raw(conn, "[1, 2, 3]", _headers()[0])  # not an object
+    good += [testbus.send_echo(conn, n=i) for i in range(20, 40)]
+    conn.commit()
+
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers])
+
+    assert handlers.calls["echo"] == 40
+    for sent in good:
+        assert cbus.get_command(conn, "testbus", sent.command_id).status == "COMPLETED"  # type: ignore[union-attr]
+    assert queue_depth(conn, QUEUE) == 0
+    assert archive_depth(conn, QUEUE) == 6
+
+    def reason(command_id: uuid.UUID) -> tuple[str, str | None, str | None]:
+        record = cbus.get_command(conn, "testbus", command_id)
+        assert record is not None
+        return record.status, record.last_error_code, record.last_error_message
+
+    assert reason(unknown) == (
+        "IN_TROUBLESHOOTING_QUEUE",
+        "UNKNOWN_KIND",
+        "Unknown kind `testbus.Nope` for domain `testbus`",
+    )
+    assert reason(old_version) == (
+        "IN_TROUBLESHOOTING_QUEUE",
+        "UNSUPPORTED_VERSION",
+        "Unsupported version 7 of `testbus.Echo`: this worker handles version 1",
+    )
+    assert reason(undecodable) == (
+        "IN_TROUBLESHOOTING_QUEUE",
+        "UNDECODABLE",
+        "Cannot decode `testbus.Echo`: Expected `int`, got `str` - at `$.n`",
+    )
+
+
+def test_command_without_implementation_goes_to_troubleshooting(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    class OnlyEcho(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            return testbus.EchoResult(n=cmd.n, text="")
+
+    echo = testbus.send_echo(conn, n=1)
+    flaky = testbus.send_flaky(conn, succeed_on=1)
+    conn.commit()
+    drain(dsn, [OnlyEcho()])
+    assert cbus.get_command(conn, "testbus", echo.command_id).status == "COMPLETED"  # type: ignore[union-attr]
+    record = cbus.get_command(conn, "testbus", flaky.command_id)
+    assert record is not None
+    assert record.status == "IN_TROUBLESHOOTING_QUEUE"
+    assert record.last_error_code == "NO_HANDLER"
+    assert record.last_error_message == "No handler: OnlyEcho does not implement `flaky`"
+
+
+def test_crash_looping_message_is_set_aside(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    sent = testbus.send_echo(conn, n=1)
+    conn.commit()
+    # Three deliveries that never ended, as if a worker died holding it each time.
+    conn.execute(
+        "UPDATE pgmq.q_testbus__commands SET read_ct = 3 WHERE msg_id = %s", (sent.msg_id,)
+    )
+    conn.commit()
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers])
+    assert handlers.calls == {}
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None
+    assert (record.status, record.last_error_code) == ("IN_TROUBLESHOOTING_QUEUE", "CRASH_LOOP")
+
+
+def test_async_worker_runs_async_handlers(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    class AsyncHandlers(testbus.TestbusAsyncHandlers):  # type: ignore[misc, name-defined]
+        async def write_row(self, cmd: Any, ctx: cbus.AsyncContext) -> None:
+            await asyncio.sleep(0)
+            await ctx.conn.execute(
+                "INSERT INTO effects (command_id, value) VALUES (%s, %s)",
+                (ctx.command_id, cmd.value),
+            )
+            if cmd.fail_after_write:
+                raise RuntimeError("async failure")
+
+    ok = [testbus.send_write_row(conn, value=i) for i in range(50)]
+    bad = testbus.send_write_row(conn, value=-1, fail_after_write=True)
+    conn.commit()
+    drain(dsn, [AsyncHandlers()])
+    assert effects(conn) == {r.command_id: 1 for r in ok}
+    assert cbus.get_command(conn, "testbus", bad.command_id).status == "IN_TROUBLESHOOTING_QUEUE"  # type: ignore[union-attr]
+
+
+def test_lease_is_renewed_while_a_long_handler_runs(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    # Slow's visibility timeout is 2 s; the handler takes 5 s. A second worker must
+    # not get the message while the first is alive and working.
+    sent = testbus.send_slow(conn, seconds=5.0)
+    conn.commit()
+    first, second = make_handlers(testbus), make_handlers(testbus)
+    with running(dsn, [first], concurrency=1), running(dsn, [second], concurrency=1):
+        wait_for(
+            lambda: cbus.get_command(conn, "testbus", sent.command_id).status == "COMPLETED", 30
+        )  # type: ignore[union-attr]
+    assert first.calls.get("slow", 0) + second.calls.get("slow", 0) == 1
+    assert effects(conn) == {sent.command_id: 1}
+
+
+def test_worker_keeps_running_and_stops_gracefully(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    handlers = make_handlers(testbus)
+    with running(dsn, [handlers], concurrency=2) as worker:
+        for i in range(10):
+            testbus.send_echo(conn, n=i)
+            conn.commit()
+        wait_for(lambda: statuses(conn, "testbus").get("COMPLETED") == 10)
+        testbus.send_slow(conn, seconds=1.0)
+        conn.commit()
+        wait_for(lambda: handlers.calls.get("slow") == 1)
+    # stop() came while Slow was in flight: it finished and was acknowledged.
+    assert worker.completed == 11
+    assert statuses(conn, "testbus") == {"COMPLETED": 11}
+
+
+def test_notify_wakes_the_worker_without_waiting_for_the_poll(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    handlers = make_handlers(testbus)
+    with running(dsn, [handlers], concurrency=1, poll_interval=30.0):
+        time.sleep(0.5)  # the consumer is now waiting; only a notification can wake it
+        testbus.send_echo(conn, n=1)
+        conn.commit()
+        wait_for(lambda: handlers.calls.get("echo") == 1, timeout=10)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 100])
+def test_mixed_batches_apply_each_effect_once(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, batch_size: int
+) -> None:
+    sent = []
+    for i in range(80):
+        sent.append((testbus.send_write_row(conn, value=i, fail_after_write=i % 9 == 0), i))
+    conn.commit()
+    drain(dsn, [make_handlers(testbus)], batch_size=batch_size)
+    written = effects(conn)
+    for result, i in sent:
+        record = cbus.get_command(conn, "testbus", result.command_id)
+        assert record is not None
+        if i % 9 == 0:
+            assert record.status == "IN_TROUBLESHOOTING_QUEUE"
+            assert result.command_id not in written
+        else:
+            assert record.status == "COMPLETED"
+            assert written[result.command_id] == 1
