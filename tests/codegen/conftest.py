@@ -1,0 +1,110 @@
+"""Fixtures of the cbgen tests: a scratch project, the CLI, generated packages.
+
+None of these tests needs a database.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from cbgen.cli import main
+from cbgen.render import compile_schemas, format_python, render_package, write_tree
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[2]
+CASES = Path(__file__).resolve().parent / "cases"
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def cbgen(*args: str) -> Result:
+    """Run `cbgen ARGS` in process, in the current folder."""
+    r = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return Result(r.exit_code, r.stdout, r.stderr)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder (the working directory) with `[tool.cbgen]`."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.cbgen]\nschemas = "schemas"\nout = "generated"\npackage = "app"\n'
+    )
+    (tmp_path / "schemas").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder`, by relative path, caches left out."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+@dataclass
+class Generated:
+    """A package generated from the kitchen case (every feature) and the repo schemas."""
+
+    root: Path
+    name: str
+    models: str
+    kitchen: ModuleType
+    extra: ModuleType
+
+
+def _ruff_settings() -> str:
+    """The repository's `[tool.ruff]` tables, so a scratch project lints as this one."""
+    ruff = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"].get("ruff", {})
+    lines: list[str] = []
+
+    def table(name: str, values: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict))
+        for k, v in values.items():
+            if isinstance(v, dict):
+                table(f"{name}.{k}", v)
+
+    table("tool.ruff", ruff)
+    return "\n".join(lines) + "\n"
+
+
+def _generate(root: Path, name: str, models: str) -> Path:
+    (root / "pyproject.toml").write_text(_ruff_settings())
+    schemas = sorted(CASES.joinpath("kitchen").glob("*.yaml"))
+    pkg = compile_schemas(schemas, CASES, name, models)
+    target = root / name
+    write_tree(target, format_python(render_package(pkg), target))
+    return target
+
+
+@pytest.fixture(scope="session", params=["dataclass", "struct"])
+def generated(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Generated]:
+    models: str = request.param
+    root = tmp_path_factory.mktemp(f"gen_{models}")
+    name = f"kitchen_{models}"
+    _generate(root, name, models)
+    sys.path.insert(0, str(root))
+    try:
+        kitchen = importlib.import_module(f"{name}.kitchen")
+        extra = importlib.import_module(f"{name}.extra")
+        yield Generated(root, name, models, kitchen, extra)
+    finally:
+        sys.path.remove(str(root))

@@ -1,0 +1,278 @@
+"""Bad schemas: one case per error class, each asserting the whole output.
+
+Every case runs `cbgen generate` in a scratch project and expects exit status 1,
+exactly the listed `FILE:LINE:COL: message` lines, and no `generated/` folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import cbgen
+
+HEAD = "cbus: 1\ndomain: orders\n"
+OK_CMD = "commands:\n  Ping: {}\n"
+
+CASES: dict[str, tuple[dict[str, str], list[str]]] = {
+    "yaml_syntax": (
+        {"a.yaml": HEAD + "commands: [Ping\n"},
+        ["schemas/a.yaml:4:1: Invalid YAML: expected ',' or ']', but got '<stream end>'"],
+    ),
+    "empty_file": (
+        {"a.yaml": "# nothing\n"},
+        ["schemas/a.yaml:1:1: Empty schema: expected a mapping with `cbus: 1`"],
+    ),
+    "duplicate_key": (
+        {"a.yaml": HEAD + OK_CMD + "domain: payments\n"},
+        ["schemas/a.yaml:5:1: Duplicate key `domain` (first defined at 2:1)"],
+    ),
+    "unknown_key_hint": (
+        {"a.yaml": HEAD + "options: {max_attemps: 3}\n" + OK_CMD},
+        ["schemas/a.yaml:3:11: Unknown key `max_attemps` (did you mean `max_attempts`?)"],
+    ),
+    "unknown_key_no_hint": (
+        {"a.yaml": HEAD + OK_CMD + "zzz: 1\n"},
+        [
+            "schemas/a.yaml:5:1: Unknown key `zzz` (expected one of `cbus`, `domain`, "
+            "`description`, `options`, `types` or `commands`)"
+        ],
+    ),
+    "missing_format_version": (
+        {"a.yaml": "domain: orders\n" + OK_CMD},
+        ["schemas/a.yaml:1:1: Missing required key `cbus` (the format version: add `cbus: 1`)"],
+    ),
+    "unsupported_format_version": (
+        {"a.yaml": "cbus: 2\ndomain: orders\n" + OK_CMD},
+        ["schemas/a.yaml:1:7: Unsupported format version `2` (this cbgen reads `cbus: 1`)"],
+    ),
+    "missing_commands": (
+        {"a.yaml": HEAD},
+        ["schemas/a.yaml:1:1: Missing required key `commands`"],
+    ),
+    "no_commands": (
+        {"a.yaml": HEAD + "commands: {}\n"},
+        ["schemas/a.yaml:3:11: Expected at least one command in `commands`"],
+    ),
+    "bad_domain_name": (
+        {"a.yaml": "cbus: 1\ndomain: Orders\n" + OK_CMD},
+        ["schemas/a.yaml:2:9: Invalid domain name `Orders`: expected ^[a-z][a-z0-9_]{0,29}$"],
+    ),
+    "bad_command_name": (
+        {"a.yaml": HEAD + "commands:\n  create_order: {}\n"},
+        ["schemas/a.yaml:4:3: Invalid command name `create_order`: expected ^[A-Z][A-Za-z0-9]*$"],
+    ),
+    "bad_type_name": (
+        {"a.yaml": HEAD + "types:\n  money: {enum: [a]}\n" + OK_CMD},
+        ["schemas/a.yaml:4:3: Invalid type name `money`: expected ^[A-Z][A-Za-z0-9]*$"],
+    ),
+    "bad_field_name": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {OrderId: uuid}\n"},
+        ["schemas/a.yaml:5:14: Invalid field name `OrderId`: expected ^[a-z][a-z0-9_]*$"],
+    ),
+    "keyword_field": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {class: int}\n"},
+        ["schemas/a.yaml:5:14: Field name `class` is a Python keyword"],
+    ),
+    "sender_parameter_field": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {reply_to: string}\n"},
+        [
+            "schemas/a.yaml:5:14: Field name `reply_to` is reserved: "
+            "it is a parameter of every generated sender"
+        ],
+    ),
+    "shadowing_field": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {list: int}\n"},
+        [
+            "schemas/a.yaml:5:14: Field name `list` is reserved: "
+            "it would shadow `list` in the generated code"
+        ],
+    ),
+    "unknown_type_hint": (
+        {
+            "a.yaml": HEAD
+            + "types:\n  Money: {fields: {amount: decimal}}\n"
+            + "commands:\n  Ping:\n    fields: {total: Mony, n: integer}\n"
+        },
+        [
+            "schemas/a.yaml:7:21: Unknown type `Mony` (did you mean `Money`?)",
+            "schemas/a.yaml:7:30: Unknown type `integer` (did you mean `int`?)",
+        ],
+    ),
+    "unknown_domain_hint": (
+        {
+            "a.yaml": HEAD + "types:\n  Money: {fields: {amount: decimal}}\n" + OK_CMD,
+            "b.yaml": "cbus: 1\ndomain: payments\ncommands:\n  Pay:\n"
+            "    fields: {total: order.Money}\n",
+        },
+        [
+            "schemas/b.yaml:5:21: Unknown domain `order` in type `order.Money` "
+            "(did you mean `orders`?)"
+        ],
+    ),
+    "bad_type_syntax": (
+        {"a.yaml": HEAD + 'commands:\n  Ping:\n    fields: {a: "dict[int, string]"}\n'},
+        [
+            "schemas/a.yaml:5:17: Invalid type `dict[int, string]`: "
+            "dict keys must be `string`, got `int`"
+        ],
+    ),
+    "cyclic_by_value": (
+        {
+            "a.yaml": HEAD
+            + 'types:\n  A: {fields: {b: B}}\n  B: {fields: {a: A, ok: "A?"}}\n'
+            + OK_CMD
+        },
+        [
+            "schemas/a.yaml:4:16: Type `A` contains itself by value: `A.b` -> `B.a` -> `A` "
+            "(make one field optional, a list or a dict)"
+        ],
+    ),
+    "domains_in_a_cycle": (
+        {
+            "a.yaml": HEAD + 'types:\n  A: {fields: {b: "payments.B?"}}\n' + OK_CMD,
+            "b.yaml": 'cbus: 1\ndomain: payments\ntypes:\n  B: {fields: {a: "orders.A?"}}\n'
+            + OK_CMD,
+        },
+        [
+            "schemas/b.yaml:4:19: Domains reference each other's types in a cycle: "
+            "`orders` -> `payments` -> `orders` (move the shared types into one domain)"
+        ],
+    ),
+    "duplicate_domain": (
+        {"a.yaml": HEAD + OK_CMD, "b.yaml": HEAD + OK_CMD},
+        ["schemas/b.yaml:2:9: Duplicate domain `orders` (first defined at schemas/a.yaml:2:9)"],
+    ),
+    "duplicate_command": (
+        {"a.yaml": HEAD + "commands:\n  Ping: {}\n  Ping: {version: 2}\n"},
+        ["schemas/a.yaml:5:3: Duplicate key `Ping` (first defined at 4:3)"],
+    ),
+    "colliding_names": (
+        {"a.yaml": HEAD + "commands:\n  HttpPing: {}\n  HTTPPing: {}\n"},
+        [
+            "schemas/a.yaml:5:3: Command `HTTPPing` becomes `http_ping`, as does command "
+            "`HttpPing` (at 4:3)"
+        ],
+    ),
+    "default_of_wrong_type": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {n: {type: int, default: many}}\n"},
+        ["schemas/a.yaml:5:38: Invalid default for `n`: Expected `int`, got `str`"],
+    ),
+    "default_outside_constraints": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields:\n"
+            + "      n: {type: int, ge: 1, default: 0}\n"
+            + "      s: {type: string, pattern: '^[A-Z]+$', default: abc}\n"
+        },
+        [
+            "schemas/a.yaml:6:38: Invalid default for `n`: Expected `int` >= 1, got `0`",
+            "schemas/a.yaml:7:55: Invalid default for `s`: "
+            "Expected `str` matching `^[A-Z]+$`, got `abc`",
+        ],
+    ),
+    "default_not_in_enum": (
+        {
+            "a.yaml": HEAD
+            + "types:\n  Priority: {enum: [low, normal]}\n"
+            + "commands:\n  Ping:\n    fields: {p: {type: Priority, default: norml}}\n"
+        },
+        [
+            "schemas/a.yaml:7:43: Invalid default for `p`: Expected one of `low` or `normal`, "
+            "got `norml` (did you mean `normal`?)"
+        ],
+    ),
+    "constraint_on_wrong_type": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields:\n"
+            + "      a: {type: string, ge: 1}\n"
+            + "      b: {type: int, min_length: 1}\n"
+            + "      c: {type: decimal, gt: 0}\n"
+            + '      d: {type: "list[int]", pattern: x}\n'
+        },
+        [
+            "schemas/a.yaml:6:29: Constraint `ge` applies to `int` or `float`, not `string`",
+            "schemas/a.yaml:7:34: Constraint `min_length` applies to `string`, `bytes`, "
+            "`list` or `dict`, not `int`",
+            "schemas/a.yaml:8:30: Constraint `gt` applies to `int` or `float`, not `decimal` "
+            "(msgspec cannot bound decimals)",
+            "schemas/a.yaml:9:39: Constraint `pattern` applies to `string`, not `list[int]`",
+        ],
+    ),
+    "bad_pattern": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {s: {type: string, pattern: '('}}\n"},
+        [
+            "schemas/a.yaml:5:41: Invalid regular expression for `pattern`: "
+            "missing ), unterminated subpattern at position 0"
+        ],
+    ),
+    "bad_error_code": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    errors: [out_of_stock, OK, OK]\n"},
+        [
+            "schemas/a.yaml:5:14: Invalid error code `out_of_stock`: expected ^[A-Z][A-Z0-9_]*$",
+            "schemas/a.yaml:5:32: Duplicate error code `OK` (first defined at 5:28)",
+        ],
+    ),
+    "bad_options": (
+        {
+            "a.yaml": HEAD
+            + "options: {max_attempts: 0, backoff: [1, -1], visibility_timeout: soon}\n"
+            + OK_CMD
+        },
+        [
+            "schemas/a.yaml:3:25: Expected `int` >= 1 for `max_attempts`, got `0`",
+            "schemas/a.yaml:3:41: Expected a number >= 0 for `backoff`, got `-1`",
+            "schemas/a.yaml:3:66: Expected `int` >= 1 for `visibility_timeout`, got `str`",
+        ],
+    ),
+    "bad_version": (
+        {"a.yaml": HEAD + "commands:\n  Ping: {version: 0}\n"},
+        ["schemas/a.yaml:4:19: Expected `int` >= 1 for `version`, got `0`"],
+    ),
+    "enum_members_collide": (
+        {"a.yaml": HEAD + "types:\n  P: {enum: [low, LOW]}\n" + OK_CMD},
+        ["schemas/a.yaml:4:19: Enum value `LOW` repeats member `LOW` (first defined at 4:14)"],
+    ),
+    "nullable_mutable_default": (
+        {
+            "a.yaml": HEAD
+            + 'commands:\n  Ping:\n    fields: {t: {type: "list[int]?", default: [1]}}\n'
+        },
+        [
+            "schemas/a.yaml:5:47: Invalid default for `t`: a nullable field's default must be "
+            "null or a string, number, bool, enum, decimal or date/time value"
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_schema(project: Path, case: str) -> None:
+    files, expected = CASES[case]
+    for name, text in files.items():
+        (project / "schemas" / name).write_text(text)
+    r = cbgen("generate")
+    n = len(expected)
+    summary = f"{n} error{'s' if n != 1 else ''}; nothing written"
+    assert (r.exit_code, r.stderr) == (1, "\n".join([*expected, summary]) + "\n")
+    assert r.stdout == ""
+    assert not (project / "generated").exists()
+
+
+def test_every_error_is_reported_at_once(project: Path) -> None:
+    (project / "schemas" / "a.yaml").write_text(
+        "cbus: 1\ndomain: orders\noptions: {retries: 1}\ncommands:\n"
+        "  Ping:\n    fields: {class: int, total: Mony}\n    errors: [bad]\n"
+    )
+    r = cbgen("generate")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines() == [
+        "schemas/a.yaml:3:11: Unknown key `retries` (expected one of `max_attempts`, "
+        "`backoff` or `visibility_timeout`)",
+        "schemas/a.yaml:6:14: Field name `class` is a Python keyword",
+        "schemas/a.yaml:6:33: Unknown type `Mony`",
+        "schemas/a.yaml:7:14: Invalid error code `bad`: expected ^[A-Z][A-Z0-9_]*$",
+        "4 errors; nothing written",
+    ]
