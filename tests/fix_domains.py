@@ -46,12 +46,12 @@ def shop_orders() -> ModuleType:
 
 @pytest.fixture(scope="session")
 def domains(testbus: ModuleType, shop_orders: ModuleType) -> list[cbus.registry.DomainSpec]:
-    import shop
-
-    found = [testbus.DOMAIN]
-    for name in sorted(vars(shop)):
-        module = getattr(shop, name)
-        domain = getattr(module, "DOMAIN", None)
-        if isinstance(domain, cbus.registry.DomainSpec):
-            found.append(domain)
+    """Every domain of the test package and of `shop`, to install in the template."""
+    found: list[cbus.registry.DomainSpec] = []
+    for package in ("tbpkg", "shop"):
+        # Generated packages import their domains lazily: ask for each by name.
+        for name in importlib.import_module(package).__all__:
+            domain = getattr(importlib.import_module(f"{package}.{name}"), "DOMAIN", None)
+            if isinstance(domain, cbus.registry.DomainSpec):
+                found.append(domain)
     return found

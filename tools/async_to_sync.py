@@ -17,7 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "runtime" / "cbus"
-SOURCES = {"bus_async.py": "bus.py", "worker_async.py": "_worker_sync.py"}
+SOURCES = {
+    "bus_async.py": "bus.py",
+    "worker_async.py": "_worker_sync.py",
+    "outcomes_async.py": "outcomes.py",
+    "waiting_async.py": "waiting.py",
+}
 
 # The one sync/async name table.
 NAMES = {
@@ -46,6 +51,14 @@ NAMES = {
     "install_async": "install",
     "install_domain_async": "install_domain",
     "get_command_async": "get_command",
+    "commands_ended_async": "commands_ended",
+    "outcomes_async": "outcomes",
+    "waiting_async": "waiting",
+    "wait_for_async": "wait_for",
+    "wait_batch_async": "wait_batch",
+    "batch_status_async": "batch_status",
+    "trace_async": "trace",
+    "asynccontextmanager": "contextmanager",
     "bus_async": "bus",
     "run_async": "run_sync",
     "is_async": "is_sync",

@@ -7,12 +7,20 @@ The cbus runtime never imports this package.
 
 from __future__ import annotations
 
-__all__ = ["RUNTIME_API", "SchemaError", "__version__"]
+__all__ = ["RUNTIME_API", "RUNTIME_OPTIONS", "SchemaError", "__version__"]
 
 __version__ = "0.1.0"
 
 RUNTIME_API = 1
 """The `cbus.registry.API_VERSION` the generated code needs at least."""
+
+RUNTIME_OPTIONS: dict[str, int | tuple[float, ...]] = {
+    "max_attempts": 5,
+    "backoff": (1.0, 10.0, 60.0),
+    "visibility_timeout": 30,
+}
+"""The defaults of `cbus.registry.Options`, for options a schema leaves out; `cbgen docs`
+shows them. Kept equal to the runtime's by a test (cbgen does not import cbus)."""
 
 
 class SchemaError(Exception):

@@ -1,9 +1,9 @@
 """The `cbgen` command: generate, scaffold, docs.
 
 Settings come from `[tool.cbgen]` in the nearest `pyproject.toml` (keys `schemas`,
-`out`, `package`, `models`, paths relative to that file), then from the command
-line. Schema errors are printed one per line, `FILE:LINE:COL: message`, and the
-command exits with status 1 having written nothing.
+`out`, `package`, `models`, and `handlers` for `cbgen scaffold`; paths relative to
+that file), then from the command line. Schema errors are printed one per line,
+`FILE:LINE:COL: message`, and the command exits with status 1 having written nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .scaffold import scaffold
 
 __all__ = ["main"]
 
-CONFIG_KEYS = ("schemas", "out", "package", "models")
+CONFIG_KEYS = ("schemas", "out", "package", "models", "handlers")
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Config:
     out: Path
     package: str
     models: str
+    handlers: Path
 
 
 def _find_pyproject(start: Path) -> Path | None:
@@ -52,7 +53,11 @@ def _fail(message: str) -> NoReturn:
 
 
 def load_config(
-    schemas: Sequence[str], out: str | None, package: str | None, models: str | None
+    schemas: Sequence[str],
+    out: str | None,
+    package: str | None,
+    models: str | None,
+    handlers: str | None = None,
 ) -> Config:
     """Merge `[tool.cbgen]` and the command line; command-line values win."""
     pyproject = _find_pyproject(Path.cwd())
@@ -84,6 +89,7 @@ def load_config(
         out=Path(out) if out is not None else root / setting("out", "generated"),
         package=package if package is not None else setting("package", "commands"),
         models=models if models is not None else setting("models", "dataclass"),
+        handlers=Path(handlers) if handlers is not None else root / setting("handlers", "handlers"),
     )
     if not cfg.package.isidentifier() or keyword.iskeyword(cfg.package):
         _fail(f"Invalid package name `{cfg.package}`: expected a Python identifier")
@@ -174,16 +180,23 @@ def generate(
 @_schemas_arg
 @_package_opt
 @click.option(
-    "--dir", "folder", default="handlers", show_default=True, help="Folder of handler files."
+    "--dir",
+    "folder",
+    help="Folder of handler files, instead of `handlers` in [tool.cbgen].",
 )
 @click.option("--async", "is_async", is_flag=True, help="Subclass the asyncio handler stubs.")
 def scaffold_cmd(
-    schemas: tuple[str, ...], package: str | None, folder: str, is_async: bool
+    schemas: tuple[str, ...], package: str | None, folder: str | None, is_async: bool
 ) -> None:
-    """Write handler implementation files once; list commands not implemented yet."""
-    cfg = load_config(schemas, None, package, None)
+    """Write handler implementation files once; list commands not implemented yet.
+
+    Files go to --dir, else to the folder that `handlers` in [tool.cbgen] names,
+    relative to pyproject.toml (default: `handlers`). A file that exists is never
+    overwritten.
+    """
+    cfg = load_config(schemas, None, package, None, folder)
     pkg = _compile(cfg)
-    report = scaffold(pkg, Path(folder), is_async=is_async)
+    report = scaffold(pkg, Path(_shown(cfg.handlers)), is_async=is_async)
     for line in report:
         click.echo(line)
 

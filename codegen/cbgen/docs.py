@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .model import Field, Package
 from .render import environment
 
@@ -17,13 +19,26 @@ def constraints(f: Field) -> str:
     return ", ".join(f"{k}: {v}" for k, v in f.constraints.items())
 
 
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def options(values: dict[str, Any]) -> str:
+    """`max_attempts: 3`, `backoff: [1, 10, 60]` s, `visibility_timeout: 30` s."""
+    backoff = ", ".join(_number(x) for x in values["backoff"])
+    return (
+        f"`max_attempts: {values['max_attempts']}`, `backoff: [{backoff}]` s, "
+        f"`visibility_timeout: {values['visibility_timeout']}` s"
+    )
+
+
 def render_docs(package: Package) -> dict[str, str]:
     """File name -> Markdown, one file per domain."""
     env = environment()
     template = env.get_template("docs.md.jinja")
     return {
         f"{m.domain}.md": template.render(
-            m=m, package=package.name, cell=_cell, constraints=constraints
+            m=m, package=package.name, cell=_cell, constraints=constraints, options=options
         )
         for m in package.modules
     }

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import RUNTIME_API, __version__
+from . import RUNTIME_API, RUNTIME_OPTIONS, __version__
 from .load import Mark
 from .validate import CommandDef, FieldDef, Problems, Schema, TypeRef
 
@@ -132,11 +132,15 @@ class Command:
     sender: str
     sender_async: str
     builder: str
+    waiter: str
+    waiter_async: str
+    reader: str
     result: Struct | None
     error: ErrorClass | None
     errors: list[str]
     options: str
-    options_doc: dict[str, Any]
+    effective_options: dict[str, Any]
+    """The runtime's defaults overlaid by the domain's and the command's options."""
 
     @property
     def return_type(self) -> str:
@@ -163,7 +167,8 @@ class Module:
     handlers: str
     async_handlers: str
     options: str
-    options_doc: dict[str, Any]
+    effective_options: dict[str, Any]
+    """The runtime's defaults overlaid by the domain's options."""
     all: list[str]
 
     @property
@@ -368,6 +373,11 @@ def _options(ctx: _Ctx, values: dict[str, Any]) -> str:
     return f"cbus.registry.Options({', '.join(args)})"
 
 
+def _effective(values: dict[str, Any]) -> dict[str, Any]:
+    """Every option with the value the runtime will use, in a fixed order."""
+    return {key: values.get(key, default) for key, default in RUNTIME_OPTIONS.items()}
+
+
 def _doc(description: str, source: str) -> str:
     return docstring(description) if description else FALLBACK_DOC.format(source=source)
 
@@ -398,7 +408,7 @@ def _module(s: Schema, package: str, models: str) -> Module:
             names.append(cmd.error.name)
     names += [f"{prefix}Handlers", f"{prefix}AsyncHandlers", "DOMAIN"]
     for cmd in commands:
-        names += [cmd.sender, cmd.sender_async]
+        names += [cmd.sender, cmd.sender_async, cmd.reader, cmd.waiter, cmd.waiter_async]
     names += ["install", "install_async"]
     stdlib = sorted(ctx.stdlib)
     third = ["cbus", "cbus.registry"] + (["msgspec"] if ctx.msgspec else []) + ["psycopg"]
@@ -421,7 +431,7 @@ def _module(s: Schema, package: str, models: str) -> Module:
         handlers=f"{prefix}Handlers",
         async_handlers=f"{prefix}AsyncHandlers",
         options=_options(ctx, s.options),
-        options_doc=dict(s.options),
+        effective_options=_effective(s.options),
         all=names,
     )
 
@@ -449,11 +459,14 @@ def _command(ctx: _Ctx, s: Schema, c: CommandDef) -> Command:
         sender=f"send_{method}",
         sender_async=f"send_{method}_async",
         builder=f"_{method}",
+        waiter=f"wait_{method}",
+        waiter_async=f"wait_{method}_async",
+        reader=f"{method}_result",
         result=result,
         error=error,
         errors=list(c.errors),
         options=_options(ctx, merged),
-        options_doc=merged,
+        effective_options=_effective(merged),
     )
 
 

@@ -31,8 +31,14 @@ __all__ = [
     "DOMAIN",
     "send_create_order",
     "send_create_order_async",
+    "create_order_result",
+    "wait_create_order",
+    "wait_create_order_async",
     "send_cancel_order",
     "send_cancel_order_async",
+    "cancel_order_result",
+    "wait_cancel_order",
+    "wait_cancel_order_async",
     "install",
     "install_async",
 ]
@@ -133,6 +139,7 @@ DOMAIN = cbus.registry.register(
                     max_attempts=3, backoff=(1.0, 10.0, 60.0), visibility_timeout=30
                 ),
                 result_type=CreateOrderResult,
+                error_type=CreateOrderError,
                 errors=frozenset({"OUT_OF_STOCK", "CUSTOMER_BLOCKED"}),
                 description="Place a new order.",
             ),
@@ -291,6 +298,42 @@ async def send_create_order_async(
     )
 
 
+def create_order_result(source: cbus.CommandRecord | cbus.Reply) -> CreateOrderResult:
+    """The outcome of a `CreateOrder`, from its record (`cbus.get_command`) or its reply.
+
+    Raises `CreateOrderError` for a declared business error,
+    `cbus.CommandCanceled`, `cbus.CommandInTroubleshooting`, or
+    `cbus.CommandNotCompleted` when the command has not ended.
+    """
+    return cbus.result_of(source, CreateOrderResult, CreateOrderError)
+
+
+def wait_create_order(
+    target: cbus.WaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> CreateOrderResult:
+    """Wait for a `CreateOrder` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.Bus`
+    or a connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `create_order_result` raises.
+    """
+    return create_order_result(cbus.wait_for(target, "orders", command_id, timeout=timeout))
+
+
+async def wait_create_order_async(
+    target: cbus.AsyncWaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> CreateOrderResult:
+    """Wait for a `CreateOrder` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.AsyncBus`
+    or an async connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `create_order_result` raises.
+    """
+    return create_order_result(
+        await cbus.wait_for_async(target, "orders", command_id, timeout=timeout)
+    )
+
+
 def _cancel_order(*, order_id: uuid.UUID, reason: str = "customer request") -> CancelOrder:
     return CancelOrder(order_id=order_id, reason=reason)
 
@@ -344,6 +387,42 @@ async def send_cancel_order_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+    )
+
+
+def cancel_order_result(source: cbus.CommandRecord | cbus.Reply) -> None:
+    """The outcome of a `CancelOrder`, from its record (`cbus.get_command`) or its reply.
+
+    Raises
+    `cbus.CommandCanceled`, `cbus.CommandInTroubleshooting`, or
+    `cbus.CommandNotCompleted` when the command has not ended.
+    """
+    return cbus.result_of(source, None, None)
+
+
+def wait_cancel_order(
+    target: cbus.WaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> None:
+    """Wait for a `CancelOrder` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.Bus`
+    or a connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `cancel_order_result` raises.
+    """
+    return cancel_order_result(cbus.wait_for(target, "orders", command_id, timeout=timeout))
+
+
+async def wait_cancel_order_async(
+    target: cbus.AsyncWaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> None:
+    """Wait for a `CancelOrder` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.AsyncBus`
+    or an async connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `cancel_order_result` raises.
+    """
+    return cancel_order_result(
+        await cbus.wait_for_async(target, "orders", command_id, timeout=timeout)
     )
 
 

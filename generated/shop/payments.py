@@ -40,10 +40,19 @@ __all__ = [
     "DOMAIN",
     "send_authorize_payment",
     "send_authorize_payment_async",
+    "authorize_payment_result",
+    "wait_authorize_payment",
+    "wait_authorize_payment_async",
     "send_capture_payment",
     "send_capture_payment_async",
+    "capture_payment_result",
+    "wait_capture_payment",
+    "wait_capture_payment_async",
     "send_refund_payment",
     "send_refund_payment_async",
+    "refund_payment_result",
+    "wait_refund_payment",
+    "wait_refund_payment_async",
     "install",
     "install_async",
 ]
@@ -233,6 +242,7 @@ DOMAIN = cbus.registry.register(
                     max_attempts=3, backoff=(2.0, 30.0, 300.0), visibility_timeout=60
                 ),
                 result_type=AuthorizePaymentResult,
+                error_type=AuthorizePaymentError,
                 errors=frozenset({"CARD_DECLINED", "INSUFFICIENT_FUNDS", "CARD_EXPIRED"}),
                 description="Reserve an amount on the customer's card for an order.",
             ),
@@ -246,6 +256,7 @@ DOMAIN = cbus.registry.register(
                     max_attempts=8, backoff=(2.0, 30.0, 300.0), visibility_timeout=60
                 ),
                 result_type=CapturePaymentResult,
+                error_type=CapturePaymentError,
                 errors=frozenset({"AUTHORIZATION_EXPIRED", "ALREADY_CAPTURED"}),
                 description="Take the money an authorization reserved.",
             ),
@@ -259,6 +270,7 @@ DOMAIN = cbus.registry.register(
                     max_attempts=8, backoff=(60.0,), visibility_timeout=60
                 ),
                 result_type=RefundPaymentResult,
+                error_type=RefundPaymentError,
                 errors=frozenset({"NOT_CAPTURED", "REFUND_EXCEEDS_CAPTURE"}),
                 description="Give back all or part of a captured payment.",
             ),
@@ -421,6 +433,42 @@ async def send_authorize_payment_async(
     )
 
 
+def authorize_payment_result(source: cbus.CommandRecord | cbus.Reply) -> AuthorizePaymentResult:
+    """The outcome of a `AuthorizePayment`, from its record (`cbus.get_command`) or its reply.
+
+    Raises `AuthorizePaymentError` for a declared business error,
+    `cbus.CommandCanceled`, `cbus.CommandInTroubleshooting`, or
+    `cbus.CommandNotCompleted` when the command has not ended.
+    """
+    return cbus.result_of(source, AuthorizePaymentResult, AuthorizePaymentError)
+
+
+def wait_authorize_payment(
+    target: cbus.WaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> AuthorizePaymentResult:
+    """Wait for a `AuthorizePayment` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.Bus`
+    or a connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `authorize_payment_result` raises.
+    """
+    return authorize_payment_result(cbus.wait_for(target, "payments", command_id, timeout=timeout))
+
+
+async def wait_authorize_payment_async(
+    target: cbus.AsyncWaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> AuthorizePaymentResult:
+    """Wait for a `AuthorizePayment` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.AsyncBus`
+    or an async connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `authorize_payment_result` raises.
+    """
+    return authorize_payment_result(
+        await cbus.wait_for_async(target, "payments", command_id, timeout=timeout)
+    )
+
+
 def _capture_payment(
     *, payment_id: uuid.UUID, amount: orders.Money | None = None
 ) -> CapturePayment:
@@ -476,6 +524,42 @@ async def send_capture_payment_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+    )
+
+
+def capture_payment_result(source: cbus.CommandRecord | cbus.Reply) -> CapturePaymentResult:
+    """The outcome of a `CapturePayment`, from its record (`cbus.get_command`) or its reply.
+
+    Raises `CapturePaymentError` for a declared business error,
+    `cbus.CommandCanceled`, `cbus.CommandInTroubleshooting`, or
+    `cbus.CommandNotCompleted` when the command has not ended.
+    """
+    return cbus.result_of(source, CapturePaymentResult, CapturePaymentError)
+
+
+def wait_capture_payment(
+    target: cbus.WaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> CapturePaymentResult:
+    """Wait for a `CapturePayment` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.Bus`
+    or a connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `capture_payment_result` raises.
+    """
+    return capture_payment_result(cbus.wait_for(target, "payments", command_id, timeout=timeout))
+
+
+async def wait_capture_payment_async(
+    target: cbus.AsyncWaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> CapturePaymentResult:
+    """Wait for a `CapturePayment` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.AsyncBus`
+    or an async connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `capture_payment_result` raises.
+    """
+    return capture_payment_result(
+        await cbus.wait_for_async(target, "payments", command_id, timeout=timeout)
     )
 
 
@@ -555,6 +639,42 @@ async def send_refund_payment_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+    )
+
+
+def refund_payment_result(source: cbus.CommandRecord | cbus.Reply) -> RefundPaymentResult:
+    """The outcome of a `RefundPayment`, from its record (`cbus.get_command`) or its reply.
+
+    Raises `RefundPaymentError` for a declared business error,
+    `cbus.CommandCanceled`, `cbus.CommandInTroubleshooting`, or
+    `cbus.CommandNotCompleted` when the command has not ended.
+    """
+    return cbus.result_of(source, RefundPaymentResult, RefundPaymentError)
+
+
+def wait_refund_payment(
+    target: cbus.WaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> RefundPaymentResult:
+    """Wait for a `RefundPayment` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.Bus`
+    or a connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `refund_payment_result` raises.
+    """
+    return refund_payment_result(cbus.wait_for(target, "payments", command_id, timeout=timeout))
+
+
+async def wait_refund_payment_async(
+    target: cbus.AsyncWaitTarget, command_id: uuid.UUID, *, timeout: float = 30.0
+) -> RefundPaymentResult:
+    """Wait for a `RefundPayment` sent earlier to end, and return its outcome.
+
+    Woken by the worker's notification, not a busy poll; `target` is a `cbus.AsyncBus`
+    or an async connection in autocommit mode. Raises `cbus.ReplyTimeout` after
+    `timeout` seconds, and what `refund_payment_result` raises.
+    """
+    return refund_payment_result(
+        await cbus.wait_for_async(target, "payments", command_id, timeout=timeout)
     )
 
 

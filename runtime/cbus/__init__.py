@@ -18,9 +18,13 @@ from ._send_base import SendResult
 from .audit import AuditEvent, get_audit, get_audit_async
 from .bus import Bus, send, send_many
 from .bus_async import AsyncBus, send_async, send_many_async
+from .codec import BatchCompleted, Reply, ReplyError, decode_batch_completed, decode_reply
 from .context import AsyncContext, Context
 from .errors import (
     BusinessError,
+    CommandCanceled,
+    CommandInTroubleshooting,
+    CommandNotCompleted,
     ConcurrentOperationError,
     DuplicateCommandError,
     Error,
@@ -34,7 +38,7 @@ from .errors import (
 )
 from .install import install, install_async, install_domain, install_domain_async
 from .registry import AsyncHandlers, Handlers
-from .store import CommandRecord, get_command, get_command_async
+from .store import CommandRecord, get_command, get_command_async, result_of
 from .troubleshooting import (
     CommandDetail,
     TroubleshootingEntry,
@@ -44,31 +48,46 @@ from .troubleshooting import (
     show_command,
     show_command_async,
 )
+from .waiting import BatchStatus, batch_status, trace, wait_batch, wait_for
+from .waiting_async import batch_status_async, trace_async, wait_batch_async, wait_for_async
 from .worker import Worker
 from .worker_async import AsyncWorker
 
-SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus"
-AsyncTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus"
+SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus | Context"
+WaitTarget: TypeAlias = "psycopg.Connection[Any] | Bus"
+AsyncWaitTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus"
+AsyncTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus | AsyncContext"
 
 __all__ = [
-    "troubleshooting",
-    "show_command_async",
-    "show_command",
-    "list_troubleshooting_async",
-    "list_troubleshooting",
-    "get_audit_async",
-    "get_audit",
-    "TroubleshootingPage",
-    "TroubleshootingEntry",
-    "CommandDetail",
-    "AuditEvent",
+    "AsyncWaitTarget",
+    "CommandCanceled",
+    "CommandInTroubleshooting",
+    "CommandNotCompleted",
+    "WaitTarget",
+    "result_of",
+    "BatchCompleted",
+    "BatchStatus",
+    "Reply",
+    "ReplyError",
+    "batch_status",
+    "batch_status_async",
+    "decode_batch_completed",
+    "decode_reply",
+    "trace",
+    "trace_async",
+    "wait_batch",
+    "wait_batch_async",
+    "wait_for",
+    "wait_for_async",
     "AsyncBus",
     "AsyncContext",
     "AsyncHandlers",
     "AsyncTarget",
     "AsyncWorker",
+    "AuditEvent",
     "Bus",
     "BusinessError",
+    "CommandDetail",
     "CommandRecord",
     "ConcurrentOperationError",
     "Context",
@@ -83,18 +102,27 @@ __all__ = [
     "SendResult",
     "SyncTarget",
     "TransientError",
+    "TroubleshootingEntry",
+    "TroubleshootingPage",
     "ValidationError",
     "Worker",
     "codec",
+    "get_audit",
+    "get_audit_async",
     "get_command",
     "get_command_async",
     "install",
     "install_async",
     "install_domain",
     "install_domain_async",
+    "list_troubleshooting",
+    "list_troubleshooting_async",
     "registry",
     "send",
     "send_async",
     "send_many",
     "send_many_async",
+    "show_command",
+    "show_command_async",
+    "troubleshooting",
 ]

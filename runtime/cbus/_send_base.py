@@ -51,6 +51,7 @@ def _headers(
     correlation_id: uuid.UUID,
     reply_to: str | None,
     batch_id: uuid.UUID | None,
+    causation_id: uuid.UUID | None,
 ) -> RawJson:
     return RawJson(
         codec.encode(
@@ -61,6 +62,7 @@ def _headers(
                 correlation_id=correlation_id,
                 reply_to=reply_to,
                 batch_id=batch_id,
+                causation_id=causation_id,
             )
         )
     )
@@ -74,6 +76,7 @@ def send_params(
     reply_to: str | None,
     delay: float | dt.datetime | None,
     batch_id: uuid.UUID | None = None,
+    causation_id: uuid.UUID | None = None,
 ) -> tuple[CommandSpec, dict[str, Any]]:
     """Validate a command and build the parameters of the `send` query."""
     spec = spec_for(command)
@@ -92,9 +95,10 @@ def send_params(
         "correlation_id": correlation_id,
         "reply_to": reply_to,
         "batch_id": batch_id,
+        "causation_id": causation_id,
         "queue": spec.queue,
         "message": message,
-        "headers": _headers(spec, command_id, correlation_id, reply_to, batch_id),
+        "headers": _headers(spec, command_id, correlation_id, reply_to, batch_id, causation_id),
         "at": at,
         "delay": seconds,
         "channel": channel(spec.domain),
@@ -124,6 +128,7 @@ def send_many_params(
     reply_to: str | None,
     delay: float | dt.datetime | None,
     batch_id: uuid.UUID | None,
+    causation_id: uuid.UUID | None = None,
 ) -> tuple[list[DomainGroup], list[uuid.UUID], list[uuid.UUID], list[CommandSpec]]:
     """Group commands by domain and build both queries' parameters per group."""
     if command_ids is not None and len(command_ids) != len(commands):
@@ -152,6 +157,7 @@ def send_many_params(
                     "domain": spec.domain,
                     "reply_to": reply_to,
                     "batch_id": batch_id,
+                    "causation_id": causation_id,
                     "command_ids": [],
                     "kinds": [],
                     "versions": [],
@@ -175,5 +181,7 @@ def send_many_params(
         log["max_attempts"].append(spec.options.max_attempts)
         log["correlation_ids"].append(corr)
         group.queue_params["messages"].append(RawJson(codec.validate(command)))
-        group.queue_params["headers"].append(_headers(spec, ids[i], corr, reply_to, batch_id))
+        group.queue_params["headers"].append(
+            _headers(spec, ids[i], corr, reply_to, batch_id, causation_id)
+        )
     return list(groups.values()), ids, correlations, specs

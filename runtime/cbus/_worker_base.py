@@ -5,11 +5,12 @@ Shared by Worker and AsyncWorker, so the delivery rules live in one place.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -68,8 +69,9 @@ class DomainRuntime:
     def visibility_timeout(self) -> int:
         return max(c.options.visibility_timeout for c in self.spec.commands)
 
-    def read_params(self, qty: int) -> dict[str, Any]:
+    def read_params(self, qty: int, audit_full: bool) -> dict[str, Any]:
         return {
+            "audit_full": audit_full,
             "queue": self.queue,
             "domain": self.spec.name,
             "vt": self.visibility_timeout,
@@ -104,7 +106,38 @@ class Poison:
     command_id: uuid.UUID | None
     drop: bool = False  # a duplicate of a command that already ended: delete, do not archive
     kind: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+
+
+# Names the command-log row of a message whose headers carry no usable command_id,
+# so an operator still finds it in the troubleshooting queue.
+_POISON_NAMESPACE = uuid.UUID("5f0c1b1e-6c62-4f75-8a8e-2f3d4c5b6a70")
+
+
+def _bad_headers(
+    runtime: DomainRuntime, msg_id: int, read_ct: int, raw: bytes | None, why: str
+) -> Poison:
+    loose: Any = None
+    with contextlib.suppress(msgspec.DecodeError):
+        loose = msgspec.json.decode(raw or b"null")
+    loose = loose if isinstance(loose, dict) else {}
+    command_id: uuid.UUID | None = None
+    with contextlib.suppress(ValueError):
+        command_id = uuid.UUID(str(loose.get("command_id")))
+    if command_id is None:
+        command_id = uuid.uuid5(_POISON_NAMESPACE, f"{runtime.spec.name}:{msg_id}")
+    kind = loose.get("kind")
+    version = loose.get("version")
+    return Poison(
+        msg_id,
+        read_ct,
+        f"Invalid headers ({why}): a command needs kind, version, command_id and "
+        "correlation_id (contract section 7)",
+        "BAD_HEADERS",
+        command_id,
+        kind=kind if isinstance(kind, str) else "unknown",
+        version=version if isinstance(version, int) and not isinstance(version, bool) else 0,
+    )
 
 
 def triage(
@@ -117,12 +150,10 @@ def triage(
         try:
             headers = codec.decode_headers(raw_headers or b"null")
         except msgspec.DecodeError as exc:
-            poison.append(Poison(msg_id, read_ct, f"Invalid headers: {exc}", "BAD_HEADERS", None))
+            poison.append(_bad_headers(runtime, msg_id, read_ct, raw_headers, str(exc)))
             continue
         if not well_formed:
-            poison.append(
-                Poison(msg_id, read_ct, "Invalid headers", "BAD_HEADERS", headers.command_id)
-            )
+            poison.append(_bad_headers(runtime, msg_id, read_ct, raw_headers, "not well formed"))
             continue
         if not runnable:
             poison.append(

@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from ._queries import query
 from ._send_base import SendResult, duplicate, send_many_params, send_params
+from .context import Context
 from .errors import DuplicateCommandError
 
 __all__ = ["Bus", "SyncTarget", "send", "send_many"]
@@ -35,6 +36,8 @@ def send(
     """Record and enqueue one command in one round trip.
 
     On a connection, the command commits or rolls back with the caller's transaction.
+    On a handler's context, it joins the handler's transaction (sent if and only if
+    the handler's command completes) and inherits its correlation_id.
     Raises `DuplicateCommandError` (and enqueues nothing) when the command_id was
     already sent in the domain, `ValidationError` when a field breaks its schema.
     """
@@ -46,12 +49,20 @@ def send(
             reply_to=reply_to,
             delay=delay,
         )
+    causation_id = None
+    if isinstance(target, Context):
+        # Sent from a handler: it commits with the handler's command, and carries the
+        # workflow's correlation_id on, naming the handler's command as its cause.
+        correlation_id = correlation_id or target.correlation_id
+        causation_id = target.command_id
+        target = target.conn
     spec, params = send_params(
         command,
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        causation_id=causation_id,
     )
     cur = target.execute(query("send"), params)
     row = cur.fetchone()
@@ -87,6 +98,11 @@ def send_many(
         )
     if not commands:
         return []
+    causation_id = None
+    if isinstance(target, Context):
+        correlation_id = correlation_id or target.correlation_id
+        causation_id = target.command_id
+        target = target.conn
     groups, ids, correlations, specs = send_many_params(
         commands,
         command_ids=command_ids,
@@ -94,6 +110,7 @@ def send_many(
         reply_to=reply_to,
         delay=delay,
         batch_id=batch_id,
+        causation_id=causation_id,
     )
     msg_ids: list[int] = [0] * len(commands)
     with target.transaction():
@@ -207,4 +224,4 @@ class Bus:
             )
 
 
-SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus"
+SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus | Context"

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ._queries import query
 from ._send_base import SendResult, duplicate, send_many_params, send_params
+from .context import AsyncContext
 from .errors import DuplicateCommandError
 
 __all__ = ["AsyncBus", "AsyncTarget", "send_async", "send_many_async"]
@@ -33,6 +34,8 @@ async def send_async(
     """Record and enqueue one command in one round trip.
 
     On a connection, the command commits or rolls back with the caller's transaction.
+    On a handler's context, it joins the handler's transaction (sent if and only if
+    the handler's command completes) and inherits its correlation_id.
     Raises `DuplicateCommandError` (and enqueues nothing) when the command_id was
     already sent in the domain, `ValidationError` when a field breaks its schema.
     """
@@ -44,12 +47,20 @@ async def send_async(
             reply_to=reply_to,
             delay=delay,
         )
+    causation_id = None
+    if isinstance(target, AsyncContext):
+        # Sent from a handler: it commits with the handler's command, and carries the
+        # workflow's correlation_id on, naming the handler's command as its cause.
+        correlation_id = correlation_id or target.correlation_id
+        causation_id = target.command_id
+        target = target.conn
     spec, params = send_params(
         command,
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        causation_id=causation_id,
     )
     cur = await target.execute(query("send"), params)
     row = await cur.fetchone()
@@ -85,6 +96,11 @@ async def send_many_async(
         )
     if not commands:
         return []
+    causation_id = None
+    if isinstance(target, AsyncContext):
+        correlation_id = correlation_id or target.correlation_id
+        causation_id = target.command_id
+        target = target.conn
     groups, ids, correlations, specs = send_many_params(
         commands,
         command_ids=command_ids,
@@ -92,6 +108,7 @@ async def send_many_async(
         reply_to=reply_to,
         delay=delay,
         batch_id=batch_id,
+        causation_id=causation_id,
     )
     msg_ids: list[int] = [0] * len(commands)
     async with target.transaction():
@@ -205,4 +222,4 @@ class AsyncBus:
             )
 
 
-AsyncTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus"
+AsyncTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus | AsyncContext"

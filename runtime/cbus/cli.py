@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import logging
 import os
 import sys
 import uuid
@@ -58,9 +57,16 @@ def db_install(dsn: str, module: str | None) -> None:
 
 
 def _import_generated(name: str) -> None:
+    _add_cwd_to_path()
     package = importlib.import_module(name)
     for sub in getattr(package, "__all__", []):
         importlib.import_module(f"{name}.{sub}")
+
+
+def _add_cwd_to_path() -> None:
+    """Import user modules from where the command runs, as `python -m` would."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def load_factory(spec: str) -> Iterable[object]:
@@ -68,8 +74,7 @@ def load_factory(spec: str) -> Iterable[object]:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise click.BadParameter("expected MODULE:FACTORY, for example `myapp.handlers:make`")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _add_cwd_to_path()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -98,6 +103,13 @@ def load_factory(spec: str) -> Iterable[object]:
     help="`full` also writes received/completed audit rows on the happy path.",
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="`json`: one object per line, with the worker's action, command_id, kind...",
+)
 def worker(
     factory: str,
     dsn: str,
@@ -107,14 +119,13 @@ def worker(
     until_idle: bool,
     audit: str,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the handlers FACTORY() returns until SIGINT or SIGTERM, then exit 0."""
+    from .logs import configure as configure_logs
     from .worker import Worker
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logs(log_level, log_format)
     handlers = load_factory(factory)
     w = Worker(
         dsn,
@@ -166,7 +177,7 @@ def _connect(dsn: str) -> Iterator[psycopg.Connection[Any]]:
 def _when(at: dt.datetime | None) -> str:
     if at is None:
         return "-"
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _json(value: Any) -> str:
@@ -191,7 +202,7 @@ def _clip(text: str | None, width: int = 60) -> str:
 
 
 def _error_of(type_: str | None, code: str | None, message: str | None) -> str:
-    head = " ".join(p for p in (type_, f"[{code}]" if code else None) if p)
+    head = " ".join(p for p in (type_, f"[{code}]" if code and code != type_ else None) if p)
     return (f"{head}: {message}" if message else head) or "-"
 
 

@@ -14,7 +14,18 @@ import msgspec
 
 from .errors import ValidationError
 
-__all__ = ["Headers", "decode", "decode_headers", "encode", "validate"]
+__all__ = [
+    "BatchCompleted",
+    "Headers",
+    "Reply",
+    "ReplyError",
+    "decode",
+    "decode_batch_completed",
+    "decode_headers",
+    "decode_reply",
+    "encode",
+    "validate",
+]
 
 T = TypeVar("T")
 
@@ -30,6 +41,58 @@ class Headers(msgspec.Struct, frozen=True, omit_defaults=True):
     correlation_id: uuid.UUID
     reply_to: str | None = None
     batch_id: uuid.UUID | None = None
+    causation_id: uuid.UUID | None = None
+
+
+class ReplyError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why a command did not succeed: its error code and message."""
+
+    code: str
+    message: str = ""
+    type: str | None = None
+
+
+class Reply(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The message a worker sends to a command's `reply_to` queue when the command ends.
+
+    `outcome` is SUCCESS (with `result`, the handler's result as JSON data), FAILED
+    (a declared business error, in `error`) or CANCELED (by an operator).
+    """
+
+    command_id: uuid.UUID
+    correlation_id: uuid.UUID
+    kind: str
+    outcome: str
+    result: Any = None
+    error: ReplyError | None = None
+
+    def result_as(self, type_: type[T]) -> T:
+        """The result decoded into the command's generated result class."""
+        return msgspec.convert(self.result, type_, strict=False)
+
+
+class BatchCompleted(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The message sent to a batch's `reply_to` queue when its last command ends."""
+
+    batch_id: uuid.UUID
+    total: int
+    completed: int
+    failed: int
+    canceled: int
+    correlation_id: uuid.UUID | None = None
+
+
+_reply_decoder = msgspec.json.Decoder(Reply)
+_batch_decoder = msgspec.json.Decoder(BatchCompleted)
+
+
+def decode_reply(data: bytes | str) -> Reply:
+    """Decode a reply message read from a reply queue."""
+    return _reply_decoder.decode(data)
+
+
+def decode_batch_completed(data: bytes | str) -> BatchCompleted:
+    return _batch_decoder.decode(data)
 
 
 _headers_decoder = msgspec.json.Decoder(Headers)

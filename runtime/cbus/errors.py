@@ -9,6 +9,9 @@ from typing import Any
 
 __all__ = [
     "BusinessError",
+    "CommandCanceled",
+    "CommandInTroubleshooting",
+    "CommandNotCompleted",
     "ConcurrentOperationError",
     "DuplicateCommandError",
     "Error",
@@ -65,6 +68,29 @@ class NotFoundError(Error, LookupError):
 
 class ConcurrentOperationError(Error):
     """Another operator or worker changed the command first; reload it and decide again."""
+
+    __module__ = "cbus"
+
+
+class CommandNotCompleted(Error):
+    """The command ended (or stopped) without a result: see `status` and `record`."""
+
+    __module__ = "cbus"
+
+    def __init__(self, message: str, status: str, record: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.record = record
+
+
+class CommandCanceled(CommandNotCompleted):
+    """An operator canceled the command."""
+
+    __module__ = "cbus"
+
+
+class CommandInTroubleshooting(CommandNotCompleted):
+    """The command is in the troubleshooting queue, waiting for an operator."""
 
     __module__ = "cbus"
 

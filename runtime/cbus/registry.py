@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .errors import IncompatibleGeneratedCode
+from .errors import BusinessError, IncompatibleGeneratedCode
 
 __all__ = [
     "API_VERSION",
@@ -76,6 +76,7 @@ class CommandSpec:
     handler_method: str
     options: Options
     result_type: builtins.type[Any] | None = None
+    error_type: builtins.type[BusinessError] | None = None
     errors: frozenset[str] = frozenset()
     description: str = ""
 

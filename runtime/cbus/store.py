@@ -5,13 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import msgspec
 import psycopg
 from psycopg.rows import class_row
 
-__all__ = ["CommandRecord", "get_command", "get_command_async"]
+from .codec import Reply
+from .errors import (
+    BusinessError,
+    CommandCanceled,
+    CommandInTroubleshooting,
+    CommandNotCompleted,
+)
+
+T = TypeVar("T")
+
+__all__ = ["CommandRecord", "get_command", "get_command_async", "result_of"]
 
 STATUSES = (
     "PENDING",
@@ -38,6 +48,7 @@ class CommandRecord:
     correlation_id: uuid.UUID
     reply_to: str | None
     batch_id: uuid.UUID | None
+    causation_id: uuid.UUID | None
     last_error_type: str | None
     last_error_code: str | None
     last_error_message: str | None
@@ -57,10 +68,15 @@ class CommandRecord:
 
 _COLUMNS = (
     "domain, command_id, kind, version, status, attempts, max_attempts, msg_id, "
-    "correlation_id, reply_to, batch_id, last_error_type, last_error_code, "
+    "correlation_id, reply_to, batch_id, causation_id, last_error_type, last_error_code, "
     "last_error_message, result, created_at, updated_at, finished_at"
 )
 GET_COMMAND = f"SELECT {_COLUMNS} FROM cbus.command WHERE domain = %s AND command_id = %s"
+TRACE = (
+    f"SELECT {_COLUMNS} FROM cbus.command WHERE correlation_id = %s ORDER BY created_at, command_id"
+)
+ENDED = ("COMPLETED", "FAILED", "CANCELED")
+"""Statuses a command never leaves (an operator may still act on IN_TROUBLESHOOTING_QUEUE)."""
 
 
 def get_command(
@@ -83,3 +99,65 @@ async def get_command_async(
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+_OUTCOME_OF_STATUS = {"COMPLETED": "SUCCESS", "FAILED": "FAILED", "CANCELED": "CANCELED"}
+
+
+@overload
+def result_of(
+    source: CommandRecord | Reply,
+    result_type: type[T],
+    error_type: type[BusinessError] | None = None,
+) -> T: ...
+
+
+@overload
+def result_of(
+    source: CommandRecord | Reply,
+    result_type: None,
+    error_type: type[BusinessError] | None = None,
+) -> None: ...
+
+
+def result_of(
+    source: CommandRecord | Reply,
+    result_type: type[Any] | None,
+    error_type: type[BusinessError] | None = None,
+) -> Any:
+    """The typed result of a command that completed, from its record or its reply.
+
+    A declared business error is raised as `error_type` (the command's generated
+    `<Command>Error`), a cancellation as `CommandCanceled`, the troubleshooting
+    queue as `CommandInTroubleshooting`, a command still running as
+    `CommandNotCompleted`.
+    """
+    if isinstance(source, Reply):
+        outcome, command_id = source.outcome, source.command_id
+        code = source.error.code if source.error else ""
+        message = source.error.message if source.error else ""
+        raw = source.result
+    else:
+        outcome = _OUTCOME_OF_STATUS.get(source.status, source.status)
+        command_id = source.command_id
+        code, message = source.last_error_code or "", source.last_error_message or ""
+        raw = source.result
+    if outcome == "SUCCESS":
+        if result_type is None or raw is None:
+            return None
+        return msgspec.convert(raw, result_type, strict=False)
+    if outcome == "FAILED":
+        exc = (error_type or BusinessError)(code, message)
+        exc.command_id = command_id  # type: ignore[attr-defined]
+        raise exc
+    if outcome == "CANCELED":
+        raise CommandCanceled(f"Command {command_id} was canceled: {message}", outcome, source)
+    if outcome == "IN_TROUBLESHOOTING_QUEUE":
+        raise CommandInTroubleshooting(
+            f"Command {command_id} is in the troubleshooting queue: {code}: {message}",
+            outcome,
+            source,
+        )
+    raise CommandNotCompleted(
+        f"Command {command_id} has not ended (status {outcome})", outcome, source
+    )

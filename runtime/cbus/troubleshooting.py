@@ -11,7 +11,11 @@ these commands and, for each, decides one of three actions:
 - `cancel`: end it as CANCELED, with a reason;
 - `complete`: end it as COMPLETED with a result the operator supplies.
 
-Each action writes an audit row with the operator's name and reason.
+Each action writes an audit row with the operator's name and reason. Cancel and
+complete end the command as the worker would: in the same transaction they notify
+`cbus.wait_for` callers, send the reply to `reply_to` (outcome CANCELED with the
+reason, or SUCCESS with the operator's result) and complete the command's batch
+when it was the last one open.
 
 Transactions: every function runs in the caller's transaction, as a sender does.
 With autocommit off, nothing is committed until the caller commits, and an action
@@ -28,8 +32,6 @@ naming who did what, and changes nothing.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -42,6 +44,9 @@ from . import codec
 from ._send_base import channel
 from .audit import AuditEvent, Plan, audit_plan, run, run_async, to_uuid
 from .errors import ConcurrentOperationError, NotFoundError
+from .outcomes import Ended, commands_ended
+from .outcomes_async import Ended as AsyncEnded
+from .outcomes_async import commands_ended_async, done_channel
 from .pgmq import RawJson, archive_table, check_queue_name, queue_table
 from .registry import QUEUE_SUFFIX
 from .store import GET_COMMAND, CommandRecord
@@ -63,6 +68,7 @@ __all__ = [
 ]
 
 TSQ = "IN_TROUBLESHOOTING_QUEUE"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MAX_LIMIT = 1000
 
 
@@ -84,9 +90,12 @@ class TroubleshootingEntry:
 
     @property
     def cursor(self) -> str:
-        """Pass as `after` to list the entries after this one."""
-        key = f"{self.updated_at.isoformat()}|{self.domain}|{self.command_id}"
-        return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+        """Pass as `after` to list the entries after this one.
+
+        Shell-safe text: `<updated_at in microseconds since 1970>.<domain>.<command_id hex>`.
+        """
+        micros = (self.updated_at - _EPOCH) // dt.timedelta(microseconds=1)
+        return f"{micros}.{self.domain}.{self.command_id.hex}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,10 +145,10 @@ LIMIT {limit}
 
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str, uuid.UUID]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        at, domain, command_id = base64.urlsafe_b64decode(padded).decode().split("|")
-        return dt.datetime.fromisoformat(at), domain, uuid.UUID(command_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        micros, domain, command_id = cursor.split(".")
+        at = _EPOCH + dt.timedelta(microseconds=int(micros))
+        return at, domain, uuid.UUID(hex=command_id)
+    except (ValueError, OverflowError):
         raise ValueError(
             f"Invalid cursor {cursor!r}: pass the `next_cursor` of a previous page"
         ) from None
@@ -218,8 +227,8 @@ async def list_troubleshooting_async(
 
 _TABLES = "SELECT to_regclass(%(q)s) IS NOT NULL AS q, to_regclass(%(a)s) IS NOT NULL AS a"
 _BY_MSG_ID = "SELECT msg_id, message, headers FROM {t} WHERE msg_id = %(msg_id)s"
-# The fallback when the log has no msg_id for the command: match the headers. A scan,
-# but only for commands that never had a message recorded.
+# When the log has no msg_id for the command (sent, not received yet): match the
+# headers. A scan of the table, so only then.
 _BY_HEADER = """
 SELECT msg_id, message, headers FROM {t}
 WHERE replace(lower(headers ->> 'command_id'), '-', '') = %(hex)s
@@ -241,14 +250,13 @@ def _message_plan(
     # A domain whose queue was never created (or was dropped) has no message to show.
     exists = yield _TABLES, {"q": f"pgmq.q_{queue}", "a": f"pgmq.a_{queue}"}
     present = {"queue": exists[0]["q"], "archive": exists[0]["a"]}
-    lookups: list[tuple[str, dict[str, Any]]] = []
+    params: dict[str, Any]
     if msg_id is not None:
-        lookups.append((_BY_MSG_ID, {"msg_id": msg_id}))
-    lookups.append((_BY_HEADER, {"hex": command_id.hex}))
-    for text, params in lookups:
-        for source in sources:
-            if not present[source]:
-                continue
+        text, params = _BY_MSG_ID, {"msg_id": msg_id}
+    else:
+        text, params = _BY_HEADER, {"hex": command_id.hex}
+    for source in sources:
+        if present[source]:
             rows = yield sql.SQL(text).format(t=tables[source]), params
             if rows:
                 return source, rows[0]
@@ -314,8 +322,11 @@ SET status = %(status)s, updated_at = clock_timestamp(),
                               ELSE last_error_message END
 WHERE domain = %(domain)s AND command_id = %(command_id)s
   AND status = 'IN_TROUBLESHOOTING_QUEUE'
-RETURNING msg_id, attempts
+RETURNING msg_id, attempts, kind, correlation_id, reply_to, batch_id
 """
+
+# Wakes `cbus.wait_for` callers once the command's end commits.
+_NOTIFY_DONE = "SELECT pg_notify(%(channel)s, '')"
 
 _RESEND = """
 SELECT pgmq.send(%(queue)s, message, headers) AS msg_id, pg_notify(%(channel)s, '')
@@ -366,8 +377,13 @@ def _act_plan(
     operator: str,
     reason: str | None,
     result: RawJson | None = None,
-) -> Plan[None]:
-    """Inside the action's savepoint (or transaction): claim, act, audit."""
+) -> Plan[dict[str, Any] | None]:
+    """Inside the action's savepoint (or transaction): claim, act, audit.
+
+    Returns, for a command that ended (canceled, completed) with a reply_to or a
+    batch, the fields of its `Ended`, for the caller to send the reply and complete
+    the batch.
+    """
     key = {"domain": domain, "command_id": command_id}
     status = {"retried": "PENDING", "canceled": "CANCELED", "completed": "COMPLETED"}[event]
     claimed = yield _CLAIM, {**key, "status": status, "result": result}
@@ -376,7 +392,8 @@ def _act_plan(
         if not rows:  # deleted meanwhile
             raise NotFoundError(f"No command {command_id} in domain `{domain}`")
         raise _state_error(domain, command_id, event, rows[0])
-    old_msg_id, attempts = claimed[0]["msg_id"], claimed[0]["attempts"]
+    row = claimed[0]
+    old_msg_id, attempts = row["msg_id"], row["attempts"]
     detail: dict[str, Any] = {"reason": reason}
     if event == "retried":
         found = yield from _message_plan(domain, command_id, old_msg_id, ("archive",))
@@ -407,6 +424,23 @@ def _act_plan(
             "detail": RawJson(codec.encode(detail)),
         },
     )
+    if event == "retried":
+        return None
+    yield _NOTIFY_DONE, {"channel": done_channel(domain)}
+    if row["reply_to"] is None and row["batch_id"] is None:
+        return None
+    canceled = event == "canceled"
+    return {
+        "command_id": command_id,
+        "correlation_id": row["correlation_id"],
+        "kind": row["kind"],
+        "outcome": "CANCELED" if canceled else "SUCCESS",
+        "reply_to": row["reply_to"],
+        "batch_id": row["batch_id"],
+        "result": None if canceled else result,
+        "error_code": "CANCELED" if canceled else None,
+        "error_message": (reason or "") if canceled else "",
+    }
 
 
 def _checked(operator: str) -> str:
@@ -423,7 +457,9 @@ def _act(
     run(conn, _check_plan(domain, cid, event))
     try:
         with conn.transaction():
-            run(conn, _act_plan(domain, cid, event, **kw))
+            ended = run(conn, _act_plan(domain, cid, event, **kw))
+            if ended is not None:
+                commands_ended(conn, domain, [Ended(**ended)])
     except psycopg.errors.SerializationFailure as exc:  # REPEATABLE READ and up
         raise ConcurrentOperationError(
             f"Cannot {_VERBS[event]} command {cid} in domain `{domain}`: it changed in a "
@@ -439,7 +475,9 @@ async def _act_async(
     await run_async(conn, _check_plan(domain, cid, event))
     try:
         async with conn.transaction():
-            await run_async(conn, _act_plan(domain, cid, event, **kw))
+            ended = await run_async(conn, _act_plan(domain, cid, event, **kw))
+            if ended is not None:
+                await commands_ended_async(conn, domain, [AsyncEnded(**ended)])
     except psycopg.errors.SerializationFailure as exc:
         raise ConcurrentOperationError(
             f"Cannot {_VERBS[event]} command {cid} in domain `{domain}`: it changed in a "

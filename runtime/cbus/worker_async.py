@@ -26,7 +26,7 @@ import psycopg
 from psycopg import pq
 
 from . import _acompat as compat
-from ._acompat import AEvent, ALock, agather, asleep, aspawn
+from ._acompat import AEvent, ALock, agather, aspawn
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -39,6 +39,7 @@ from ._worker_base import (
     triage,
 )
 from .context import AsyncContext
+from .outcomes_async import Ended, commands_ended_async, done_channel
 from .pgmq import RawJson, register_adapters
 
 __all__ = ["AsyncWorker"]
@@ -136,6 +137,7 @@ class AsyncWorker:
         self.poll_interval = poll_interval
         self.audit_full = audit == "full"
         self._stopping = AEvent()
+        self._finished = AEvent()  # every consumer has returned: leases need no renewal
         self._wake = AEvent()
         self._leases: dict[tuple[str, int], int] = {}
         self._lease_lock = ALock()
@@ -176,6 +178,7 @@ class AsyncWorker:
             ]
             await agather(*consumers)
             self.stop()
+            self._finished.set()
             await agather(*helpers, timeout=5)
         finally:
             restore()
@@ -247,7 +250,7 @@ class AsyncWorker:
     async def _poll(self, conn: _HandlerConnection, runtime: DomainRuntime) -> int:
         cur = conn.cursor()
         register_adapters(cur)
-        await cur.execute(query("read"), runtime.read_params(self.batch_size))
+        await cur.execute(query("read"), runtime.read_params(self.batch_size, self.audit_full))
         rows = await cur.fetchall()
         if not rows:
             return 0
@@ -351,16 +354,18 @@ class AsyncWorker:
     async def _run_one(
         self, conn: _HandlerConnection, runtime: DomainRuntime, delivery: Delivery
     ) -> None:
-        """One message in its own transaction: the slow, always-correct path."""
+        """One message in its own transaction: the slow, always-correct path.
+
+        A failure of the handler, or of its acknowledgement (for example a database
+        error while sending its reply), is recorded like any handler failure: retry
+        after the backoff, or the troubleshooting queue once attempts are exhausted.
+        """
         failure: BaseException | None = None
         try:
             async with conn.transaction():
-                try:
-                    value = await delivery.method(delivery.command, self._context(conn, delivery))
-                    delivery.result = encode_result(delivery, value)
-                except Exception as exc:
-                    failure = exc
-                    raise
+                conn.savepoint_armed = False
+                value = await delivery.method(delivery.command, self._context(conn, delivery))
+                delivery.result = encode_result(delivery, value)
                 if not await self._ack(conn, runtime, [delivery], strict=False):
                     log.warning(
                         "lease lost, handler's writes rolled back",
@@ -371,10 +376,9 @@ class AsyncWorker:
             return
         except psycopg.OperationalError:
             raise
-        except Exception:
-            if failure is None:
-                raise
-        else:
+        except Exception as exc:
+            failure = exc
+        if failure is None:
             self._count(1, 0)
             return
         async with conn.transaction():
@@ -412,14 +416,24 @@ class AsyncWorker:
                 "command_ids": [d.headers.command_id for d in completed],
                 "results": [d.result for d in completed],
                 "audit_full": self.audit_full,
+                "done_channel": done_channel(runtime.spec.name),
             },
         )
         row = await cur.fetchone()
         ok = row is not None and row[0] == len(completed)
-        if not ok and strict:
-            acked = row[0] if row is not None else 0
-            raise _Replay(f"{len(completed) - acked} lease(s) lost before the acknowledgement")
-        return ok
+        if not ok:
+            if strict:
+                acked = row[0] if row is not None else 0
+                raise _Replay(f"{len(completed) - acked} lease(s) lost before the acknowledgement")
+            return False
+        ended = [
+            _ended(d, "SUCCESS")
+            for d in completed
+            if d.headers.reply_to is not None or d.headers.batch_id is not None
+        ]
+        if ended:
+            await commands_ended_async(conn, runtime.spec.name, ended)
+        return True
 
     async def _record_failure(
         self,
@@ -466,16 +480,20 @@ class AsyncWorker:
                 )
             return
         if failure.outcome is Outcome.FAILED:
-            await conn.execute(
+            cur = await conn.execute(
                 query("delete_message", runtime.queue),
                 {"msg_id": delivery.msg_id, "read_ct": delivery.read_ct},
             )
+            if cur.rowcount != 1:
+                return  # the lease was lost: whoever holds the message now decides
             status = "FAILED"
         else:
-            await conn.execute(
+            cur = await conn.execute(
                 query("archive_message", runtime.queue),
                 {"msg_id": delivery.msg_id, "read_ct": delivery.read_ct},
             )
+            if cur.rowcount != 1:
+                return  # the lease was lost: whoever holds the message now decides
             status = "IN_TROUBLESHOOTING_QUEUE"
             await self._audit(
                 conn, runtime, command_id, "moved_to_troubleshooting", delivery.read_ct, detail
@@ -492,8 +510,12 @@ class AsyncWorker:
                 "error_message": failure.message,
                 "result": None,
                 "msg_id": delivery.msg_id,
+                "done_channel": done_channel(runtime.spec.name),
             },
         )
+        if status == "FAILED":
+            ended = _ended(delivery, "FAILED", failure.code, failure.message, failure.error_type)
+            await commands_ended_async(conn, runtime.spec.name, [ended])
 
     async def _set_aside(self, conn: _HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
         """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
@@ -526,17 +548,18 @@ class AsyncWorker:
                 conn, runtime, p.command_id, "moved_to_troubleshooting", p.read_ct, detail
             )
             await conn.execute(
-                query("end_command"),
+                query("set_aside"),
                 {
                     "domain": runtime.spec.name,
                     "command_id": p.command_id,
-                    "status": "IN_TROUBLESHOOTING_QUEUE",
+                    "kind": p.kind or "unknown",
+                    "version": p.version,
                     "attempts": p.read_ct,
-                    "error_type": "Poison",
+                    "max_attempts": runtime.default_max_attempts,
                     "error_code": p.code,
                     "error_message": p.reason,
-                    "result": None,
                     "msg_id": p.msg_id,
+                    "done_channel": done_channel(runtime.spec.name),
                 },
             )
 
@@ -586,20 +609,38 @@ class AsyncWorker:
                 await self._stopping.wait_for(1.0)
 
     async def _heartbeat(self) -> None:
-        """Keep the leases of messages in flight alive while their handlers run."""
+        """Keep the leases of messages in flight alive while their handlers run.
+
+        It runs until the consumers have returned, not until `stop()`: after a
+        SIGTERM the handlers in flight still finish, and their leases must hold.
+        """
         vt = min(d.visibility_timeout for d in self._domains)
         interval = max(vt / 3, 0.5)
-        while not await self._stopping.wait_for(interval):
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True, **self._connect_kwargs
-                ) as conn:
-                    while True:
-                        await self._extend_all(conn)
-                        if await self._stopping.wait_for(interval):
-                            break
-            except psycopg.OperationalError:
-                await asleep(1.0)
+        conn: psycopg.AsyncConnection[Any] | None = None
+        retry = 0.05
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(
+                            self._dsn, autocommit=True, **self._connect_kwargs
+                        )
+                    await self._extend_all(conn)
+                    retry = 0.05
+                    wait = interval
+                except psycopg.OperationalError as exc:
+                    # A dropped connection must not cost a lease: reconnect at once,
+                    # backing off only while the server stays away.
+                    log.warning("heartbeat: %s", exc, extra={"action": "heartbeat_failed"})
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                    wait, retry = retry, min(retry * 2, interval)
+                if await self._finished.wait_for(wait):
+                    return
+        finally:
+            if conn is not None:
+                await conn.close()
 
     async def _extend_all(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async with self._lease_lock:
@@ -616,6 +657,27 @@ class AsyncWorker:
                     query("extend_lease", runtime.queue),
                     {"msg_ids": ids, "read_cts": cts, "seconds": runtime.visibility_timeout},
                 )
+
+
+def _ended(
+    d: Delivery,
+    outcome: str,
+    code: str | None = None,
+    message: str = "",
+    error_type: str | None = None,
+) -> Ended:
+    return Ended(
+        command_id=d.headers.command_id,
+        correlation_id=d.headers.correlation_id,
+        kind=d.spec.kind,
+        outcome=outcome,
+        reply_to=d.headers.reply_to,
+        batch_id=d.headers.batch_id,
+        result=d.result,
+        error_code=code,
+        error_message=message,
+        error_type=error_type,
+    )
 
 
 _ = compat  # the sync twin maps names from this module

@@ -174,6 +174,48 @@ def test_scaffold_async(project: Path) -> None:
     assert "    async def cancel_order(" in text
 
 
+def test_scaffold_folder_from_config(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_schemas(project)
+    with (project / "pyproject.toml").open("a") as f:
+        f.write('handlers = "src/app/handlers"\n')
+    (project / "src").mkdir()
+    monkeypatch.chdir(project / "src")  # relative to pyproject.toml, not to the cwd
+    r = cbgen("scaffold", "--async")
+    assert (r.exit_code, r.stderr) == (0, "")
+    assert r.stdout == (
+        "Wrote app/handlers/orders.py: 2 commands to implement\n"
+        "Wrote app/handlers/payments.py: 3 commands to implement\n"
+    )
+    assert sorted(p.name for p in (project / "src" / "app" / "handlers").iterdir()) == [
+        "orders.py",
+        "payments.py",
+    ]
+    r = cbgen("scaffold", "--dir", "other")  # the command line wins, relative to the cwd
+    assert r.stdout.startswith("Wrote other/orders.py: 2 commands to implement\n")
+    assert (project / "src" / "other" / "payments.py").is_file()
+
+
+def test_scaffold_help_names_the_config_key() -> None:
+    r = cbgen("scaffold", "--help")
+    assert r.exit_code == 0
+    assert "`handlers` in [tool.cbgen]" in " ".join(r.stdout.split())
+
+
+def test_scaffold_config_errors(project: Path) -> None:
+    (project / "pyproject.toml").write_text("[tool.cbgen]\nhandlers = 1\n")
+    r = cbgen("scaffold")
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "cbgen: Expected `str` for `handlers` in [tool.cbgen], got `int`\n",
+    )
+    (project / "pyproject.toml").write_text('[tool.cbgen]\nhandler = "h"\n')
+    r = cbgen("scaffold")
+    assert r.stderr == (
+        f"cbgen: Unknown key `handler` in [tool.cbgen] of {project / 'pyproject.toml'} "
+        "(did you mean `handlers`?)\n"
+    )
+
+
 def test_docs(project: Path) -> None:
     _write_schemas(project)
     r = cbgen("docs")
@@ -188,6 +230,47 @@ def test_docs(project: Path) -> None:
     assert "| `sku` | `string` | yes |  | min_length: 1, max_length: 64 |  |" in md
     assert "| `priority` | `Priority` | no | `normal` |  |  |" in md
     assert "Business errors (`CreateOrderError`): `OUT_OF_STOCK`, `CUSTOMER_BLOCKED`." in md
+    options = [line for line in md.splitlines() if line.startswith("Options:")]
+    assert options == [
+        "Options: `max_attempts: 5`, `backoff: [1, 10, 60]` s, `visibility_timeout: 30` s.",
+        "Options: `max_attempts: 3`, `backoff: [1, 10, 60]` s, `visibility_timeout: 30` s.",
+        "Options: `max_attempts: 5`, `backoff: [1, 10, 60]` s, `visibility_timeout: 30` s.",
+    ]
+
+
+def test_docs_show_the_runtime_defaults_as_numbers(project: Path) -> None:
+    (project / "schemas" / "jobs.yaml").write_text(
+        "cbus: 1\n"
+        "domain: jobs\n"
+        "options: {visibility_timeout: 90}\n"
+        "commands:\n"
+        "  Plain: {}\n"
+        "  Tuned:\n"
+        "    options: {max_attempts: 2, backoff: [0.5, 2]}\n"
+        "  Eager:\n"
+        "    options: {backoff: []}\n"
+    )
+    assert cbgen("docs").exit_code == 0
+    md = (project / "docs" / "commands" / "jobs.md").read_text()
+    options = [line for line in md.splitlines() if line.startswith("Options:")]
+    assert options == [
+        "Options: `max_attempts: 5`, `backoff: [1, 10, 60]` s, `visibility_timeout: 90` s.",
+        "Options: `max_attempts: 5`, `backoff: [1, 10, 60]` s, `visibility_timeout: 90` s.",
+        "Options: `max_attempts: 2`, `backoff: [0.5, 2]` s, `visibility_timeout: 90` s.",
+        "Options: `max_attempts: 5`, `backoff: []` s, `visibility_timeout: 90` s.",
+    ]
+    assert "runtime default" not in md
+
+
+def test_docs_defaults_are_the_runtime_defaults() -> None:
+    import dataclasses
+
+    from cbgen import RUNTIME_OPTIONS
+    from cbus.registry import Options
+
+    defaults = Options()
+    runtime = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Options)}
+    assert runtime == RUNTIME_OPTIONS
 
 
 def test_generated_code_at_run_time(generated: object) -> None:

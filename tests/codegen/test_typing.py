@@ -25,6 +25,7 @@ from typing import Any
 import cbus
 import psycopg
 
+import {pkg}
 from {pkg} import extra, kitchen
 
 
@@ -60,6 +61,12 @@ class Wrong(kitchen.KitchenHandlers):
     ) -> None:
         return None
 
+
+# The package imports its domains lazily; type checkers still see each one, and
+# nothing else.
+point: kitchen.Point = {pkg}.kitchen.Point(x=1.0, y=2.0)
+{pkg}.kitchn.Point(x=1.0, y=2.0)  # type: ignore[attr-defined]
+from {pkg} import Point  # type: ignore[attr-defined]  # noqa: E402
 
 code: kitchen.EverythingError = kitchen.EverythingError("A1")
 kitchen.EverythingError("NOPE")  # type: ignore[arg-type]

@@ -239,6 +239,20 @@ def test_poison_messages_go_to_troubleshooting_and_the_rest_flows(
         "UNDECODABLE",
         "Cannot decode `testbus.Echo`: Expected `int`, got `str` - at `$.n`",
     )
+    # Every one is visible to an operator, those without a usable command_id too.
+    page = cbus.list_troubleshooting(conn, domain="testbus")
+    assert len(page.items) == 6
+    codes = sorted(item.last_error_code or "" for item in page.items)
+    assert codes == [
+        "BAD_HEADERS",
+        "BAD_HEADERS",
+        "UNDECODABLE",
+        "UNDECODABLE",
+        "UNKNOWN_KIND",
+        "UNSUPPORTED_VERSION",
+    ]
+    bad = [item for item in page.items if item.last_error_code == "BAD_HEADERS"]
+    assert sorted(item.kind for item in bad) == ["testbus.Echo", "unknown"]
 
 
 def test_command_without_implementation_goes_to_troubleshooting(

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS cbus.command (
     correlation_id uuid NOT NULL,
     reply_to text,
     batch_id uuid,
+    causation_id uuid,
     last_error_type text,
     last_error_code text,
     last_error_message text,
@@ -33,6 +34,16 @@ CREATE TABLE IF NOT EXISTS cbus.command (
 
 CREATE INDEX IF NOT EXISTS command_troubleshooting
     ON cbus.command (domain, kind, updated_at)
+    WHERE status = 'IN_TROUBLESHOOTING_QUEUE';
+
+-- Added after the first release of this file; a no-op on a fresh install.
+ALTER TABLE cbus.command ADD COLUMN IF NOT EXISTS causation_id uuid;
+
+CREATE INDEX IF NOT EXISTS command_correlation ON cbus.command (correlation_id);
+
+-- The unfiltered, newest-first troubleshooting list (`cbus tsq list`).
+CREATE INDEX IF NOT EXISTS command_troubleshooting_recent
+    ON cbus.command (updated_at DESC, domain, command_id)
     WHERE status = 'IN_TROUBLESHOOTING_QUEUE';
 
 CREATE INDEX IF NOT EXISTS command_batch

@@ -1,0 +1,164 @@
+# Generated from waiting_async.py by tools/async_to_sync.py.
+# DO NOT EDIT: change waiting_async.py instead.
+"""Request/reply and workflows: wait for a command's outcome, follow a batch, trace a flow.
+
+Waiting LISTENs on the domain's `cbus_done_<domain>` channel, which the worker
+notifies in the transaction that ends a command, and re-reads the command log on
+each notification (and at least every second, in case one is missed): no busy poll.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from . import _acompat as compat
+from .bus import Bus
+from .errors import ReplyTimeout
+from .outcomes import done_channel
+from .store import ENDED, TRACE, CommandRecord, get_command
+
+__all__ = ["BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"]
+
+_BATCH_CHANNEL = "cbus_batch"
+_BATCH_STATUS = """
+SELECT b.batch_id, b.total, b.created_at, b.completed_at,
+       count(*) FILTER (WHERE c.status = 'PENDING') AS pending,
+       count(*) FILTER (WHERE c.status = 'IN_PROGRESS') AS in_progress,
+       count(*) FILTER (WHERE c.status = 'COMPLETED') AS completed,
+       count(*) FILTER (WHERE c.status = 'FAILED') AS failed,
+       count(*) FILTER (WHERE c.status = 'IN_TROUBLESHOOTING_QUEUE') AS in_troubleshooting,
+       count(*) FILTER (WHERE c.status = 'CANCELED') AS canceled
+FROM cbus.batch b LEFT JOIN cbus.command c ON c.batch_id = b.batch_id
+WHERE b.batch_id = %s
+GROUP BY b.batch_id
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchStatus:
+    """A batch's progress, counted from the command log (no counter row to contend on)."""
+
+    batch_id: uuid.UUID
+    total: int
+    created_at: dt.datetime
+    completed_at: dt.datetime | None
+    pending: int
+    in_progress: int
+    completed: int
+    failed: int
+    in_troubleshooting: int
+    canceled: int
+
+    __module__ = "cbus"
+
+    @property
+    def done(self) -> bool:
+        """Every command of the batch has ended (its completion message was sent)."""
+        return self.completed_at is not None
+
+
+@contextmanager
+def _listening(
+    target: psycopg.Connection[Any] | Bus, channel: str
+) -> Iterator[psycopg.Connection[Any]]:
+    if isinstance(target, Bus):
+        target.open()
+        with target.pool.connection() as conn:
+            conn.set_autocommit(True)
+            try:
+                with _listening(conn, channel) as listening:
+                    yield listening
+            finally:
+                conn.set_autocommit(False)
+        return
+    if not target.autocommit:
+        raise ValueError(
+            "Waiting needs a connection in autocommit mode (a notification arrives only "
+            "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
+        )
+    listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+    target.execute(listen)
+    try:
+        yield target
+    finally:
+        target.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+
+
+def _pause(conn: psycopg.Connection[Any], deadline: float) -> None:
+    remaining = deadline - compat.monotonic()
+    if remaining > 0:
+        for _ in conn.notifies(timeout=min(remaining, 1.0), stop_after=1):
+            pass
+
+
+def wait_for(
+    target: psycopg.Connection[Any] | Bus,
+    domain: str,
+    command_id: uuid.UUID,
+    *,
+    timeout: float = 30.0,
+    include_troubleshooting: bool = True,
+) -> CommandRecord:
+    """Wait until the command ends, and return its record.
+
+    Returns on COMPLETED, FAILED and CANCELED, and (unless `include_troubleshooting`
+    is false) on IN_TROUBLESHOOTING_QUEUE, where an operator must act. Raises
+    `cbus.ReplyTimeout` after `timeout` seconds; the command may still end later.
+    """
+    ends = ENDED + (("IN_TROUBLESHOOTING_QUEUE",) if include_troubleshooting else ())
+    deadline = compat.monotonic() + timeout
+    with _listening(target, done_channel(domain)) as conn:
+        while True:
+            record = get_command(conn, domain, command_id)
+            if record is not None and record.status in ends:
+                return record
+            if compat.monotonic() >= deadline:
+                status = record.status if record is not None else "unknown"
+                raise ReplyTimeout(
+                    f"Command {command_id} in domain `{domain}` did not end within "
+                    f"{timeout:g} s (status {status})"
+                )
+            _pause(conn, deadline)
+
+
+def batch_status(conn: psycopg.Connection[Any], batch_id: uuid.UUID) -> BatchStatus | None:
+    """The batch's progress, or None for an unknown batch_id."""
+    with conn.cursor(row_factory=class_row(BatchStatus)) as cur:
+        cur.execute(_BATCH_STATUS, (batch_id,))
+        return cur.fetchone()
+
+
+def wait_batch(
+    target: psycopg.Connection[Any] | Bus,
+    batch_id: uuid.UUID,
+    *,
+    timeout: float = 60.0,
+) -> BatchStatus:
+    """Wait until every command of the batch has ended; raises `cbus.ReplyTimeout`."""
+    deadline = compat.monotonic() + timeout
+    with _listening(target, _BATCH_CHANNEL) as conn:
+        while True:
+            status = batch_status(conn, batch_id)
+            if status is None:
+                raise LookupError(f"No batch {batch_id}")
+            if status.done:
+                return status
+            if compat.monotonic() >= deadline:
+                raise ReplyTimeout(f"Batch {batch_id} did not complete within {timeout:g} s")
+            _pause(conn, deadline)
+
+
+def trace(conn: psycopg.Connection[Any], correlation_id: uuid.UUID) -> list[CommandRecord]:
+    """Every command of a workflow (one correlation_id), in the order they were sent."""
+    with conn.cursor(row_factory=class_row(CommandRecord)) as cur:
+        cur.execute(TRACE, (correlation_id,))
+        return cur.fetchall()

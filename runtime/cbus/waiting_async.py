@@ -1,0 +1,166 @@
+"""Request/reply and workflows: wait for a command's outcome, follow a batch, trace a flow.
+
+Waiting LISTENs on the domain's `cbus_done_<domain>` channel, which the worker
+notifies in the transaction that ends a command, and re-reads the command log on
+each notification (and at least every second, in case one is missed): no busy poll.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from . import _acompat as compat
+from .bus_async import AsyncBus
+from .errors import ReplyTimeout
+from .outcomes_async import done_channel
+from .store import ENDED, TRACE, CommandRecord, get_command_async
+
+__all__ = ["BatchStatus", "batch_status_async", "trace_async", "wait_batch_async", "wait_for_async"]
+
+_BATCH_CHANNEL = "cbus_batch"
+_BATCH_STATUS = """
+SELECT b.batch_id, b.total, b.created_at, b.completed_at,
+       count(*) FILTER (WHERE c.status = 'PENDING') AS pending,
+       count(*) FILTER (WHERE c.status = 'IN_PROGRESS') AS in_progress,
+       count(*) FILTER (WHERE c.status = 'COMPLETED') AS completed,
+       count(*) FILTER (WHERE c.status = 'FAILED') AS failed,
+       count(*) FILTER (WHERE c.status = 'IN_TROUBLESHOOTING_QUEUE') AS in_troubleshooting,
+       count(*) FILTER (WHERE c.status = 'CANCELED') AS canceled
+FROM cbus.batch b LEFT JOIN cbus.command c ON c.batch_id = b.batch_id
+WHERE b.batch_id = %s
+GROUP BY b.batch_id
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchStatus:
+    """A batch's progress, counted from the command log (no counter row to contend on)."""
+
+    batch_id: uuid.UUID
+    total: int
+    created_at: dt.datetime
+    completed_at: dt.datetime | None
+    pending: int
+    in_progress: int
+    completed: int
+    failed: int
+    in_troubleshooting: int
+    canceled: int
+
+    __module__ = "cbus"
+
+    @property
+    def done(self) -> bool:
+        """Every command of the batch has ended (its completion message was sent)."""
+        return self.completed_at is not None
+
+
+@asynccontextmanager
+async def _listening(
+    target: psycopg.AsyncConnection[Any] | AsyncBus, channel: str
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    if isinstance(target, AsyncBus):
+        await target.open()
+        async with target.pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                async with _listening(conn, channel) as listening:
+                    yield listening
+            finally:
+                await conn.set_autocommit(False)
+        return
+    if not target.autocommit:
+        raise ValueError(
+            "Waiting needs a connection in autocommit mode (a notification arrives only "
+            "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
+        )
+    listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+    await target.execute(listen)
+    try:
+        yield target
+    finally:
+        await target.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+
+
+async def _pause(conn: psycopg.AsyncConnection[Any], deadline: float) -> None:
+    remaining = deadline - compat.monotonic()
+    if remaining > 0:
+        async for _ in conn.notifies(timeout=min(remaining, 1.0), stop_after=1):
+            pass
+
+
+async def wait_for_async(
+    target: psycopg.AsyncConnection[Any] | AsyncBus,
+    domain: str,
+    command_id: uuid.UUID,
+    *,
+    timeout: float = 30.0,
+    include_troubleshooting: bool = True,
+) -> CommandRecord:
+    """Wait until the command ends, and return its record.
+
+    Returns on COMPLETED, FAILED and CANCELED, and (unless `include_troubleshooting`
+    is false) on IN_TROUBLESHOOTING_QUEUE, where an operator must act. Raises
+    `cbus.ReplyTimeout` after `timeout` seconds; the command may still end later.
+    """
+    ends = ENDED + (("IN_TROUBLESHOOTING_QUEUE",) if include_troubleshooting else ())
+    deadline = compat.monotonic() + timeout
+    async with _listening(target, done_channel(domain)) as conn:
+        while True:
+            record = await get_command_async(conn, domain, command_id)
+            if record is not None and record.status in ends:
+                return record
+            if compat.monotonic() >= deadline:
+                status = record.status if record is not None else "unknown"
+                raise ReplyTimeout(
+                    f"Command {command_id} in domain `{domain}` did not end within "
+                    f"{timeout:g} s (status {status})"
+                )
+            await _pause(conn, deadline)
+
+
+async def batch_status_async(
+    conn: psycopg.AsyncConnection[Any], batch_id: uuid.UUID
+) -> BatchStatus | None:
+    """The batch's progress, or None for an unknown batch_id."""
+    async with conn.cursor(row_factory=class_row(BatchStatus)) as cur:
+        await cur.execute(_BATCH_STATUS, (batch_id,))
+        return await cur.fetchone()
+
+
+async def wait_batch_async(
+    target: psycopg.AsyncConnection[Any] | AsyncBus,
+    batch_id: uuid.UUID,
+    *,
+    timeout: float = 60.0,
+) -> BatchStatus:
+    """Wait until every command of the batch has ended; raises `cbus.ReplyTimeout`."""
+    deadline = compat.monotonic() + timeout
+    async with _listening(target, _BATCH_CHANNEL) as conn:
+        while True:
+            status = await batch_status_async(conn, batch_id)
+            if status is None:
+                raise LookupError(f"No batch {batch_id}")
+            if status.done:
+                return status
+            if compat.monotonic() >= deadline:
+                raise ReplyTimeout(f"Batch {batch_id} did not complete within {timeout:g} s")
+            await _pause(conn, deadline)
+
+
+async def trace_async(
+    conn: psycopg.AsyncConnection[Any], correlation_id: uuid.UUID
+) -> list[CommandRecord]:
+    """Every command of a workflow (one correlation_id), in the order they were sent."""
+    async with conn.cursor(row_factory=class_row(CommandRecord)) as cur:
+        await cur.execute(TRACE, (correlation_id,))
+        return await cur.fetchall()

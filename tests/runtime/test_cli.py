@@ -1,0 +1,267 @@
+"""`cbus tsq` and `cbus audit`: through click's CliRunner, and once as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import cbus
+import psycopg
+import pytest
+from cbus.cli import main
+from click.testing import CliRunner, Result
+
+from .helpers import drain
+from .test_troubleshooting import in_tsq, status
+
+
+def cbus_cli(dsn: str, *args: str, env: dict[str, str] | None = None) -> Result:
+    runner = CliRunner(env={"CBUS_DSN": dsn, "USER": "tester", **(env or {})})
+    return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def test_list_shows_a_table_and_json(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    command_ids, _ = in_tsq(dsn, conn, testbus, 3)
+    result = cbus_cli(dsn, "tsq", "list")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "UPDATED",
+        "DOMAIN",
+        "COMMAND_ID",
+        "KIND",
+        "ATTEMPTS",
+        "LAST",
+        "ERROR",
+    ]
+    assert len(lines) == 4
+    for command_id in command_ids:
+        assert str(command_id) in result.stdout
+    assert "testbus.Echo  1/3       PermanentError [BROKEN]: n=" in result.stdout
+
+    result = cbus_cli(dsn, "tsq", "list", "--json", "--domain", "testbus", "--kind", "Echo")
+    assert result.exit_code == 0, result.output
+    page = json.loads(result.stdout)
+    assert {item["command_id"] for item in page["items"]} == {str(c) for c in command_ids}
+    assert page["next_cursor"] is None
+    assert page["items"][0]["last_error_code"] == "BROKEN"
+
+    result = cbus_cli(dsn, "tsq", "list", "--domain", "orders")
+    assert (result.exit_code, result.stdout) == (0, "The troubleshooting queue is empty\n")
+
+
+def test_list_pages_with_after(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    command_ids, _ = in_tsq(dsn, conn, testbus, 3)
+    first = cbus_cli(dsn, "tsq", "list", "--limit", "2")
+    assert first.exit_code == 0, first.output
+    more = first.stdout.splitlines()[-1]
+    assert more.startswith("More: cbus tsq list --after ")
+    cursor = more.rsplit(" ", 1)[1]
+    second = cbus_cli(dsn, "tsq", "list", "--limit", "2", "--after", cursor, "--json")
+    page = json.loads(second.stdout)
+    assert len(page["items"]) == 1 and page["next_cursor"] is None
+    seen = [line.split()[2] for line in first.stdout.splitlines()[1:3]]
+    assert {*seen, page["items"][0]["command_id"]} == {str(c) for c in command_ids}
+
+    bad = cbus_cli(dsn, "tsq", "list", "--after", "garbage")
+    assert bad.exit_code == 2
+    assert (
+        "Invalid value for '--after': Invalid cursor 'garbage': pass the `next_cursor` of a "
+        "previous page" in bad.stderr
+    )
+
+
+def test_show_prints_record_message_and_audit(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    (command_id,), _ = in_tsq(dsn, conn, testbus)
+    result = cbus_cli(dsn, "tsq", "show", "testbus", str(command_id))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"command_id      {command_id}\n" in out
+    assert "status          IN_TROUBLESHOOTING_QUEUE\n" in out
+    assert "last error      PermanentError [BROKEN]: n=0 is broken today\n" in out
+    assert 'in the archive):\n  {"n":0,"text":""}\n' in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("AT "))
+    events = [line.split()[1] for line in lines[header + 1 : header + 4]]
+    assert events == ["sent*", "failed", "moved_to_troubleshooting"]
+    assert "* from the command log" in out
+
+    as_json = json.loads(cbus_cli(dsn, "tsq", "show", "testbus", str(command_id), "--json").stdout)
+    assert as_json["record"]["status"] == "IN_TROUBLESHOOTING_QUEUE"
+    assert as_json["message"] == {"n": 0, "text": ""}
+    assert [e["event"] for e in as_json["audit"]] == ["sent", "failed", "moved_to_troubleshooting"]
+
+
+def test_retry_cancel_complete_and_audit(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    (to_retry, to_cancel, to_complete), handlers = in_tsq(dsn, conn, testbus, 3)
+
+    result = cbus_cli(dsn, "tsq", "retry", "testbus", str(to_retry), "--reason", "fixed")
+    assert (result.exit_code, result.stdout) == (
+        0,
+        f"Command {to_retry} in domain `testbus` sent again by tester\n",
+    )
+    result = cbus_cli(
+        dsn, "tsq", "cancel", "testbus", str(to_cancel), "--reason", "dup", "--operator", "bob"
+    )
+    assert (result.exit_code, result.stdout) == (
+        0,
+        f"Command {to_cancel} in domain `testbus` canceled by bob\n",
+    )
+    result = cbus_cli(
+        dsn,
+        "tsq",
+        "complete",
+        "testbus",
+        str(to_complete),
+        "--result",
+        '{"n": 2, "text": "manual"}',
+    )
+    assert result.exit_code == 0, result.output
+
+    drain(dsn, [handlers])
+    assert status(conn, to_retry) == "COMPLETED"
+    assert status(conn, to_cancel) == "CANCELED"
+    record = cbus.get_command(conn, "testbus", to_complete)
+    assert record is not None
+    assert (record.status, record.result) == ("COMPLETED", {"n": 2, "text": "manual"})
+
+    audit = cbus_cli(dsn, "audit", "testbus", str(to_retry))
+    assert audit.exit_code == 0, audit.output
+    rows = [line.split() for line in audit.stdout.splitlines()[1:]]
+    assert [r[1] for r in rows[:5]] == [
+        "sent*",
+        "failed",
+        "moved_to_troubleshooting",
+        "retried",
+        "completed*",
+    ]
+    assert rows[3][3] == "tester"
+    assert '"reason":"fixed"' in rows[3][4]
+    cancel_audit = json.loads(cbus_cli(dsn, "audit", "testbus", str(to_cancel), "--json").stdout)
+    assert cancel_audit[-1]["event"] == "canceled"
+    assert cancel_audit[-1]["operator"] == "bob"
+    assert cancel_audit[-1]["detail"] == {"reason": "dup"}
+
+
+def test_errors_are_one_line_with_an_exit_status(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    (command_id,), _ = in_tsq(dsn, conn, testbus)
+    missing = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+    result = cbus_cli(dsn, "tsq", "retry", "testbus", str(missing))
+    assert (result.exit_code, result.stderr) == (
+        3,
+        f"Error: No command {missing} in domain `testbus`\n",
+    )
+    result = cbus_cli(dsn, "audit", "testbus", str(missing))
+    assert result.exit_code == 3
+
+    assert (
+        cbus_cli(dsn, "tsq", "cancel", "testbus", str(command_id), "--reason", "x").exit_code == 0
+    )
+    result = cbus_cli(dsn, "tsq", "complete", "testbus", str(command_id))
+    assert result.exit_code == 4
+    assert result.stderr.startswith(
+        f"Error: Cannot complete command {command_id} in domain `testbus`: it is CANCELED, "
+        "not IN_TROUBLESHOOTING_QUEUE (canceled by tester at "
+    )
+
+    result = cbus_cli(dsn, "tsq", "complete", "testbus", str(command_id), "--result", "{nope")
+    assert result.exit_code == 2
+    assert "Invalid value for '--result': not valid JSON: " in result.stderr
+
+    result = cbus_cli(dsn, "tsq", "cancel", "testbus", str(command_id))
+    assert result.exit_code == 2
+    assert "Missing option '--reason'" in result.stderr
+
+    result = cbus_cli(dsn, "tsq", "show", "testbus", "not-a-uuid")
+    assert result.exit_code == 2
+    assert "'not-a-uuid' is not a valid UUID" in result.stderr
+
+    result = cbus_cli(dsn, "tsq", "retry", "testbus", str(command_id), env={"USER": ""})
+    assert result.exit_code == 2
+    assert "Invalid value for '--operator': no operator name: pass --operator NAME" in result.stderr
+
+    unreachable = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    result = cbus_cli(unreachable, "tsq", "list")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: Cannot reach PostgreSQL: ")
+
+
+def test_a_real_cbus_process(dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType) -> None:
+    (command_id,), _ = in_tsq(dsn, conn, testbus)
+    exe = str(Path(sys.executable).with_name("cbus"))
+    env = {**os.environ, "CBUS_DSN": dsn, "USER": "ops"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=60)
+
+    listed = run("tsq", "list", "--domain", "testbus")
+    assert listed.returncode == 0, listed.stderr
+    assert str(command_id) in listed.stdout
+
+    canceled = run("tsq", "cancel", "testbus", str(command_id), "--reason", "from a shell")
+    assert canceled.returncode == 0, canceled.stderr
+    assert canceled.stdout == f"Command {command_id} in domain `testbus` canceled by ops\n"
+
+    again = run("tsq", "retry", "testbus", str(command_id))
+    assert again.returncode == 4
+    assert "Traceback" not in again.stderr
+    assert again.stderr.startswith(f"Error: Cannot retry command {command_id}")
+
+    audit = run("audit", "testbus", str(command_id))
+    assert audit.returncode == 0, audit.stderr
+    last = audit.stdout.splitlines()[-2].split()  # the footnote on synthetic events is last
+    assert last[1:4] == ["canceled", "1", "ops"]
+
+    missing = run("tsq", "show", "testbus", str(uuid.uuid4()))
+    assert missing.returncode == 3 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("group", ["tsq", "audit"])
+def test_help_lists_exit_statuses(group: str) -> None:
+    result = CliRunner().invoke(main, [group, "--help"])
+    assert result.exit_code == 0
+    assert "3 command not found" in result.stdout
+
+
+def test_json_logs_keep_the_worker_s_keys() -> None:
+    import io
+    import logging
+
+    from cbus.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("cbus.test.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        command_id = uuid.uuid4()
+        logger.warning(
+            "message %s set aside", 7, extra={"action": "poison", "command_id": command_id}
+        )
+    finally:
+        logger.removeHandler(handler)
+    record = json.loads(stream.getvalue())
+    assert record["message"] == "message 7 set aside"
+    assert record["level"] == "WARNING"
+    assert record["logger"] == "cbus.test.json"
+    assert record["action"] == "poison"
+    assert record["command_id"] == str(command_id)
