@@ -15,6 +15,7 @@ back and replays it one message per transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -47,6 +48,9 @@ __all__ = ["AsyncWorker"]
 log = logging.getLogger("cbus.worker")
 
 _SAVEPOINT = b"SAVEPOINT cbus_handler"
+_BEGIN_SAVEPOINT = b"BEGIN; SAVEPOINT cbus_handler"
+_IDLE = pq.TransactionStatus.IDLE
+_INTRANS = pq.TransactionStatus.INTRANS
 _ROLLBACK_SAVEPOINT = b"ROLLBACK TO SAVEPOINT cbus_handler"
 _MAX_SAVEPOINTS = 60  # below PostgreSQL's 64 cached subtransactions per transaction
 
@@ -69,7 +73,10 @@ class _HandlerCursor(psycopg.AsyncCursor[Any]):
             conn.savepoint_armed = False
             conn.savepoints += 1
             conn.savepoint_taken = True
-            await super().execute(_SAVEPOINT)
+            # The batch's transaction opens with the first handler statement, in the
+            # same round trip: a batch whose handlers never touch ctx.conn needs none.
+            idle = conn.info.transaction_status == _IDLE
+            await super().execute(_BEGIN_SAVEPOINT if idle else _SAVEPOINT)
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         await self._arm()
@@ -87,7 +94,8 @@ class _HandlerServerCursor(psycopg.AsyncServerCursor[Any]):
             conn.savepoint_armed = False
             conn.savepoints += 1
             conn.savepoint_taken = True
-            await conn.execute(_SAVEPOINT)
+            idle = conn.info.transaction_status == _IDLE
+            await conn.execute(_BEGIN_SAVEPOINT if idle else _SAVEPOINT)
         return await super().execute(*args, **kwargs)
 
 
@@ -97,6 +105,23 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
     savepoint_armed = False
     savepoint_taken = False
     savepoints = 0
+    in_handler = False
+
+    async def commit(self) -> None:
+        if self.in_handler:
+            raise psycopg.ProgrammingError(
+                "A handler must not commit ctx.conn: the worker commits it with the "
+                "acknowledgement, so the writes apply if and only if the command completes"
+            )
+        await super().commit()
+
+    async def rollback(self) -> None:
+        if self.in_handler:
+            raise psycopg.ProgrammingError(
+                "A handler must not roll back ctx.conn: raise an exception instead, and "
+                "the worker rolls back that handler's writes alone"
+            )
+        await super().rollback()
 
 
 class AsyncWorker:
@@ -139,7 +164,11 @@ class AsyncWorker:
         self._stopping = AEvent()
         self._finished = AEvent()  # every consumer has returned: leases need no renewal
         self._wake = AEvent()
-        self._leases: dict[tuple[str, int], int] = {}
+        # (queue, msg_id) -> (read_ct, the command's visibility timeout)
+        self._leases: dict[tuple[str, int], tuple[int, int]] = {}
+        self._min_vt = min(
+            c.options.visibility_timeout for d in self._domains for c in d.spec.commands
+        )
         self._lease_lock = ALock()
         self._busy = 0
         self._counter_lock = threading.Lock()
@@ -215,7 +244,12 @@ class AsyncWorker:
                     await self._consume_on(conn, index, until_idle)
                     return
             except psycopg.OperationalError as exc:
-                log.warning("connection lost: %s", exc, extra={"action": "connection_lost"})
+                what = (
+                    "statement timed out"
+                    if isinstance(exc, psycopg.errors.QueryCanceled)
+                    else "connection lost"
+                )
+                log.warning("%s: %s", what, exc, extra={"action": "connection_lost"})
                 await self._stopping.wait_for(backoff)
 
     async def _consume_on(self, conn: _HandlerConnection, index: int, until_idle: bool) -> None:
@@ -259,8 +293,15 @@ class AsyncWorker:
             ready, poison = triage(runtime, rows)
             async with self._lease_lock:
                 for d in ready:
-                    self._leases[(runtime.queue, d.msg_id)] = d.read_ct
+                    self._leases[(runtime.queue, d.msg_id)] = (
+                        d.read_ct,
+                        d.spec.options.visibility_timeout,
+                    )
             try:
+                # One read leases the whole batch for the domain's longest timeout;
+                # commands that declare a shorter one get it back now, so a crash
+                # redelivers them as soon as their schema says.
+                await self._shorten_leases(conn, runtime, ready)
                 for p in poison:
                     await self._set_aside(conn, runtime, p)
                 if ready:
@@ -290,43 +331,82 @@ class AsyncWorker:
                     extra={"action": "batch_replay"},
                 )
                 for delivery in batch[start : replay.end]:
-                    await self._run_one(conn, runtime, delivery)
+                    if await self._still_leased(conn, runtime, delivery):
+                        await self._run_one(conn, runtime, delivery)
+                    else:
+                        log.warning(
+                            "lease lost, not run again",
+                            extra={"action": "lease_lost", "msg_id": delivery.msg_id},
+                        )
                 start = replay.end
+
+    async def _still_leased(
+        self, conn: _HandlerConnection, runtime: DomainRuntime, delivery: Delivery
+    ) -> bool:
+        """Whether nobody read the message since this delivery (its ack could succeed)."""
+        cur = await conn.execute(
+            query("still_leased", runtime.queue),
+            {"msg_id": delivery.msg_id, "read_ct": delivery.read_ct},
+        )
+        return await cur.fetchone() is not None
 
     async def _run_chunk(
         self, conn: _HandlerConnection, runtime: DomainRuntime, batch: list[Delivery], start: int
     ) -> int:
-        """Run handlers from `start` in one transaction; returns where the next chunk starts."""
+        """Run handlers from `start` and acknowledge them; returns where the next chunk starts.
+
+        No transaction is opened until a handler's first statement (or a failure, a
+        reply or a batch completion) needs one: a chunk of handlers that never touch
+        `ctx.conn` is acknowledged by one autocommitted statement.
+        """
         completed: list[Delivery] = []
         failures: list[tuple[Delivery, BaseException]] = []
         conn.savepoints = 0
         i = start
         try:
-            async with conn.transaction():
+            try:
                 while i < len(batch):
                     delivery = batch[i]
                     i += 1
                     conn.savepoint_armed = True
                     conn.savepoint_taken = False
+                    conn.in_handler = True
                     try:
                         value = await delivery.method(
                             delivery.command, self._context(conn, delivery)
                         )
                         delivery.result = encode_result(delivery, value)
                     except Exception as exc:
+                        conn.in_handler = False
                         await self._undo_handler(conn)
                         failures.append((delivery, exc))
                     else:
-                        if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
-                            raise _Replay("a handler ended the transaction")
+                        expected = _INTRANS if conn.savepoints else _IDLE
+                        if conn.info.transaction_status != expected:
+                            raise _Replay("a handler left the transaction in a bad state")
                         completed.append(delivery)
                     finally:
                         conn.savepoint_armed = False
+                        conn.in_handler = False
                     if conn.savepoints >= _MAX_SAVEPOINTS:
                         break
-                await self._ack(conn, runtime, completed)
+                endings = any(
+                    d.headers.reply_to is not None or d.headers.batch_id is not None
+                    for d in completed
+                )
+                alone = conn.info.transaction_status == _IDLE and not failures and not endings
+                if conn.info.transaction_status == _IDLE and not alone:
+                    await conn.execute(b"BEGIN")
+                # Alone, the acknowledgement is one atomic statement: a lost lease there
+                # undoes nothing (no handler wrote), so it is only logged.
+                await self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
                     await self._record_failure(conn, runtime, delivery, error)
+                if conn.info.transaction_status != _IDLE:
+                    await conn.execute(b"COMMIT")
+            except BaseException:
+                await self._abandon(conn)
+                raise
         except _Replay as replay:
             replay.end = i
             raise
@@ -336,6 +416,13 @@ class AsyncWorker:
             raise _Replay(f"{type(exc).__name__}: {exc}", i) from exc
         self._count(len(completed), len(failures))
         return i
+
+    async def _abandon(self, conn: _HandlerConnection) -> None:
+        """Roll back whatever the chunk had begun, leaving the connection idle."""
+        if conn.closed or conn.info.transaction_status == _IDLE:
+            return
+        with contextlib.suppress(psycopg.Error):
+            await conn.execute(b"ROLLBACK")
 
     def _count(self, completed: int, failed: int) -> None:
         with self._counter_lock:
@@ -348,8 +435,8 @@ class AsyncWorker:
                 await conn.execute(_ROLLBACK_SAVEPOINT)
             except psycopg.Error as exc:
                 raise _Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
-        elif conn.info.transaction_status != pq.TransactionStatus.INTRANS:
-            raise _Replay("a failing handler left the transaction aborted")
+        elif conn.info.transaction_status != (_INTRANS if conn.savepoints else _IDLE):
+            raise _Replay("a failing handler left the transaction in a bad state")
 
     async def _run_one(
         self, conn: _HandlerConnection, runtime: DomainRuntime, delivery: Delivery
@@ -420,11 +507,14 @@ class AsyncWorker:
             },
         )
         row = await cur.fetchone()
-        ok = row is not None and row[0] == len(completed)
-        if not ok:
+        acked = row[0] if row is not None else 0
+        if acked != len(completed):
+            lost = len(completed) - acked
             if strict:
-                acked = row[0] if row is not None else 0
-                raise _Replay(f"{len(completed) - acked} lease(s) lost before the acknowledgement")
+                raise _Replay(f"{lost} lease(s) lost before the acknowledgement")
+            log.warning(
+                "%d lease(s) lost before the acknowledgement", lost, extra={"action": "lease_lost"}
+            )
             return False
         ended = [
             _ended(d, "SUCCESS")
@@ -614,8 +704,7 @@ class AsyncWorker:
         It runs until the consumers have returned, not until `stop()`: after a
         SIGTERM the handlers in flight still finish, and their leases must hold.
         """
-        vt = min(d.visibility_timeout for d in self._domains)
-        interval = max(vt / 3, 0.5)
+        interval = max(self._min_vt / 3, 0.5)
         conn: psycopg.AsyncConnection[Any] | None = None
         retry = 0.05
         try:
@@ -642,21 +731,35 @@ class AsyncWorker:
             if conn is not None:
                 await conn.close()
 
+    async def _shorten_leases(
+        self, conn: psycopg.AsyncConnection[Any], runtime: DomainRuntime, ready: list[Delivery]
+    ) -> None:
+        groups: dict[int, tuple[list[int], list[int]]] = {}
+        for d in ready:
+            vt = d.spec.options.visibility_timeout
+            if vt < runtime.visibility_timeout:
+                ids, cts = groups.setdefault(vt, ([], []))
+                ids.append(d.msg_id)
+                cts.append(d.read_ct)
+        for vt, (ids, cts) in groups.items():
+            await conn.execute(
+                query("extend_lease", runtime.queue),
+                {"msg_ids": ids, "read_cts": cts, "seconds": vt},
+            )
+
     async def _extend_all(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async with self._lease_lock:
             leases = dict(self._leases)
-        by_queue: dict[str, tuple[list[int], list[int]]] = {}
-        for (queue, msg_id), read_ct in leases.items():
-            ids, cts = by_queue.setdefault(queue, ([], []))
+        groups: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+        for (queue, msg_id), (read_ct, vt) in leases.items():
+            ids, cts = groups.setdefault((queue, vt), ([], []))
             ids.append(msg_id)
             cts.append(read_ct)
-        for runtime in self._domains:
-            if runtime.queue in by_queue:
-                ids, cts = by_queue[runtime.queue]
-                await conn.execute(
-                    query("extend_lease", runtime.queue),
-                    {"msg_ids": ids, "read_cts": cts, "seconds": runtime.visibility_timeout},
-                )
+        for (queue, vt), (ids, cts) in groups.items():
+            await conn.execute(
+                query("extend_lease", queue),
+                {"msg_ids": ids, "read_cts": cts, "seconds": vt},
+            )
 
 
 def _ended(

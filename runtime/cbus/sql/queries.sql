@@ -114,6 +114,11 @@ audited AS (
 SELECT (SELECT count(*) FROM acked) AS acked, (SELECT count(*) FROM logged) AS logged,
        pg_notify(%(done_channel)s, '')
 
+-- name: still_leased
+-- Whether a delivery still holds its message: a replay does not run the handler of a
+-- message another worker has read since (its acknowledgement could only fail).
+SELECT 1 FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+
 -- name: delete_message
 -- Drop a message that must not run (a duplicate of a command that already ended).
 DELETE FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
