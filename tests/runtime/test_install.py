@@ -1,0 +1,111 @@
+"""cbus.install: idempotent, safe from several sessions at once, and honest about old PGMQ."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import cbus
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+
+@pytest.fixture
+def empty_db(server_dsn: str) -> Iterator[str]:
+    """A database with nothing installed, not even PGMQ."""
+    name = f"cbus_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_dsn, dbname=name)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _objects(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        "        WHERE n.nspname = 'pgmq'),"
+        "       (SELECT count(*) FROM pg_tables WHERE schemaname = 'cbus')"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_install_twice_changes_nothing_the_second_time(empty_db: str) -> None:
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        cbus.install(conn)
+        first = _objects(conn)
+        cbus.install(conn)
+        assert _objects(conn) == first
+        assert first[0] > 50 and first[1] == 4  # PGMQ's functions; command, audit, batch, version
+
+
+def test_concurrent_installs_all_succeed(empty_db: str) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def install() -> None:
+        try:
+            with psycopg.connect(empty_db, autocommit=True) as conn:
+                barrier.wait()
+                cbus.install(conn)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT to_regprocedure('pgmq.send(text, jsonb, jsonb, integer)')")
+
+
+def test_domain_install_is_idempotent(empty_db: str, testbus: Any) -> None:
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        cbus.install(conn)
+        testbus.install(conn)
+        testbus.install(conn)
+        row = conn.execute(
+            "SELECT count(*) FROM pgmq.meta WHERE queue_name = 'testbus__commands'"
+        ).fetchone()
+        assert row == (1,)
+
+
+def test_pgmq_without_headers_is_refused(empty_db: str) -> None:
+    # A schema as PGMQ before 1.5 left it: send(queue, msg) but no headers variant.
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE SCHEMA pgmq; CREATE FUNCTION pgmq.send(queue_name text, msg jsonb)"
+            " RETURNS SETOF bigint LANGUAGE sql AS 'SELECT 1::bigint'"
+        )
+        with pytest.raises(cbus.InstallError) as info:
+            cbus.install(conn)
+        assert str(info.value) == (
+            "The pgmq schema on this server predates PGMQ 1.5 (no message headers); "
+            "cbus needs PGMQ 1.5 or newer"
+        )
+        assert conn.execute("SELECT to_regnamespace('cbus')").fetchone() == (None,)
+
+
+def test_old_pgmq_extension_is_refused_naming_both_versions() -> None:
+    from cbus.install import _plan
+
+    with pytest.raises(cbus.InstallError) as info:
+        _plan(("1.4.5", "1.4.5", True, False))
+    assert str(info.value) == (
+        "PGMQ 1.4.5 is installed, but cbus needs PGMQ 1.5 or newer (message headers): "
+        "run ALTER EXTENSION pgmq UPDATE"
+    )
+    assert _plan(("1.13.0", "1.13.0", True, True)) is None
+    assert _plan((None, "1.13.0", False, False)) == "CREATE EXTENSION IF NOT EXISTS pgmq"
+    assert _plan((None, None, False, False)) == "sql"
