@@ -69,6 +69,10 @@ class _Replay(Exception):
 class _HandlerCursor(psycopg.Cursor[Any]):
     """Opens the handler's savepoint just before its first statement."""
 
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        self._arm()
+        return super().execute(query, params, **kwargs)
+
     def _arm(self) -> None:
         conn = self.connection
         if isinstance(conn, _HandlerConnection) and conn.savepoint_armed:
@@ -79,10 +83,6 @@ class _HandlerCursor(psycopg.Cursor[Any]):
             # same round trip: a batch whose handlers never touch ctx.conn needs none.
             idle = conn.info.transaction_status == _IDLE
             super().execute(_BEGIN_SAVEPOINT if idle else _SAVEPOINT)
-
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        self._arm()
-        return super().execute(*args, **kwargs)
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
         self._arm()
@@ -165,7 +165,9 @@ class SyncWorker:
         self.audit_full = audit == "full"
         self._stopping = Event()
         self._finished = Event()  # every consumer has returned: leases need no renewal
-        self._wake = Event()
+        # One event per consumer: a notification wakes one idle consumer, not all.
+        self._wakes = [Event() for _ in range(self.concurrency)]
+        self._waiting: set[int] = set()
         # (queue, msg_id) -> (read_ct, the command's visibility timeout)
         self._leases: dict[tuple[str, int], tuple[int, int]] = {}
         self._min_vt = min(
@@ -181,7 +183,17 @@ class SyncWorker:
     def stop(self) -> None:
         """Stop reading; messages in flight finish, then `run` returns."""
         self._stopping.set()
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
+
+    def _wake_one(self) -> None:
+        """Wake an idle consumer (if any): new work arrived, or more is likely."""
+        with self._counter_lock:
+            index = min(self._waiting) if self._waiting else None
+            if index is not None:
+                self._waiting.discard(index)
+        if index is not None:
+            self._wakes[index].set()
 
     def _connect(self) -> _HandlerConnection:
         min_vt = min(d.visibility_timeout for d in self._domains)
@@ -259,18 +271,24 @@ class SyncWorker:
             self._domains[index % len(self._domains) :]
             + self._domains[: index % len(self._domains)]
         )
+        wake = self._wakes[index]
         while not self._stopping.is_set():
+            # Counted as waiting from before the poll: a notification that comes while
+            # this consumer polls sets its event, so the next wait returns at once.
+            wake.clear()
+            with self._counter_lock:
+                self._waiting.add(index)
             worked = 0
             for runtime in domains:
                 if self._stopping.is_set():
                     break
-                worked += self._poll(conn, runtime)
+                found = self._poll(conn, runtime, index)
+                worked += found
             if worked:
                 continue
             if until_idle and self._idle(conn):
                 return
-            self._wake.clear()
-            self._wake.wait_for(self.poll_interval)
+            wake.wait_for(self.poll_interval)
 
     def _idle(self, conn: _HandlerConnection) -> bool:
         """No message due now or within a minute, none waiting for a retry, none in flight."""
@@ -283,14 +301,19 @@ class SyncWorker:
                 return False
         return not self._busy
 
-    def _poll(self, conn: _HandlerConnection, runtime: DomainRuntime) -> int:
+    def _poll(self, conn: _HandlerConnection, runtime: DomainRuntime, index: int) -> int:
         cur = conn.cursor()
         register_adapters(cur)
         cur.execute(query("read"), runtime.read_params(self.batch_size, self.audit_full))
         rows = cur.fetchall()
         if not rows:
             return 0
-        self._busy += 1
+        with self._counter_lock:
+            self._waiting.discard(index)
+        if len(rows) >= self.batch_size:
+            self._wake_one()  # a full batch: more is probably waiting
+        with self._counter_lock:
+            self._busy += 1
         try:
             ready, poison = triage(runtime, rows)
             with self._lease_lock:
@@ -313,7 +336,8 @@ class SyncWorker:
                     for d in ready:
                         self._leases.pop((runtime.queue, d.msg_id), None)
         finally:
-            self._busy -= 1
+            with self._counter_lock:
+                self._busy -= 1
         return len(rows)
 
     # -- the batch ---------------------------------------------------------------
@@ -333,24 +357,42 @@ class SyncWorker:
                     extra={"action": "batch_replay"},
                 )
                 for delivery in batch[start : replay.end]:
-                    if self._still_leased(conn, runtime, delivery):
-                        self._run_one(conn, runtime, delivery)
-                    else:
+                    status = self._still_leased(conn, runtime, delivery)
+                    if status is None:
                         log.warning(
                             "lease lost, not run again",
                             extra={"action": "lease_lost", "msg_id": delivery.msg_id},
                         )
+                    elif status not in ("PENDING", "IN_PROGRESS"):
+                        duplicate = Poison(
+                            delivery.msg_id,
+                            delivery.read_ct,
+                            f"Duplicate: the command already ended ({status})",
+                            "DUPLICATE",
+                            delivery.headers.command_id,
+                            drop=True,
+                            kind=delivery.spec.kind,
+                        )
+                        self._set_aside(conn, runtime, duplicate)
+                    else:
+                        self._run_one(conn, runtime, delivery)
                 start = replay.end
 
     def _still_leased(
         self, conn: _HandlerConnection, runtime: DomainRuntime, delivery: Delivery
-    ) -> bool:
-        """Whether nobody read the message since this delivery (its ack could succeed)."""
+    ) -> str | None:
+        """The command's status if this delivery still holds its message, else None."""
         cur = conn.execute(
             query("still_leased", runtime.queue),
-            {"msg_id": delivery.msg_id, "read_ct": delivery.read_ct},
+            {
+                "msg_id": delivery.msg_id,
+                "read_ct": delivery.read_ct,
+                "domain": runtime.spec.name,
+                "command_id": delivery.headers.command_id,
+            },
         )
-        return cur.fetchone() is not None
+        row = cur.fetchone()
+        return None if row is None else str(row[0])
 
     def _run_chunk(
         self, conn: _HandlerConnection, runtime: DomainRuntime, batch: list[Delivery], start: int
@@ -507,13 +549,19 @@ class SyncWorker:
             },
         )
         row = cur.fetchone()
-        acked = row[0] if row is not None else 0
-        if acked != len(completed):
-            lost = len(completed) - acked
+        acked, logged = (row[0], row[1]) if row is not None else (0, 0)
+        if acked != len(completed) or logged != acked:
+            lost, ended = len(completed) - acked, acked - logged
             if strict:
-                raise _Replay(f"{lost} lease(s) lost before the acknowledgement")
+                raise _Replay(
+                    f"{lost} lease(s) lost, {ended} command(s) ended by another delivery, "
+                    "before the acknowledgement"
+                )
             log.warning(
-                "%d lease(s) lost before the acknowledgement", lost, extra={"action": "lease_lost"}
+                "%d lease(s) lost, %d command(s) ended by another delivery (duplicates)",
+                lost,
+                ended,
+                extra={"action": "lease_lost"},
             )
             return False
         ended = [
@@ -687,10 +735,10 @@ class SyncWorker:
                                 psycopg.sql.Identifier(channel(runtime.spec.name))
                             )
                         )
-                    self._wake.set()
+                    self._wake_one()
                     while not self._stopping.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            self._wake.set()
+                            self._wake_one()
             except psycopg.OperationalError:
                 self._stopping.wait_for(1.0)
 
@@ -740,7 +788,13 @@ class SyncWorker:
         for vt, (ids, cts) in groups.items():
             conn.execute(
                 query("extend_lease", runtime.queue),
-                {"msg_ids": ids, "read_cts": cts, "seconds": vt},
+                {
+                    "msg_ids": ids,
+                    "read_cts": cts,
+                    "seconds": vt,
+                    "domain": runtime.spec.name,
+                    "mark": False,
+                },
             )
 
     def _extend_all(self, conn: psycopg.Connection[Any]) -> None:
@@ -751,10 +805,17 @@ class SyncWorker:
             ids, cts = groups.setdefault((queue, vt), ([], []))
             ids.append(msg_id)
             cts.append(read_ct)
+        domains = {d.queue: d.spec.name for d in self._domains}
         for (queue, vt), (ids, cts) in groups.items():
             conn.execute(
                 query("extend_lease", queue),
-                {"msg_ids": ids, "read_cts": cts, "seconds": vt},
+                {
+                    "msg_ids": ids,
+                    "read_cts": cts,
+                    "seconds": vt,
+                    "domain": domains[queue],
+                    "mark": True,
+                },
             )
 
 

@@ -146,8 +146,14 @@ class Bus:
 
     def __init__(self, dsn_or_pool: str | ConnectionPool[Any], *, max_size: int = 4) -> None:
         if isinstance(dsn_or_pool, str):
+            # Autocommit: a send is one statement, its own transaction; send_many
+            # opens one explicitly. Saves the BEGIN and COMMIT round trips.
             self._pool: ConnectionPool[Any] = ConnectionPool(
-                dsn_or_pool, min_size=1, max_size=max_size, open=False
+                dsn_or_pool,
+                min_size=1,
+                max_size=max_size,
+                open=False,
+                kwargs={"autocommit": True},
             )
             self._owned = True
         else:

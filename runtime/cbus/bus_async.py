@@ -144,8 +144,14 @@ class AsyncBus:
 
     def __init__(self, dsn_or_pool: str | AsyncConnectionPool[Any], *, max_size: int = 4) -> None:
         if isinstance(dsn_or_pool, str):
+            # Autocommit: a send is one statement, its own transaction; send_many
+            # opens one explicitly. Saves the BEGIN and COMMIT round trips.
             self._pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                dsn_or_pool, min_size=1, max_size=max_size, open=False
+                dsn_or_pool,
+                min_size=1,
+                max_size=max_size,
+                open=False,
+                kwargs={"autocommit": True},
             )
             self._owned = True
         else:

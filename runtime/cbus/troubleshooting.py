@@ -133,11 +133,16 @@ class CommandDetail:
 
 # -- list ------------------------------------------------------------------------
 
+# cbus.troubleshooting holds the queue's members (a trigger keeps it), so that no
+# index on cbus.command covers its status and the worker's updates there stay HOT.
 _LIST = """
-SELECT domain, command_id, kind, attempts, max_attempts, last_error_type,
-       last_error_code, last_error_message, updated_at
-FROM cbus.command
-WHERE status = 'IN_TROUBLESHOOTING_QUEUE'{filters}
+SELECT * FROM (
+    SELECT t.domain, t.command_id, t.kind, c.attempts, c.max_attempts, c.last_error_type,
+           c.last_error_code, c.last_error_message, t.since AS updated_at
+    FROM cbus.troubleshooting t
+    JOIN cbus.command c ON c.domain = t.domain AND c.command_id = t.command_id
+) AS tsq
+WHERE true{filters}
 ORDER BY updated_at DESC, domain DESC, command_id DESC
 LIMIT {limit}
 """

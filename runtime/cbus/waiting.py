@@ -73,12 +73,13 @@ def _listening(
     if isinstance(target, Bus):
         target.open()
         with target.pool.connection() as conn:
+            autocommit = conn.autocommit
             conn.set_autocommit(True)
             try:
                 with _listening(conn, channel) as listening:
                     yield listening
             finally:
-                conn.set_autocommit(False)
+                conn.set_autocommit(autocommit)
         return
     if not target.autocommit:
         raise ValueError(

@@ -71,12 +71,13 @@ async def _listening(
     if isinstance(target, AsyncBus):
         await target.open()
         async with target.pool.connection() as conn:
+            autocommit = conn.autocommit
             await conn.set_autocommit(True)
             try:
                 async with _listening(conn, channel) as listening:
                     yield listening
             finally:
-                await conn.set_autocommit(False)
+                await conn.set_autocommit(autocommit)
         return
     if not target.autocommit:
         raise ValueError(

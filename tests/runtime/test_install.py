@@ -45,7 +45,8 @@ def test_install_twice_changes_nothing_the_second_time(empty_db: str) -> None:
         first = _objects(conn)
         cbus.install(conn)
         assert _objects(conn) == first
-        assert first[0] > 50 and first[1] == 4  # PGMQ's functions; command, audit, batch, version
+        # PGMQ functions; cbus tables: command, audit, batch, troubleshooting, schema_version
+        assert first[0] > 50 and first[1] == 5
 
 
 def test_concurrent_installs_all_succeed(empty_db: str) -> None:

@@ -32,11 +32,20 @@ SELECT pgmq.send_batch(%(queue)s, %(messages)s::jsonb[], %(headers)s::jsonb[],
        pg_notify(%(channel)s, '')
 
 -- name: read
--- Lease up to qty messages and record each on first receipt, in one statement.
--- A message whose command already ended (a foreign duplicate), or a second message
--- for a command in the same batch, comes back with runnable = false.
-WITH m AS (
-    SELECT msg_id, read_ct, message, headers,
+-- Lease up to qty messages, in one statement. The log rows of commands cbus sent are
+-- only read here (no write: the acknowledgement records the outcome); a command
+-- another PGMQ client sent is recorded on first receipt. A message whose command
+-- already ended (a duplicate), or a second message for a command in the same
+-- batch, comes back with runnable = false. command_id is null unless the headers
+-- are well formed (checked before any cast).
+WITH r AS (
+    -- LIMIT tells the planner how many rows come back (a function says 1,000), so
+    -- the log rows are found by primary key, not by scanning the log.
+    SELECT msg_id, read_ct, message, headers FROM pgmq.read(%(queue)s, %(vt)s, %(qty)s)
+    LIMIT %(qty)s
+),
+m AS (
+    SELECT r.*,
            CASE WHEN jsonb_typeof(headers -> 'command_id') = 'string'
                  AND headers ->> 'command_id' ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
                  AND jsonb_typeof(headers -> 'correlation_id') = 'string'
@@ -47,16 +56,20 @@ WITH m AS (
                  AND (headers -> 'batch_id' IS NULL OR jsonb_typeof(headers -> 'batch_id') = 'null'
                       OR (jsonb_typeof(headers -> 'batch_id') = 'string'
                           AND headers ->> 'batch_id' ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'))
-                THEN true ELSE false END AS well_formed
-    FROM pgmq.read(%(queue)s, %(vt)s, %(qty)s)
+                THEN (headers ->> 'command_id')::uuid END AS command_id
+    FROM r
 ),
-logged AS (
+known AS (
+    SELECT m.msg_id, c.status, c.max_attempts
+    FROM m JOIN cbus.command c ON c.domain = %(domain)s AND c.command_id = m.command_id
+),
+fresh AS (
     INSERT INTO cbus.command AS c (domain, command_id, kind, version, status, attempts,
                                    max_attempts, msg_id, correlation_id, reply_to, batch_id,
                                    causation_id)
-    SELECT DISTINCT ON ((headers ->> 'command_id')::uuid)
-           %(domain)s, (headers ->> 'command_id')::uuid, headers ->> 'kind',
-           (headers ->> 'version')::int, 'IN_PROGRESS', read_ct,
+    SELECT DISTINCT ON (m.command_id)
+           %(domain)s, m.command_id, headers ->> 'kind', (headers ->> 'version')::int,
+           'PENDING', read_ct,
            coalesce((%(max_attempts)s::jsonb ->> (headers ->> 'kind'))::int, %(default_max_attempts)s),
            msg_id, (headers ->> 'correlation_id')::uuid,
            CASE WHEN jsonb_typeof(headers -> 'reply_to') = 'string' THEN headers ->> 'reply_to' END,
@@ -65,28 +78,34 @@ logged AS (
                      ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
                 THEN (headers ->> 'causation_id')::uuid END
     FROM m
-    WHERE well_formed
-    ORDER BY (headers ->> 'command_id')::uuid, msg_id
-    ON CONFLICT (domain, command_id) DO UPDATE
-        SET status = 'IN_PROGRESS', attempts = excluded.attempts, msg_id = excluded.msg_id,
-            updated_at = clock_timestamp()
+    WHERE m.command_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM known k WHERE k.msg_id = m.msg_id)
+    ORDER BY m.command_id, m.msg_id
+    -- pgmq.read runs its query with a newer snapshot than this statement's: a message
+    -- committed in between is leased while its log row is not in `known`. The conflict
+    -- sees the row all the same; the no-op update claims it when it is still running.
+    ON CONFLICT (domain, command_id) DO UPDATE SET updated_at = c.updated_at
         WHERE c.status IN ('PENDING', 'IN_PROGRESS')
-          AND (c.msg_id IS NULL OR c.msg_id = excluded.msg_id)
-    RETURNING c.msg_id, c.max_attempts, c.command_id, c.attempts
+    RETURNING c.command_id, c.max_attempts
 ),
 received AS (
     INSERT INTO cbus.audit (domain, command_id, event, attempt)
-    SELECT %(domain)s, command_id, 'received', attempts FROM logged WHERE %(audit_full)s
+    SELECT %(domain)s, m.command_id, 'received', m.read_ct
+    FROM m LEFT JOIN known k USING (msg_id) LEFT JOIN fresh f USING (command_id)
+    WHERE %(audit_full)s AND (k.status IN ('PENDING', 'IN_PROGRESS') OR f.command_id IS NOT NULL)
 )
-SELECT m.msg_id, m.read_ct, m.message, m.headers, logged.msg_id IS NOT NULL AS runnable,
-       m.well_formed, logged.max_attempts
-FROM m LEFT JOIN logged ON logged.msg_id = m.msg_id
+SELECT m.msg_id, m.read_ct, m.message, m.headers,
+       coalesce(k.status IN ('PENDING', 'IN_PROGRESS'), false) OR f.command_id IS NOT NULL
+           AS runnable,
+       m.command_id IS NOT NULL AS well_formed,
+       coalesce(k.max_attempts, f.max_attempts) AS max_attempts
+FROM m LEFT JOIN known k USING (msg_id) LEFT JOIN fresh f USING (command_id)
 ORDER BY m.msg_id
 
 -- name: ack_completed
 -- Acknowledge handled messages and mark their commands COMPLETED, in one statement.
--- Only messages still leased by this delivery (same read_ct) are deleted; the caller
--- compares the count and rolls back when a lease was lost.
+-- Only messages still leased by this delivery (same read_ct) are deleted, and only
+-- commands not ended yet are marked; the caller compares both counts and rolls back
+-- when a lease was lost or a duplicate ran.
 WITH acked AS (
     DELETE FROM {q} AS q
     USING unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS g(msg_id, read_ct)
@@ -95,12 +114,14 @@ WITH acked AS (
 ),
 logged AS (
     UPDATE cbus.command AS c
-    SET status = 'COMPLETED', result = u.result, updated_at = clock_timestamp(),
-        finished_at = clock_timestamp(), last_error_type = NULL, last_error_code = NULL,
-        last_error_message = NULL
-    FROM unnest(%(msg_ids)s::bigint[], %(command_ids)s::uuid[], %(results)s::jsonb[])
-         AS u(msg_id, command_id, result)
+    SET status = 'COMPLETED', result = u.result, attempts = u.read_ct, msg_id = u.msg_id,
+        updated_at = clock_timestamp(), finished_at = clock_timestamp(),
+        last_error_type = NULL, last_error_code = NULL, last_error_message = NULL
+    FROM unnest(%(msg_ids)s::bigint[], %(command_ids)s::uuid[], %(results)s::jsonb[],
+                %(read_cts)s::int[])
+         AS u(msg_id, command_id, result, read_ct)
     WHERE c.domain = %(domain)s AND c.command_id = u.command_id
+      AND c.status IN ('PENDING', 'IN_PROGRESS')
       AND u.msg_id IN (SELECT msg_id FROM acked)
     RETURNING 1
 ),
@@ -115,9 +136,12 @@ SELECT (SELECT count(*) FROM acked) AS acked, (SELECT count(*) FROM logged) AS l
        pg_notify(%(done_channel)s, '')
 
 -- name: still_leased
--- Whether a delivery still holds its message: a replay does not run the handler of a
--- message another worker has read since (its acknowledgement could only fail).
-SELECT 1 FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+-- Whether a delivery still holds its message, and its command's status: a replay
+-- does not run the handler of a message another worker has read since, nor of a
+-- command another delivery has ended (both acknowledgements could only fail).
+SELECT c.status
+FROM {q} AS q JOIN cbus.command AS c ON c.domain = %(domain)s AND c.command_id = %(command_id)s
+WHERE q.msg_id = %(msg_id)s AND q.read_ct = %(read_ct)s
 
 -- name: delete_message
 -- Drop a message that must not run (a duplicate of a command that already ended).
@@ -165,9 +189,21 @@ INSERT INTO cbus.audit (domain, command_id, event, attempt, operator, detail)
 VALUES (%(domain)s, %(command_id)s, %(event)s, %(attempt)s, %(operator)s, %(detail)s)
 
 -- name: extend_lease
-UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => %(seconds)s)
-FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS g(msg_id, read_ct)
-WHERE {q}.msg_id = g.msg_id AND {q}.read_ct = g.read_ct
+-- Renew the leases of messages in flight, and mark their commands IN_PROGRESS: a
+-- handler that runs for more than a heartbeat shows as such, while the fast path
+-- writes nothing to the log before the outcome.
+WITH renewed AS (
+    UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => %(seconds)s)
+    FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS g(msg_id, read_ct)
+    WHERE {q}.msg_id = g.msg_id AND {q}.read_ct = g.read_ct
+    RETURNING {q}.msg_id, {q}.read_ct, {q}.headers ->> 'command_id' AS command_id
+)
+UPDATE cbus.command AS c
+SET status = 'IN_PROGRESS', attempts = renewed.read_ct, msg_id = renewed.msg_id,
+    updated_at = clock_timestamp()
+FROM renewed
+WHERE c.domain = %(domain)s AND c.command_id = renewed.command_id::uuid
+  AND c.status = 'PENDING' AND %(mark)s
 
 -- name: pending
 -- Work a worker run with until_idle still waits for: due now or within the horizon,

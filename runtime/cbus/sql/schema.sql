@@ -30,21 +30,57 @@ CREATE TABLE IF NOT EXISTS cbus.command (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at timestamptz,
     PRIMARY KEY (domain, command_id)
+) WITH (fillfactor = 60);
+
+-- No index covers a column the worker updates (status, attempts, result, ...), and
+-- pages keep room: updates of a command stay HOT (measured +6% to +35% on a drain,
+-- ADR 0004). Troubleshooting membership lives in its own table for the same reason.
+ALTER TABLE cbus.command SET (fillfactor = 60);
+DROP INDEX IF EXISTS cbus.command_troubleshooting;
+DROP INDEX IF EXISTS cbus.command_troubleshooting_recent;
+
+CREATE TABLE IF NOT EXISTS cbus.troubleshooting (
+    domain text NOT NULL,
+    command_id uuid NOT NULL,
+    kind text NOT NULL,
+    since timestamptz NOT NULL,
+    PRIMARY KEY (domain, command_id)
 );
 
-CREATE INDEX IF NOT EXISTS command_troubleshooting
-    ON cbus.command (domain, kind, updated_at)
-    WHERE status = 'IN_TROUBLESHOOTING_QUEUE';
+CREATE INDEX IF NOT EXISTS troubleshooting_recent
+    ON cbus.troubleshooting (since DESC, domain DESC, command_id DESC);
+CREATE INDEX IF NOT EXISTS troubleshooting_kind
+    ON cbus.troubleshooting (domain, kind, since DESC);
+
+CREATE OR REPLACE FUNCTION cbus.track_troubleshooting() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'IN_TROUBLESHOOTING_QUEUE' THEN
+        INSERT INTO cbus.troubleshooting (domain, command_id, kind, since)
+        VALUES (NEW.domain, NEW.command_id, NEW.kind, NEW.updated_at)
+        ON CONFLICT (domain, command_id) DO UPDATE SET kind = excluded.kind, since = excluded.since;
+    ELSE
+        DELETE FROM cbus.troubleshooting WHERE domain = NEW.domain AND command_id = NEW.command_id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- The triggers fire only when a command enters or leaves the troubleshooting queue.
+DROP TRIGGER IF EXISTS command_enters_troubleshooting ON cbus.command;
+CREATE TRIGGER command_enters_troubleshooting AFTER INSERT ON cbus.command
+    FOR EACH ROW WHEN (NEW.status = 'IN_TROUBLESHOOTING_QUEUE')
+    EXECUTE FUNCTION cbus.track_troubleshooting();
+DROP TRIGGER IF EXISTS command_moves_troubleshooting ON cbus.command;
+CREATE TRIGGER command_moves_troubleshooting AFTER UPDATE OF status ON cbus.command
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                       AND 'IN_TROUBLESHOOTING_QUEUE' IN (OLD.status, NEW.status))
+    EXECUTE FUNCTION cbus.track_troubleshooting();
 
 -- Added after the first release of this file; a no-op on a fresh install.
 ALTER TABLE cbus.command ADD COLUMN IF NOT EXISTS causation_id uuid;
 
 CREATE INDEX IF NOT EXISTS command_correlation ON cbus.command (correlation_id);
-
--- The unfiltered, newest-first troubleshooting list (`cbus tsq list`).
-CREATE INDEX IF NOT EXISTS command_troubleshooting_recent
-    ON cbus.command (updated_at DESC, domain, command_id)
-    WHERE status = 'IN_TROUBLESHOOTING_QUEUE';
 
 CREATE INDEX IF NOT EXISTS command_batch
     ON cbus.command (batch_id)
