@@ -75,14 +75,9 @@ class _HandlerCursor(psycopg.Cursor[Any]):
 
     def _arm(self) -> None:
         conn = self.connection
-        if isinstance(conn, _HandlerConnection) and conn.savepoint_armed:
-            conn.savepoint_armed = False
-            conn.savepoints += 1
-            conn.savepoint_taken = True
-            # The batch's transaction opens with the first handler statement, in the
-            # same round trip: a batch whose handlers never touch ctx.conn needs none.
-            idle = conn.info.transaction_status == _IDLE
-            super().execute(_BEGIN_SAVEPOINT if idle else _SAVEPOINT)
+        opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
+        if opener is not None:
+            super().execute(opener)
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
         self._arm()
@@ -92,12 +87,9 @@ class _HandlerCursor(psycopg.Cursor[Any]):
 class _HandlerServerCursor(psycopg.ServerCursor[Any]):
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         conn = self.connection
-        if isinstance(conn, _HandlerConnection) and conn.savepoint_armed:
-            conn.savepoint_armed = False
-            conn.savepoints += 1
-            conn.savepoint_taken = True
-            idle = conn.info.transaction_status == _IDLE
-            conn.execute(_BEGIN_SAVEPOINT if idle else _SAVEPOINT)
+        opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
+        if opener is not None:
+            conn.execute(opener)
         return super().execute(*args, **kwargs)
 
 
@@ -108,6 +100,19 @@ class _HandlerConnection(psycopg.Connection[Any]):
     savepoint_taken = False
     savepoints = 0
     in_handler = False
+
+    def claim_savepoint(self) -> bytes | None:
+        """The statement opening the running handler's savepoint, when it needs one now.
+
+        The batch's transaction opens with the first handler statement, in the same
+        round trip: a batch whose handlers never touch ctx.conn needs none.
+        """
+        if not self.savepoint_armed:
+            return None
+        self.savepoint_armed = False
+        self.savepoints += 1
+        self.savepoint_taken = True
+        return _BEGIN_SAVEPOINT if self.info.transaction_status == _IDLE else _SAVEPOINT
 
     def commit(self) -> None:
         if self.in_handler:

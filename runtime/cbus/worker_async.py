@@ -73,14 +73,9 @@ class _HandlerCursor(psycopg.AsyncCursor[Any]):
 
     async def _arm(self) -> None:
         conn = self.connection
-        if isinstance(conn, _HandlerConnection) and conn.savepoint_armed:
-            conn.savepoint_armed = False
-            conn.savepoints += 1
-            conn.savepoint_taken = True
-            # The batch's transaction opens with the first handler statement, in the
-            # same round trip: a batch whose handlers never touch ctx.conn needs none.
-            idle = conn.info.transaction_status == _IDLE
-            await super().execute(_BEGIN_SAVEPOINT if idle else _SAVEPOINT)
+        opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
+        if opener is not None:
+            await super().execute(opener)
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
         await self._arm()
@@ -90,12 +85,9 @@ class _HandlerCursor(psycopg.AsyncCursor[Any]):
 class _HandlerServerCursor(psycopg.AsyncServerCursor[Any]):
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         conn = self.connection
-        if isinstance(conn, _HandlerConnection) and conn.savepoint_armed:
-            conn.savepoint_armed = False
-            conn.savepoints += 1
-            conn.savepoint_taken = True
-            idle = conn.info.transaction_status == _IDLE
-            await conn.execute(_BEGIN_SAVEPOINT if idle else _SAVEPOINT)
+        opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
+        if opener is not None:
+            await conn.execute(opener)
         return await super().execute(*args, **kwargs)
 
 
@@ -106,6 +98,19 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
     savepoint_taken = False
     savepoints = 0
     in_handler = False
+
+    def claim_savepoint(self) -> bytes | None:
+        """The statement opening the running handler's savepoint, when it needs one now.
+
+        The batch's transaction opens with the first handler statement, in the same
+        round trip: a batch whose handlers never touch ctx.conn needs none.
+        """
+        if not self.savepoint_armed:
+            return None
+        self.savepoint_armed = False
+        self.savepoints += 1
+        self.savepoint_taken = True
+        return _BEGIN_SAVEPOINT if self.info.transaction_status == _IDLE else _SAVEPOINT
 
     async def commit(self) -> None:
         if self.in_handler:
