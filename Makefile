@@ -48,6 +48,7 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 	@touch $@
 
 bench: $(BENCH_VENV)/.installed $(STAMP)
+	$(PY) bench/bench_codegen.py
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
