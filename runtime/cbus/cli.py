@@ -102,6 +102,12 @@ def load_factory(spec: str) -> Iterable[object]:
     show_default=True,
     help="`full` also writes received/completed audit rows on the happy path.",
 )
+@click.option(
+    "--savepoints/--no-savepoints",
+    default=True,
+    show_default=True,
+    help="--no-savepoints: faster writing handlers; a failure replays its batch.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option(
     "--log-format",
@@ -118,6 +124,7 @@ def worker(
     poll_interval: float,
     until_idle: bool,
     audit: str,
+    savepoints: bool,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -134,6 +141,7 @@ def worker(
         batch_size=batch_size,
         poll_interval=poll_interval,
         audit=audit,
+        savepoints=savepoints,
     )
     w.run(until_idle=until_idle)
     click.echo(f"worker stopped: {w.completed} completed, {w.failed} failed", err=True)

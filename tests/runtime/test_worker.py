@@ -357,15 +357,17 @@ def test_notify_wakes_the_worker_without_waiting_for_the_poll(
         wait_for(lambda: handlers.calls.get("echo") == 1, timeout=10)
 
 
-@pytest.mark.parametrize("batch_size", [1, 7, 100])
+@pytest.mark.parametrize(
+    ("batch_size", "savepoints"), [(1, True), (7, True), (100, True), (7, False), (100, False)]
+)
 def test_mixed_batches_apply_each_effect_once(
-    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, batch_size: int
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, batch_size: int, savepoints: bool
 ) -> None:
     sent = []
     for i in range(80):
         sent.append((testbus.send_write_row(conn, value=i, fail_after_write=i % 9 == 0), i))
     conn.commit()
-    drain(dsn, [make_handlers(testbus)], batch_size=batch_size)
+    drain(dsn, [make_handlers(testbus)], batch_size=batch_size, savepoints=savepoints)
     written = effects(conn)
     for result, i in sent:
         record = cbus.get_command(conn, "testbus", result.command_id)
