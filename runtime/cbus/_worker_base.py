@@ -41,6 +41,8 @@ class DomainRuntime:
     specs: dict[str, CommandSpec]
     max_attempts_json: RawJson
     default_max_attempts: int
+    queue: str
+    visibility_timeout: int  # the longest of the domain's commands: one read leases all
 
     @classmethod
     def of(cls, handlers: object) -> DomainRuntime:
@@ -59,15 +61,9 @@ class DomainRuntime:
                 codec.encode({c.kind: c.options.max_attempts for c in spec.commands})
             ),
             default_max_attempts=spec.options.max_attempts,
+            queue=spec.queue,
+            visibility_timeout=max(c.options.visibility_timeout for c in spec.commands),
         )
-
-    @property
-    def queue(self) -> str:
-        return self.spec.queue
-
-    @property
-    def visibility_timeout(self) -> int:
-        return max(c.options.visibility_timeout for c in self.spec.commands)
 
     def read_params(self, qty: int, audit_full: bool) -> dict[str, Any]:
         return {

@@ -26,7 +26,6 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from . import _acompat as compat
 from ._acompat import AEvent, ALock, agather, aspawn
 from ._queries import query
 from ._send_base import channel
@@ -865,6 +864,3 @@ def _ended(
         error_message=message,
         error_type=error_type,
     )
-
-
-_ = compat  # the sync twin maps names from this module
