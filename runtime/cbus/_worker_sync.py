@@ -18,7 +18,9 @@ back and replays it one message per transaction.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 import signal
 import threading
 import uuid
@@ -546,7 +548,27 @@ class SyncWorker:
             domain=d.spec.domain,
             batch_id=d.headers.batch_id,
             conn=conn,
+            lease_extender=functools.partial(self._extend_now, d),
         )
+
+    def _extend_now(self, d: Delivery, seconds: float) -> None:
+        """`ctx.extend_lease`: renew one lease now, and keep the longer time from then on."""
+        vt = max(1, math.ceil(seconds))
+        key = (d.spec.queue, d.msg_id)
+        with self._lease_lock:
+            if key in self._leases:
+                self._leases[key] = (d.read_ct, max(vt, self._leases[key][1]))
+        with psycopg.Connection.connect(self._dsn, autocommit=True, **self._connect_kwargs) as conn:
+            conn.execute(
+                query("extend_lease", d.spec.queue),
+                {
+                    "msg_ids": [d.msg_id],
+                    "read_cts": [d.read_ct],
+                    "seconds": vt,
+                    "domain": d.spec.domain,
+                    "mark": True,
+                },
+            )
 
     def _ack(
         self,

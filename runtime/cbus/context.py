@@ -20,7 +20,8 @@ class _ContextBase:
     kind: str
     domain: str
     batch_id: uuid.UUID | None = None
-    extend_lease: Any = field(default=None, repr=False)
+    # Set by the worker: renews this delivery's lease at once, on its own connection.
+    lease_extender: Any = field(default=None, repr=False)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -34,9 +35,25 @@ class Context(_ContextBase):
 
     conn: psycopg.Connection[Any]
 
+    def extend_lease(self, seconds: float) -> None:
+        """Hold the message for at least `seconds` from now, at once.
+
+        The worker's heartbeat renews leases on its own; ask for more before a step
+        that may outlast the visibility timeout, so the message stays held (and,
+        after a crash, is redelivered no sooner) for that long.
+        """
+        self.lease_extender(seconds)
+
 
 @dataclass(slots=True, kw_only=True)
 class AsyncContext(_ContextBase):
     """The async twin of `Context`, for handlers of an asyncio worker."""
 
     conn: psycopg.AsyncConnection[Any]
+
+    async def extend_lease(self, seconds: float) -> None:
+        """Hold the message for at least `seconds` from now, at once (see `Context`).
+
+        Call it before blocking the event loop: the heartbeat runs on that loop.
+        """
+        await self.lease_extender(seconds)

@@ -141,10 +141,6 @@ def spec_for_kind(kind: str) -> CommandSpec | None:
     return _by_kind.get(kind)
 
 
-def registered_domain(name: str) -> DomainSpec | None:
-    return _domains.get(name)
-
-
 def all_domains() -> list[DomainSpec]:
     """Every domain registered so far, by name."""
     return [_domains[name] for name in sorted(_domains)]

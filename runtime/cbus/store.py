@@ -23,15 +23,6 @@ T = TypeVar("T")
 
 __all__ = ["CommandRecord", "get_command", "get_command_async", "result_of"]
 
-STATUSES = (
-    "PENDING",
-    "IN_PROGRESS",
-    "COMPLETED",
-    "FAILED",
-    "IN_TROUBLESHOOTING_QUEUE",
-    "CANCELED",
-)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CommandRecord:

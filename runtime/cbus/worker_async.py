@@ -16,7 +16,9 @@ back and replays it one message per transaction.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 import signal
 import threading
 import uuid
@@ -546,7 +548,29 @@ class AsyncWorker:
             domain=d.spec.domain,
             batch_id=d.headers.batch_id,
             conn=conn,
+            lease_extender=functools.partial(self._extend_now, d),
         )
+
+    async def _extend_now(self, d: Delivery, seconds: float) -> None:
+        """`ctx.extend_lease`: renew one lease now, and keep the longer time from then on."""
+        vt = max(1, math.ceil(seconds))
+        key = (d.spec.queue, d.msg_id)
+        async with self._lease_lock:
+            if key in self._leases:
+                self._leases[key] = (d.read_ct, max(vt, self._leases[key][1]))
+        async with await psycopg.AsyncConnection.connect(
+            self._dsn, autocommit=True, **self._connect_kwargs
+        ) as conn:
+            await conn.execute(
+                query("extend_lease", d.spec.queue),
+                {
+                    "msg_ids": [d.msg_id],
+                    "read_cts": [d.read_ct],
+                    "seconds": vt,
+                    "domain": d.spec.domain,
+                    "mark": True,
+                },
+            )
 
     async def _ack(
         self,

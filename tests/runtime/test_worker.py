@@ -378,3 +378,46 @@ def test_mixed_batches_apply_each_effect_once(
         else:
             assert record.status == "COMPLETED"
             assert written[result.command_id] == 1
+
+
+def _lease_left(dsn: str, command_id: uuid.UUID) -> float:
+    with psycopg.connect(dsn) as other:
+        row = other.execute(
+            "SELECT extract(epoch FROM vt - clock_timestamp()) FROM pgmq.q_testbus__commands"
+            " WHERE headers ->> 'command_id' = %s",
+            (str(command_id),),
+        ).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def test_handler_asks_for_more_time(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    seen: dict[str, float] = {}
+
+    class Sync(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            seen["before"] = _lease_left(dsn, ctx.command_id)
+            ctx.extend_lease(120)
+            seen["after"] = _lease_left(dsn, ctx.command_id)
+            return testbus.EchoResult(n=cmd.n, text="")
+
+    class Async(testbus.TestbusAsyncHandlers):  # type: ignore[misc, name-defined]
+        async def echo(self, cmd: Any, ctx: cbus.AsyncContext) -> Any:
+            await ctx.extend_lease(90.5)
+            seen["async"] = _lease_left(dsn, ctx.command_id)
+            return testbus.EchoResult(n=cmd.n, text="")
+
+    sent = testbus.send_echo(conn, n=1)
+    conn.commit()
+    drain(dsn, [Sync()])
+    # The domain's visibility timeout is 5 s; the handler asked for 120 s, at once,
+    # and a handler held that long shows as IN_PROGRESS meanwhile.
+    assert seen["before"] <= 5
+    assert 110 < seen["after"] <= 120
+    assert cbus.get_command(conn, "testbus", sent.command_id).status == "COMPLETED"  # type: ignore[union-attr]
+    testbus.send_echo(conn, n=2)
+    conn.commit()
+    drain(dsn, [Async()])
+    assert 80 < seen["async"] <= 91
