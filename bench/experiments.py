@@ -31,7 +31,7 @@ import sends
 from cbus import codec
 from cbus._queries import query, raw
 from cbus._send_base import send_many_params, send_params
-from cbus._worker_base import Delivery, DomainRuntime, triage
+from cbus._worker_base import Delivery, DomainRuntime, ack_params, triage
 from cbus.pgmq import queue_table, register_adapters
 from env import Result
 from psycopg import sql
@@ -85,18 +85,8 @@ def _read_params(runtime: DomainRuntime, audit: bool) -> dict[str, Any]:
 
 
 def _ack_params(runtime: DomainRuntime, done: list[Delivery], audit: bool) -> dict[str, Any]:
-    """The parameters the worker passes to `ack_completed`, whichever this runtime needs."""
-    params: dict[str, Any] = {
-        "domain": runtime.spec.name,
-        "msg_ids": [d.msg_id for d in done],
-        "read_cts": [d.read_ct for d in done],
-        "command_ids": [d.headers.command_id for d in done],
-        "results": [d.result for d in done],
-        "audit_full": audit,
-    }
-    if "%(done_channel)s" in raw("ack_completed"):
-        params["done_channel"] = f"cbus_done_{runtime.spec.name}"
-    return params
+    """The parameters the worker passes to `ack_completed`."""
+    return ack_params(runtime, done, audit)
 
 
 def ack_unnest(

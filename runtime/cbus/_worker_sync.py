@@ -38,6 +38,7 @@ from ._worker_base import (
     DomainRuntime,
     Outcome,
     Poison,
+    ack_params,
     classify,
     encode_result,
     triage,
@@ -285,6 +286,18 @@ class SyncWorker:
                 )
                 log.warning("%s: %s", what, exc, extra={"action": "connection_lost"})
                 self._stopping.wait_for(backoff)
+            except psycopg.Error as exc:
+                # A statement of the worker's own failed (not a handler's: those are
+                # caught per message). The consumer starts again on a new connection;
+                # its leased messages come back when their visibility timeout ends.
+                log.exception(
+                    "consumer %d failed, restarting: %s",
+                    index,
+                    exc,
+                    extra={"action": "consumer_failed"},
+                )
+                self._stopping.wait_for(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def _consume_on(self, conn: _HandlerConnection, index: int, until_idle: bool) -> None:
         domains = (
@@ -581,16 +594,7 @@ class SyncWorker:
         if not completed:
             return True
         cur = conn.execute(
-            query("ack_completed", runtime.queue),
-            {
-                "domain": runtime.spec.name,
-                "msg_ids": [d.msg_id for d in completed],
-                "read_cts": [d.read_ct for d in completed],
-                "command_ids": [d.headers.command_id for d in completed],
-                "results": [d.result for d in completed],
-                "audit_full": self.audit_full,
-                "done_channel": done_channel(runtime.spec.name),
-            },
+            query("ack_completed", runtime.queue), ack_params(runtime, completed, self.audit_full)
         )
         row = cur.fetchone()
         acked, logged = (row[0], row[1]) if row is not None else (0, 0)

@@ -36,6 +36,7 @@ from ._worker_base import (
     DomainRuntime,
     Outcome,
     Poison,
+    ack_params,
     classify,
     encode_result,
     triage,
@@ -283,6 +284,18 @@ class AsyncWorker:
                 )
                 log.warning("%s: %s", what, exc, extra={"action": "connection_lost"})
                 await self._stopping.wait_for(backoff)
+            except psycopg.Error as exc:
+                # A statement of the worker's own failed (not a handler's: those are
+                # caught per message). The consumer starts again on a new connection;
+                # its leased messages come back when their visibility timeout ends.
+                log.exception(
+                    "consumer %d failed, restarting: %s",
+                    index,
+                    exc,
+                    extra={"action": "consumer_failed"},
+                )
+                await self._stopping.wait_for(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _consume_on(self, conn: _HandlerConnection, index: int, until_idle: bool) -> None:
         domains = (
@@ -583,16 +596,7 @@ class AsyncWorker:
         if not completed:
             return True
         cur = await conn.execute(
-            query("ack_completed", runtime.queue),
-            {
-                "domain": runtime.spec.name,
-                "msg_ids": [d.msg_id for d in completed],
-                "read_cts": [d.read_ct for d in completed],
-                "command_ids": [d.headers.command_id for d in completed],
-                "results": [d.result for d in completed],
-                "audit_full": self.audit_full,
-                "done_channel": done_channel(runtime.spec.name),
-            },
+            query("ack_completed", runtime.queue), ack_params(runtime, completed, self.audit_full)
         )
         row = await cur.fetchone()
         acked, logged = (row[0], row[1]) if row is not None else (0, 0)

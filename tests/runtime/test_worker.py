@@ -255,6 +255,47 @@ def test_poison_messages_go_to_troubleshooting_and_the_rest_flows(
     assert sorted(item.kind for item in bad) == ["testbus.Echo", "unknown"]
 
 
+def test_foreign_headers_each_malformed_value_is_set_aside(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """A valid command_id with one bad header beside it: BAD_HEADERS, never a silent drop."""
+    bad_values: list[dict[str, Any]] = [
+        {"correlation_id": "not-a-uuid"},
+        {"correlation_id": 12},
+        {"version": "1"},
+        {"version": 1.5},
+        {"version": -1},
+        {"version": 10**12},
+        {"kind": 5},
+        {"batch_id": "not-a-uuid"},
+        {"batch_id": 7},
+    ]
+    for change in bad_values:
+        headers, _ = _headers()
+        _send_raw(
+            conn,
+            '{"n": 1}',
+            msgspec.json.encode({**msgspec.json.decode(headers), **change}).decode(),
+        )
+    # A command_id that is a JSON number of 32 digits: not a string, so not a UUID.
+    headers, _ = _headers()
+    numeric = {**msgspec.json.decode(headers), "command_id": 12345678901234567890123456789012}
+    _send_raw(conn, '{"n": 1}', msgspec.json.encode(numeric).decode())
+    good = [testbus.send_echo(conn, n=i) for i in range(5)]
+    conn.commit()
+
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers])
+
+    assert handlers.calls["echo"] == 5
+    for sent in good:
+        assert cbus.get_command(conn, "testbus", sent.command_id).status == "COMPLETED"  # type: ignore[union-attr]
+    assert queue_depth(conn, QUEUE) == 0
+    assert archive_depth(conn, QUEUE) == len(bad_values) + 1
+    page = cbus.list_troubleshooting(conn, domain="testbus")
+    assert [item.last_error_code for item in page.items] == ["BAD_HEADERS"] * (len(bad_values) + 1)
+
+
 def test_command_without_implementation_goes_to_troubleshooting(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
 ) -> None:

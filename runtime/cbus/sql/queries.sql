@@ -35,9 +35,10 @@ SELECT pgmq.send_batch(%(queue)s, %(messages)s::jsonb[], %(headers)s::jsonb[],
 -- Lease up to qty messages, in one statement. The log rows of commands cbus sent are
 -- only read here (no write: the acknowledgement records the outcome); a command
 -- another PGMQ client sent is recorded on first receipt. A message whose command
--- already ended (a duplicate), or a second message for a command in the same
--- batch, comes back with runnable = false. command_id is null unless the headers
--- are well formed (checked before any cast).
+-- already ended (a duplicate) comes back with runnable = false. Header values are
+-- checked before any cast (cbus.as_uuid, cbus.as_int): only the command_id of a
+-- message with a log row, every value the log needs of one without; the worker's
+-- decoder checks all headers of every message anyway.
 WITH r AS (
     -- LIMIT tells the planner how many rows come back (a function says 1,000), so
     -- the log rows are found by primary key, not by scanning the log.
@@ -45,41 +46,44 @@ WITH r AS (
     LIMIT %(qty)s
 ),
 m AS (
-    SELECT r.*,
-           CASE WHEN jsonb_typeof(headers -> 'command_id') = 'string'
-                 AND headers ->> 'command_id' ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
-                 AND jsonb_typeof(headers -> 'correlation_id') = 'string'
-                 AND headers ->> 'correlation_id' ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
-                 AND jsonb_typeof(headers -> 'kind') = 'string'
-                 AND jsonb_typeof(headers -> 'version') = 'number'
-                 AND (headers ->> 'version') ~ '^[0-9]{1,9}$'
-                 AND (headers -> 'batch_id' IS NULL OR jsonb_typeof(headers -> 'batch_id') = 'null'
-                      OR (jsonb_typeof(headers -> 'batch_id') = 'string'
-                          AND headers ->> 'batch_id' ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'))
-                THEN (headers ->> 'command_id')::uuid END AS command_id
+    SELECT r.*, CASE WHEN jsonb_typeof(headers -> 'command_id') = 'string'
+                     THEN cbus.as_uuid(headers ->> 'command_id') END AS command_id
     FROM r
 ),
 known AS (
     SELECT m.msg_id, c.status, c.max_attempts
     FROM m JOIN cbus.command c ON c.domain = %(domain)s AND c.command_id = m.command_id
 ),
+unlogged AS MATERIALIZED (  -- the checks run on these rows only
+    SELECT m.msg_id, m.read_ct, m.command_id, m.headers,
+           cbus.as_uuid(headers ->> 'correlation_id') AS correlation_id,
+           CASE WHEN jsonb_typeof(headers -> 'version') = 'number'
+                THEN cbus.as_int(headers ->> 'version') END AS version,
+           CASE WHEN jsonb_typeof(headers -> 'batch_id') = 'string'
+                THEN cbus.as_uuid(headers ->> 'batch_id') END AS batch_id
+    FROM m
+    WHERE m.command_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM known k WHERE k.msg_id = m.msg_id)
+),
+valid AS (
+    SELECT * FROM unlogged u
+    WHERE u.correlation_id IS NOT NULL AND u.version >= 0
+      AND jsonb_typeof(u.headers -> 'kind') = 'string'
+      AND (u.batch_id IS NOT NULL OR coalesce(jsonb_typeof(u.headers -> 'batch_id'), 'null') = 'null')
+),
 fresh AS (
     INSERT INTO cbus.command AS c (domain, command_id, kind, version, status, attempts,
                                    max_attempts, msg_id, correlation_id, reply_to, batch_id,
                                    causation_id)
-    SELECT DISTINCT ON (m.command_id)
-           %(domain)s, m.command_id, headers ->> 'kind', (headers ->> 'version')::int,
-           'PENDING', read_ct,
+    SELECT DISTINCT ON (v.command_id)
+           %(domain)s, v.command_id, headers ->> 'kind', v.version, 'PENDING', read_ct,
            coalesce((%(max_attempts)s::jsonb ->> (headers ->> 'kind'))::int, %(default_max_attempts)s),
-           msg_id, (headers ->> 'correlation_id')::uuid,
+           msg_id, v.correlation_id,
            CASE WHEN jsonb_typeof(headers -> 'reply_to') = 'string' THEN headers ->> 'reply_to' END,
-           (headers ->> 'batch_id')::uuid,
-           CASE WHEN headers ->> 'causation_id'
-                     ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
-                THEN (headers ->> 'causation_id')::uuid END
-    FROM m
-    WHERE m.command_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM known k WHERE k.msg_id = m.msg_id)
-    ORDER BY m.command_id, m.msg_id
+           v.batch_id,
+           CASE WHEN jsonb_typeof(headers -> 'causation_id') = 'string'
+                THEN cbus.as_uuid(headers ->> 'causation_id') END
+    FROM valid v
+    ORDER BY v.command_id, v.msg_id
     -- pgmq.read runs its query with a newer snapshot than this statement's: a message
     -- committed in between is leased while its log row is not in `known`. The conflict
     -- sees the row all the same; the no-op update claims it when it is still running.
@@ -90,47 +94,49 @@ fresh AS (
 received AS (
     INSERT INTO cbus.audit (domain, command_id, event, attempt)
     SELECT %(domain)s, m.command_id, 'received', m.read_ct
-    FROM m LEFT JOIN known k USING (msg_id) LEFT JOIN fresh f USING (command_id)
+    FROM m LEFT JOIN known k ON k.msg_id = m.msg_id
+           LEFT JOIN fresh f ON f.command_id = m.command_id
     WHERE %(audit_full)s AND (k.status IN ('PENDING', 'IN_PROGRESS') OR f.command_id IS NOT NULL)
 )
 SELECT m.msg_id, m.read_ct, m.message, m.headers,
        coalesce(k.status IN ('PENDING', 'IN_PROGRESS'), false) OR f.command_id IS NOT NULL
            AS runnable,
-       m.command_id IS NOT NULL AS well_formed,
+       k.msg_id IS NOT NULL OR v.msg_id IS NOT NULL AS well_formed,
        coalesce(k.max_attempts, f.max_attempts) AS max_attempts
-FROM m LEFT JOIN known k USING (msg_id) LEFT JOIN fresh f USING (command_id)
+FROM m LEFT JOIN known k ON k.msg_id = m.msg_id
+       LEFT JOIN valid v ON v.msg_id = m.msg_id
+       LEFT JOIN fresh f ON f.command_id = m.command_id
 ORDER BY m.msg_id
 
 -- name: ack_completed
 -- Acknowledge handled messages and mark their commands COMPLETED, in one statement.
 -- Only messages still leased by this delivery (same read_ct) are deleted, and only
 -- commands not ended yet are marked; the caller compares both counts and rolls back
--- when a lease was lost or a duplicate ran.
+-- when a lease was lost or a duplicate ran. The ids come as array literals and the
+-- results as one JSON array (null when no handler returned one): building them costs
+-- the worker a join, not a dump per element.
 WITH acked AS (
     DELETE FROM {q} AS q
-    USING unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS g(msg_id, read_ct)
+    USING unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) WITH ORDINALITY AS g(msg_id, read_ct, i)
     WHERE q.msg_id = g.msg_id AND q.read_ct = g.read_ct
-    RETURNING q.msg_id
+    RETURNING q.msg_id, q.read_ct, (q.headers ->> 'command_id')::uuid AS command_id, g.i
 ),
 logged AS (
     UPDATE cbus.command AS c
-    SET status = 'COMPLETED', result = u.result, attempts = u.read_ct, msg_id = u.msg_id,
+    SET status = 'COMPLETED', result = nullif(%(results)s::jsonb -> (a.i::int - 1), 'null'),
+        attempts = a.read_ct, msg_id = a.msg_id,
         updated_at = clock_timestamp(), finished_at = clock_timestamp(),
         last_error_type = NULL, last_error_code = NULL, last_error_message = NULL
-    FROM unnest(%(msg_ids)s::bigint[], %(command_ids)s::uuid[], %(results)s::jsonb[],
-                %(read_cts)s::int[])
-         AS u(msg_id, command_id, result, read_ct)
-    WHERE c.domain = %(domain)s AND c.command_id = u.command_id
+    FROM acked AS a
+    WHERE c.domain = %(domain)s AND c.command_id = a.command_id
       AND c.status IN ('PENDING', 'IN_PROGRESS')
-      AND u.msg_id IN (SELECT msg_id FROM acked)
     RETURNING 1
 ),
 audited AS (
     INSERT INTO cbus.audit (domain, command_id, event, attempt)
-    SELECT %(domain)s, u.command_id, 'completed', u.read_ct
-    FROM unnest(%(msg_ids)s::bigint[], %(command_ids)s::uuid[], %(read_cts)s::int[])
-         AS u(msg_id, command_id, read_ct)
-    WHERE %(audit_full)s AND u.msg_id IN (SELECT msg_id FROM acked)
+    SELECT %(domain)s, a.command_id, 'completed', a.read_ct
+    FROM acked AS a
+    WHERE %(audit_full)s
 )
 SELECT (SELECT count(*) FROM acked) AS acked, (SELECT count(*) FROM logged) AS logged,
        pg_notify(%(done_channel)s, '')
