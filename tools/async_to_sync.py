@@ -40,6 +40,7 @@ NAMES = {
     "ALock": "Lock",
     "AQueue": "Queue",
     "aspawn": "spawn",
+    "asimple": "simple",
     "agather": "gather",
     "asleep": "sleep",
     "await_notifies": "wait_notifies",

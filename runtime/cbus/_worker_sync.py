@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from ._acompat import Event, Lock, gather, spawn
+from ._acompat import Event, Lock, gather, simple, spawn
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -79,7 +79,7 @@ class _HandlerCursor(psycopg.Cursor[Any]):
         conn = self.connection
         opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
         if opener is not None:
-            super().execute(opener)
+            simple(conn, opener)
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
         self._arm()
@@ -91,7 +91,7 @@ class _HandlerServerCursor(psycopg.ServerCursor[Any]):
         conn = self.connection
         opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
         if opener is not None:
-            conn.execute(opener)
+            simple(conn, opener)
         return super().execute(*args, **kwargs)
 
 
@@ -473,14 +473,14 @@ class SyncWorker:
                 )
                 alone = conn.info.transaction_status == _IDLE and not failures and not endings
                 if conn.info.transaction_status == _IDLE and not alone:
-                    conn.execute(b"BEGIN")
+                    simple(conn, b"BEGIN")
                 # Alone, the acknowledgement is one atomic statement: a lost lease there
                 # undoes nothing (no handler wrote), so it is only logged.
                 self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
                     self._record_failure(conn, runtime, delivery, error)
                 if conn.info.transaction_status != _IDLE:
-                    conn.execute(b"COMMIT")
+                    simple(conn, b"COMMIT")
             except BaseException:
                 self._abandon(conn)
                 raise
@@ -499,7 +499,7 @@ class SyncWorker:
         if conn.closed or conn.info.transaction_status == _IDLE:
             return
         with contextlib.suppress(psycopg.Error):
-            conn.execute(b"ROLLBACK")
+            simple(conn, b"ROLLBACK")
 
     def _count(self, completed: int, failed: int) -> None:
         with self._counter_lock:
@@ -509,7 +509,7 @@ class SyncWorker:
     def _undo_handler(self, conn: _HandlerConnection) -> None:
         if conn.savepoint_taken:
             try:
-                conn.execute(_ROLLBACK_SAVEPOINT)
+                simple(conn, _ROLLBACK_SAVEPOINT)
             except psycopg.Error as exc:
                 raise _Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
         elif not conn.use_savepoints and conn.began:

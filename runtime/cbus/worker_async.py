@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from ._acompat import AEvent, ALock, agather, aspawn
+from ._acompat import AEvent, ALock, agather, asimple, aspawn
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -77,7 +77,7 @@ class _HandlerCursor(psycopg.AsyncCursor[Any]):
         conn = self.connection
         opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
         if opener is not None:
-            await super().execute(opener)
+            await asimple(conn, opener)
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
         await self._arm()
@@ -89,7 +89,7 @@ class _HandlerServerCursor(psycopg.AsyncServerCursor[Any]):
         conn = self.connection
         opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
         if opener is not None:
-            await conn.execute(opener)
+            await asimple(conn, opener)
         return await super().execute(*args, **kwargs)
 
 
@@ -473,14 +473,14 @@ class AsyncWorker:
                 )
                 alone = conn.info.transaction_status == _IDLE and not failures and not endings
                 if conn.info.transaction_status == _IDLE and not alone:
-                    await conn.execute(b"BEGIN")
+                    await asimple(conn, b"BEGIN")
                 # Alone, the acknowledgement is one atomic statement: a lost lease there
                 # undoes nothing (no handler wrote), so it is only logged.
                 await self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
                     await self._record_failure(conn, runtime, delivery, error)
                 if conn.info.transaction_status != _IDLE:
-                    await conn.execute(b"COMMIT")
+                    await asimple(conn, b"COMMIT")
             except BaseException:
                 await self._abandon(conn)
                 raise
@@ -499,7 +499,7 @@ class AsyncWorker:
         if conn.closed or conn.info.transaction_status == _IDLE:
             return
         with contextlib.suppress(psycopg.Error):
-            await conn.execute(b"ROLLBACK")
+            await asimple(conn, b"ROLLBACK")
 
     def _count(self, completed: int, failed: int) -> None:
         with self._counter_lock:
@@ -509,7 +509,7 @@ class AsyncWorker:
     async def _undo_handler(self, conn: _HandlerConnection) -> None:
         if conn.savepoint_taken:
             try:
-                await conn.execute(_ROLLBACK_SAVEPOINT)
+                await asimple(conn, _ROLLBACK_SAVEPOINT)
             except psycopg.Error as exc:
                 raise _Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
         elif not conn.use_savepoints and conn.began:
