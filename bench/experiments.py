@@ -245,10 +245,14 @@ def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
         " clock_timestamp() + make_interval(secs => %(delay)s))), pg_notify(%(channel)s, '')"
     )
     commands = [bench.Ping(**env.ping_kwargs(i)) for i in range(n)]
-    names = ["ac", "ready", "quiet", "nolog", "gen", "tx", "pipe"]
+    plain_insert = text.replace("    ON CONFLICT DO NOTHING\n", "")
+    assert plain_insert != text
+    names = ["ac", "ready", "quiet", "nolog", "plain", "gen", "tx", "pipe"]
     conns = {k: psycopg.connect(dsn, autocommit=k not in ("tx", "pipe")) for k in names}
     try:
-        ready = {k: [_send_params(c) for c in commands] for k in ("ready", "quiet", "nolog")}
+        ready = {
+            k: [_send_params(c) for c in commands] for k in ("ready", "quiet", "nolog", "plain")
+        }
         tx_params = [_send_params(c) for c in commands]
         pipe_params = [_send_params(c) for c in commands]
         kwargs = [env.ping_kwargs(i) for i in range(n)]
@@ -274,6 +278,9 @@ def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
             ),
             "  same, without the log row": lambda i: (
                 conns["nolog"].execute(queue_only, ready["nolog"][i]).fetchone()
+            ),
+            "  same, plain INSERT (no ON CONFLICT)": lambda i: (
+                conns["plain"].execute(plain_insert, ready["plain"][i]).fetchone()
             ),
             "generated sender, autocommit": lambda i: bench.send_ping(conns["gen"], **kwargs[i]),
             "send statement, BEGIN/send/COMMIT": in_tx,

@@ -24,7 +24,7 @@ import math
 import signal
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -68,30 +68,39 @@ class _Replay(Exception):
         self.end = end
 
 
+def _arm(conn: Any) -> None:
+    """Open the running handler's transaction or savepoint before its first statement."""
+    opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
+    if opener is not None:
+        simple(conn, opener)
+
+
 class _HandlerCursor(psycopg.Cursor[Any]):
     """Opens the handler's savepoint just before its first statement."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        self._arm()
+        _arm(self.connection)
         return super().execute(query, params, **kwargs)
 
-    def _arm(self) -> None:
-        conn = self.connection
-        opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
-        if opener is not None:
-            simple(conn, opener)
-
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        self._arm()
+        _arm(self.connection)
         return super().executemany(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def copy(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        _arm(self.connection)
+        with super().copy(*args, **kwargs) as copy:
+            yield copy
+
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        _arm(self.connection)
+        for row in super().stream(*args, **kwargs):  # noqa: RUF100, UP028 (sync twin)
+            yield row
 
 
 class _HandlerServerCursor(psycopg.ServerCursor[Any]):
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        conn = self.connection
-        opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
-        if opener is not None:
-            simple(conn, opener)
+        _arm(self.connection)
         return super().execute(*args, **kwargs)
 
 
@@ -122,6 +131,18 @@ class _HandlerConnection(psycopg.Connection[Any]):
         self.savepoints += 1
         self.savepoint_taken = True
         return _BEGIN_SAVEPOINT if idle else _SAVEPOINT
+
+    @contextlib.contextmanager
+    def transaction(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """A handler's `with ctx.conn.transaction()` nests in the batch's transaction.
+
+        Without the handler's BEGIN or savepoint first, psycopg would open (and
+        commit) a transaction of its own on the idle connection, and the block's
+        writes, sends included, would stay even when the command does not complete.
+        """
+        _arm(self)
+        with super().transaction(*args, **kwargs) as tx:
+            yield tx
 
     def commit(self) -> None:
         if self.in_handler:

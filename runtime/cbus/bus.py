@@ -114,20 +114,28 @@ def send_many(
     )
     msg_ids: list[int] = [0] * len(commands)
     with target.transaction():
-        if batch_id is not None:
-            target.execute(
-                "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
-                " VALUES (%s, %s, %s, %s)",
-                (batch_id, len(commands), reply_to, correlation_id),
-            )
-        for group in groups:
-            cur = target.execute(query("send_many_log"), group.log)
-            new = {row[0] for row in cur.fetchall()}
+        # Every statement in one round trip (pipeline mode: +17% on 100 commands,
+        # ADR 0004). The queue statements run before the log's answer is read: a
+        # duplicate command_id raises below and the transaction (or savepoint) rolls
+        # back what they enqueued.
+        sent = []
+        with target.pipeline():
+            if batch_id is not None:
+                target.execute(
+                    "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (batch_id, len(commands), reply_to, correlation_id),
+                )
+            for group in groups:
+                logged = target.execute(query("send_many_log"), group.log)
+                queued = target.execute(query("send_many_queue"), group.queue_params)
+                sent.append((group, logged, queued))
+        for group, logged, queued in sent:
+            new = {row[0] for row in logged.fetchall()}
             if len(new) != len(group.positions):
                 first = next(i for i in group.log["command_ids"] if i not in new)
                 raise DuplicateCommandError(group.domain, first)
-            cur = target.execute(query("send_many_queue"), group.queue_params)
-            rows = cur.fetchall()
+            rows = queued.fetchall()
             for position, row in zip(group.positions, rows, strict=True):
                 msg_ids[position] = row[0]
     return [

@@ -112,20 +112,28 @@ async def send_many_async(
     )
     msg_ids: list[int] = [0] * len(commands)
     async with target.transaction():
-        if batch_id is not None:
-            await target.execute(
-                "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
-                " VALUES (%s, %s, %s, %s)",
-                (batch_id, len(commands), reply_to, correlation_id),
-            )
-        for group in groups:
-            cur = await target.execute(query("send_many_log"), group.log)
-            new = {row[0] for row in await cur.fetchall()}
+        # Every statement in one round trip (pipeline mode: +17% on 100 commands,
+        # ADR 0004). The queue statements run before the log's answer is read: a
+        # duplicate command_id raises below and the transaction (or savepoint) rolls
+        # back what they enqueued.
+        sent = []
+        async with target.pipeline():
+            if batch_id is not None:
+                await target.execute(
+                    "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (batch_id, len(commands), reply_to, correlation_id),
+                )
+            for group in groups:
+                logged = await target.execute(query("send_many_log"), group.log)
+                queued = await target.execute(query("send_many_queue"), group.queue_params)
+                sent.append((group, logged, queued))
+        for group, logged, queued in sent:
+            new = {row[0] for row in await logged.fetchall()}
             if len(new) != len(group.positions):
                 first = next(i for i in group.log["command_ids"] if i not in new)
                 raise DuplicateCommandError(group.domain, first)
-            cur = await target.execute(query("send_many_queue"), group.queue_params)
-            rows = await cur.fetchall()
+            rows = await queued.fetchall()
             for position, row in zip(group.positions, rows, strict=True):
                 msg_ids[position] = row[0]
     return [

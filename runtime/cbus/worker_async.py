@@ -22,7 +22,7 @@ import math
 import signal
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
@@ -66,30 +66,39 @@ class _Replay(Exception):
         self.end = end
 
 
+async def _arm(conn: Any) -> None:
+    """Open the running handler's transaction or savepoint before its first statement."""
+    opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
+    if opener is not None:
+        await asimple(conn, opener)
+
+
 class _HandlerCursor(psycopg.AsyncCursor[Any]):
     """Opens the handler's savepoint just before its first statement."""
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        await self._arm()
+        await _arm(self.connection)
         return await super().execute(query, params, **kwargs)
 
-    async def _arm(self) -> None:
-        conn = self.connection
-        opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
-        if opener is not None:
-            await asimple(conn, opener)
-
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        await self._arm()
+        await _arm(self.connection)
         return await super().executemany(*args, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def copy(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        await _arm(self.connection)
+        async with super().copy(*args, **kwargs) as copy:
+            yield copy
+
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        await _arm(self.connection)
+        async for row in super().stream(*args, **kwargs):  # noqa: RUF100, UP028 (sync twin)
+            yield row
 
 
 class _HandlerServerCursor(psycopg.AsyncServerCursor[Any]):
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        conn = self.connection
-        opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
-        if opener is not None:
-            await asimple(conn, opener)
+        await _arm(self.connection)
         return await super().execute(*args, **kwargs)
 
 
@@ -120,6 +129,18 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
         self.savepoints += 1
         self.savepoint_taken = True
         return _BEGIN_SAVEPOINT if idle else _SAVEPOINT
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """A handler's `with ctx.conn.transaction()` nests in the batch's transaction.
+
+        Without the handler's BEGIN or savepoint first, psycopg would open (and
+        commit) a transaction of its own on the idle connection, and the block's
+        writes, sends included, would stay even when the command does not complete.
+        """
+        await _arm(self)
+        async with super().transaction(*args, **kwargs) as tx:
+            yield tx
 
     async def commit(self) -> None:
         if self.in_handler:

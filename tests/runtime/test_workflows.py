@@ -307,3 +307,33 @@ def test_handler_sends_follow_up_with_the_correlation_id(
     echoed = sorted(cmd.n for name, cmd, _ in handlers.seen if name == "echo")
     assert echoed == [2]
     assert [r.kind for r in cbus.trace(conn, failed.correlation_id)] == ["testbus.Chain"]
+
+
+@pytest.mark.parametrize("first_statement", [True, False])
+def test_handler_send_many_commits_only_with_its_cause(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, first_statement: bool
+) -> None:
+    """send_many through ctx, as the chunk's first statement or after a neighbour wrote."""
+    handlers = make_handlers(testbus)
+
+    def chain(cmd: Any, ctx: cbus.Context) -> None:
+        handlers._see("chain", cmd)
+        cbus.send_many(ctx, [testbus.Echo(n=cmd.n + 1), testbus.Echo(n=cmd.n + 2)])
+        if cmd.fail_after_send:
+            raise cbus.PermanentError("CHAIN_FAILED", "after sending")
+
+    handlers.chain = chain
+    if not first_statement:
+        testbus.send_echo(conn, n=0)  # handled first, no write: the chunk stays idle
+    ok = testbus.send_chain(conn, n=10)
+    failed = testbus.send_chain(conn, n=100, fail_after_send=True)
+    conn.commit()
+    drain(dsn, [handlers])
+
+    echoed = sorted(cmd.n for name, cmd, _ in handlers.seen if name == "echo")
+    assert echoed == ([0] if not first_statement else []) + [11, 12]
+    flow = cbus.trace(conn, ok.correlation_id)
+    assert [(r.kind, r.status) for r in flow] == [("testbus.Chain", "COMPLETED")] + [
+        ("testbus.Echo", "COMPLETED")
+    ] * 2
+    assert [r.kind for r in cbus.trace(conn, failed.correlation_id)] == ["testbus.Chain"]
