@@ -296,6 +296,40 @@ def test_foreign_headers_each_malformed_value_is_set_aside(
     assert [item.last_error_code for item in page.items] == ["BAD_HEADERS"] * (len(bad_values) + 1)
 
 
+def test_a_consumer_whose_own_statement_fails_starts_again(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    testbus: ModuleType,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker's own SQL fails once (a trigger): logged, the consumer goes on."""
+    conn.execute("CREATE SEQUENCE trip_seq")  # not transactional: trips exactly once
+    conn.execute(
+        "CREATE FUNCTION trip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF nextval('trip_seq') = 1 THEN RAISE EXCEPTION 'tripped once'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER trip BEFORE INSERT ON cbus.audit FOR EACH ROW EXECUTE FUNCTION trip()"
+    )
+    headers, unknown = _headers(kind="testbus.Nope")
+    _send_raw(conn, '{"n": 1}', headers)
+    good = [testbus.send_echo(conn, n=i) for i in range(10)]
+    conn.commit()
+
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers], concurrency=1)
+
+    assert handlers.calls["echo"] == 10
+    for sent in good:
+        assert cbus.get_command(conn, "testbus", sent.command_id).status == "COMPLETED"  # type: ignore[union-attr]
+    record = cbus.get_command(conn, "testbus", unknown)
+    assert record is not None and record.last_error_code == "UNKNOWN_KIND"
+    assert queue_depth(conn, QUEUE) == 0
+    failed = [r for r in caplog.records if getattr(r, "action", None) == "consumer_failed"]
+    assert len(failed) == 1 and "tripped once" in failed[0].getMessage()
+
+
 def test_command_without_implementation_goes_to_troubleshooting(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
 ) -> None:
