@@ -94,7 +94,7 @@ def simple(conn: psycopg.Connection[Any], statement: bytes) -> None:
     """The same through libpq's PQexec, which skips psycopg's cursor machinery.
 
     A handler's savepoint is one round trip more per writing handler; through
-    `conn.execute` it cost about 20 us more on top of it (bench/experiments.py).
+    `conn.execute` it cost about 20 us more on top of it (ADR 0002).
     """
     pgconn = conn.pgconn
     if pgconn.pipeline_status != pq.PipelineStatus.OFF:
