@@ -106,7 +106,7 @@ def ack_quiet(
     text = raw("ack_completed")
     if "%(done_channel)s" in text:
         text = text.replace(",\n       pg_notify(%(done_channel)s, '')", "")
-    stmt = sql.SQL(text).format(q=queue_table(runtime.queue))  # type: ignore[arg-type]
+    stmt = sql.SQL(text).format(q=queue_table(runtime.queue)).as_string().encode()  # type: ignore[arg-type]
     params = _ack_params(runtime, done, audit)
     params.pop("done_channel", None)
     row = conn.execute(stmt, params).fetchone()
@@ -238,33 +238,47 @@ def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
     Each variant has its own connection; they take turns every 100 sends. Statements
     with "ready" run the `send` query on parameters built beforehand.
     """
+    table = queue_table(env.QUEUE)
     text = raw("send")
-    without_notify = text.replace(",\n       pg_notify(%(channel)s, '')", "")
+    without_notify = text.replace(", pg_notify(%(channel)s, '')", "")
+    assert without_notify != text
     queue_only = (
-        "SELECT pgmq.send(%(queue)s, %(message)s, %(headers)s, coalesce(%(at)s::timestamptz,"
+        "INSERT INTO {q} (vt, message, headers) SELECT coalesce(%(at)s::timestamptz,"
+        " clock_timestamp() + make_interval(secs => %(delay)s)), %(message)s, %(headers)s"
+        " RETURNING msg_id, pg_notify(%(channel)s, '')"
+    )
+    through_pgmq_send = (
+        text.split("INSERT INTO {q}")[0]
+        + "SELECT pgmq.send(%(queue)s, %(message)s, %(headers)s, coalesce(%(at)s::timestamptz,"
         " clock_timestamp() + make_interval(secs => %(delay)s))), pg_notify(%(channel)s, '')"
+        " FROM logged"
     )
     commands = [bench.Ping(**env.ping_kwargs(i)) for i in range(n)]
     plain_insert = text.replace("    ON CONFLICT DO NOTHING\n", "")
     assert plain_insert != text
-    names = ["ac", "ready", "quiet", "nolog", "plain", "gen", "tx", "pipe"]
+    text, without_notify, queue_only, plain_insert = (
+        sql.SQL(t).format(q=table).as_string().encode()  # type: ignore[arg-type]
+        for t in (text, without_notify, queue_only, plain_insert)
+    )
+    names = ["ac", "ready", "quiet", "nolog", "plain", "pgmqsend", "gen", "tx", "pipe"]
     conns = {k: psycopg.connect(dsn, autocommit=k not in ("tx", "pipe")) for k in names}
     try:
         ready = {
-            k: [_send_params(c) for c in commands] for k in ("ready", "quiet", "nolog", "plain")
+            k: [_send_params(c) for c in commands]
+            for k in ("ready", "quiet", "nolog", "plain", "pgmqsend")
         }
         tx_params = [_send_params(c) for c in commands]
         pipe_params = [_send_params(c) for c in commands]
         kwargs = [env.ping_kwargs(i) for i in range(n)]
 
         def in_tx(i: int) -> None:
-            conns["tx"].execute(query("send"), tx_params[i]).fetchone()
+            conns["tx"].execute(query("send", env.QUEUE), tx_params[i]).fetchone()
             conns["tx"].commit()
 
         def piped(i: int) -> None:
             conn = conns["pipe"]
             with conn.pipeline():
-                cur = conn.execute(query("send"), pipe_params[i])
+                cur = conn.execute(query("send", env.QUEUE), pipe_params[i])
                 conn.commit()
             assert cur.fetchone() is not None
 
@@ -278,6 +292,9 @@ def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
             ),
             "  same, without the log row": lambda i: (
                 conns["nolog"].execute(queue_only, ready["nolog"][i]).fetchone()
+            ),
+            "  same, through pgmq.send (until 0.1.x)": lambda i: (
+                conns["pgmqsend"].execute(through_pgmq_send, ready["pgmqsend"][i]).fetchone()
             ),
             "  same, plain INSERT (no ON CONFLICT)": lambda i: (
                 conns["plain"].execute(plain_insert, ready["plain"][i]).fetchone()
@@ -316,13 +333,13 @@ def send_many_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
             conn, group = conns["tx"], tx_groups[i // 100]
             with conn.transaction():
                 conn.execute(query("send_many_log"), group.log).fetchall()
-                conn.execute(query("send_many_queue"), group.queue_params).fetchall()
+                conn.execute(query("send_many_queue", env.QUEUE), group.queue_params).fetchall()
 
         def piped(i: int) -> None:
             conn, group = conns["pipe"], pipe_groups[i // 100]
             with conn.pipeline(), conn.transaction():
                 logged = conn.execute(query("send_many_log"), group.log)
-                sent = conn.execute(query("send_many_queue"), group.queue_params)
+                sent = conn.execute(query("send_many_queue", env.QUEUE), group.queue_params)
             assert len(logged.fetchall()) == 100 and sent.fetchall()
 
         ops = {
@@ -528,6 +545,8 @@ def run_all(
         "send statement, ready",
         "  same, without pg_notify",
         "  same, without the log row",
+        "  same, through pgmq.send (until 0.1.x)",
+        "  same, plain INSERT (no ON CONFLICT)",
         "generated sender, autocommit",
         "send statement, BEGIN/send/COMMIT",
         "  same, in pipeline mode (1 round trip)",

@@ -31,9 +31,14 @@ def raw(name: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def query(name: str, queue: str = "") -> sql.Composed | sql.SQL:
-    """The named query, with `{q}` and `{a}` bound to the queue's PGMQ tables."""
+def query(name: str, queue: str = "") -> bytes:
+    """The named query, with `{q}` and `{a}` bound to the queue's PGMQ tables.
+
+    Rendered to bytes once: psycopg renders a `sql.Composed` again on every execute
+    (5.5 us for the send statement, a tenth of what the sender's Python costs).
+    Queue names are checked by `queue_table`, so their quoting needs no connection.
+    """
     text = _QUERIES[name]
-    if "{q}" not in text and "{a}" not in text:
-        return sql.SQL(text)
-    return sql.SQL(text).format(q=queue_table(queue), a=archive_table(queue))
+    if "{q}" in text or "{a}" in text:
+        text = sql.SQL(text).format(q=queue_table(queue), a=archive_table(queue)).as_string()
+    return text.encode()

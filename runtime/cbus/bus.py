@@ -64,7 +64,7 @@ def send(
         delay=delay,
         causation_id=causation_id,
     )
-    cur = target.execute(query("send"), params)
+    cur = target.execute(query("send", params["queue"]), params)
     row = cur.fetchone()
     if row is None:
         raise duplicate(spec, params)
@@ -128,7 +128,9 @@ def send_many(
                 )
             for group in groups:
                 logged = target.execute(query("send_many_log"), group.log)
-                queued = target.execute(query("send_many_queue"), group.queue_params)
+                queued = target.execute(
+                    query("send_many_queue", group.queue_params["queue"]), group.queue_params
+                )
                 sent.append((group, logged, queued))
         for group, logged, queued in sent:
             new = {row[0] for row in logged.fetchall()}

@@ -62,7 +62,7 @@ async def send_async(
         delay=delay,
         causation_id=causation_id,
     )
-    cur = await target.execute(query("send"), params)
+    cur = await target.execute(query("send", params["queue"]), params)
     row = await cur.fetchone()
     if row is None:
         raise duplicate(spec, params)
@@ -126,7 +126,9 @@ async def send_many_async(
                 )
             for group in groups:
                 logged = await target.execute(query("send_many_log"), group.log)
-                queued = await target.execute(query("send_many_queue"), group.queue_params)
+                queued = await target.execute(
+                    query("send_many_queue", group.queue_params["queue"]), group.queue_params
+                )
                 sent.append((group, logged, queued))
         for group, logged, queued in sent:
             new = {row[0] for row in await logged.fetchall()}

@@ -1,6 +1,9 @@
 -- name: send
 -- Record the command and enqueue it, in one round trip; nothing is enqueued when the
--- command_id was sent before (no row comes back). {q} is unused, kept for symmetry.
+-- command_id was sent before (no row comes back). The message goes into the queue's
+-- table as pgmq.send puts it there (its whole body is this INSERT), without the
+-- PL/pgSQL call and the EXECUTE that parses and plans it again on every send:
+-- 1.55x the rate of pgmq.send on its own (ADR 0004).
 WITH logged AS (
     INSERT INTO cbus.command (domain, command_id, kind, version, status, max_attempts,
                               correlation_id, reply_to, batch_id, causation_id)
@@ -9,10 +12,11 @@ WITH logged AS (
     ON CONFLICT DO NOTHING
     RETURNING command_id
 )
-SELECT pgmq.send(%(queue)s, %(message)s, %(headers)s,
-                 coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s))),
-       pg_notify(%(channel)s, '')
+INSERT INTO {q} (vt, message, headers)
+SELECT coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s)),
+       %(message)s, %(headers)s
 FROM logged
+RETURNING msg_id, pg_notify(%(channel)s, '')
 
 -- name: send_many_log
 -- Record a group of commands of one domain; returns the ids that were new.
@@ -27,9 +31,18 @@ ON CONFLICT DO NOTHING
 RETURNING command_id
 
 -- name: send_many_queue
-SELECT pgmq.send_batch(%(queue)s, %(messages)s::jsonb[], %(headers)s::jsonb[],
-                       coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s))),
-       pg_notify(%(channel)s, '')
+-- Enqueue a group as pgmq.send_batch does (one INSERT ... SELECT), planned once; the
+-- msg_ids come back in the order of the arrays.
+WITH queued AS (
+    INSERT INTO {q} (vt, message, headers)
+    SELECT coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s)),
+           u.message, u.headers
+    FROM unnest(%(messages)s::jsonb[], %(headers)s::jsonb[]) WITH ORDINALITY AS u(message, headers, i)
+    ORDER BY u.i
+    RETURNING msg_id
+)
+SELECT msg_id FROM queued, (SELECT pg_notify(%(channel)s, '')) AS woken
+ORDER BY msg_id
 
 -- name: read
 -- Lease up to qty messages, in one statement. The log rows of commands cbus sent are
