@@ -64,7 +64,8 @@ def send(
         delay=delay,
         causation_id=causation_id,
     )
-    cur = target.execute(query("send", params["queue"]), params)
+    statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
+    cur = target.execute(statement, params)
     row = cur.fetchone()
     if row is None:
         raise duplicate(spec, params)
@@ -127,7 +128,10 @@ def send_many(
                     (batch_id, len(commands), reply_to, correlation_id),
                 )
             for group in groups:
-                logged = target.execute(query("send_many_log"), group.log)
+                logged = target.execute(
+                    query("send_many_log" if command_ids is not None else "send_many_log_new_ids"),
+                    group.log,
+                )
                 queued = target.execute(
                     query("send_many_queue", group.queue_params["queue"]), group.queue_params
                 )

@@ -62,7 +62,8 @@ async def send_async(
         delay=delay,
         causation_id=causation_id,
     )
-    cur = await target.execute(query("send", params["queue"]), params)
+    statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
+    cur = await target.execute(statement, params)
     row = await cur.fetchone()
     if row is None:
         raise duplicate(spec, params)
@@ -125,7 +126,10 @@ async def send_many_async(
                     (batch_id, len(commands), reply_to, correlation_id),
                 )
             for group in groups:
-                logged = await target.execute(query("send_many_log"), group.log)
+                logged = await target.execute(
+                    query("send_many_log" if command_ids is not None else "send_many_log_new_ids"),
+                    group.log,
+                )
                 queued = await target.execute(
                     query("send_many_queue", group.queue_params["queue"]), group.queue_params
                 )
