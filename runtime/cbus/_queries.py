@@ -48,5 +48,5 @@ def query(name: str, queue: str = "") -> bytes:
     """
     text = _QUERIES[name]
     if "{q}" in text or "{a}" in text:
-        text = sql.SQL(text).format(q=queue_table(queue), a=archive_table(queue)).as_string()
+        text = sql.SQL(text).format(q=queue_table(queue), a=archive_table(queue)).as_string(None)
     return text.encode()
