@@ -107,6 +107,20 @@ def dsn(server_dsn: str, template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_db(server_dsn: str) -> Iterator[str]:
+    """A database with nothing installed, not even PGMQ."""
+    name = f"cbus_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_dsn, dbname=name)
+    finally:
+        ident = psycopg.sql.Identifier(name)
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+
+@pytest.fixture
 def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection (not autocommit) to the test's own database."""
     with psycopg.connect(dsn) as c:

@@ -44,6 +44,8 @@ from ._worker_base import (
     triage,
 )
 from .context import Context
+from .errors import InstallError
+from .install import schema_problem
 from .outcomes import Ended, commands_ended, done_channel
 from .pgmq import RawJson, register_adapters
 
@@ -251,6 +253,7 @@ class SyncWorker:
 
     def run(self, *, until_idle: bool = False) -> None:
         """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
+        self._check_schema()
         restore = self._install_signals()
         try:
             consumers = [
@@ -267,6 +270,28 @@ class SyncWorker:
             gather(*helpers, timeout=5)
         finally:
             restore()
+
+    def _check_schema(self) -> None:
+        """Refuse to start on a database whose cbus schema is missing or too old.
+
+        Without it every lease would fail and each consumer would restart forever.
+        A server that cannot be reached now is left to the consumers, which retry.
+        """
+        try:
+            conn = psycopg.Connection.connect(self._dsn, autocommit=True, **self._connect_kwargs)
+        except psycopg.OperationalError:
+            return
+        with conn:
+            cur = conn.execute(query("schema_installed"))
+            row = cur.fetchone()
+            installed = None
+            if row is not None and row[0]:
+                cur = conn.execute(query("schema_version"))
+                row = cur.fetchone()
+                installed = int(row[0]) if row is not None and row[0] is not None else 0
+        problem = schema_problem(installed)
+        if problem is not None:
+            raise InstallError(problem)
 
     def _install_signals(self) -> Any:
         if threading.current_thread() is not threading.main_thread():

@@ -129,6 +129,7 @@ def worker(
     log_format: str,
 ) -> None:
     """Run the handlers FACTORY() returns until SIGINT or SIGTERM, then exit 0."""
+    from .errors import InstallError
     from .logs import configure as configure_logs
     from .worker import Worker
 
@@ -143,7 +144,10 @@ def worker(
         audit=audit,
         savepoints=savepoints,
     )
-    w.run(until_idle=until_idle)
+    try:
+        w.run(until_idle=until_idle)
+    except InstallError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"worker stopped: {w.completed} completed, {w.failed} failed", err=True)
 
 

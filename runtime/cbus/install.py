@@ -19,6 +19,7 @@ from .registry import DomainSpec
 
 __all__ = [
     "MIN_PGMQ_VERSION",
+    "SCHEMA_VERSION",
     "install",
     "install_async",
     "install_domain",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 MIN_PGMQ_VERSION = (1, 5)
+# The version of cbus's own schema this runtime's queries need (sql/schema.sql
+# records each version it installs). 2: cbus.as_uuid and cbus.as_int for the lease.
+SCHEMA_VERSION = 2
 _LOCK_KEY = 0x63627573  # "cbus"
 
 _CHECK_EXTENSION = """
@@ -131,3 +135,18 @@ async def install_domain_async(conn: psycopg.AsyncConnection[Any], domain: Domai
     async with conn.transaction():
         for stmt in _domain_statements(domain):
             await conn.execute(stmt)
+
+
+def schema_problem(installed: int | None) -> str | None:
+    """What is wrong with the cbus schema a worker found (None: nothing)."""
+    if installed is None:
+        return (
+            "cbus is not installed in this database: run `cbus db install --domains ...` "
+            "(or cbus.install(conn)) first"
+        )
+    if installed < SCHEMA_VERSION:
+        return (
+            f"The cbus schema in this database is version {installed}; this cbus needs "
+            f"version {SCHEMA_VERSION}: run `cbus db install` (or cbus.install(conn)) again"
+        )
+    return None

@@ -42,6 +42,8 @@ from ._worker_base import (
     triage,
 )
 from .context import AsyncContext
+from .errors import InstallError
+from .install import schema_problem
 from .outcomes_async import Ended, commands_ended_async, done_channel
 from .pgmq import RawJson, register_adapters
 
@@ -249,6 +251,7 @@ class AsyncWorker:
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
+        await self._check_schema()
         restore = self._install_signals()
         try:
             consumers = [
@@ -265,6 +268,30 @@ class AsyncWorker:
             await agather(*helpers, timeout=5)
         finally:
             restore()
+
+    async def _check_schema(self) -> None:
+        """Refuse to start on a database whose cbus schema is missing or too old.
+
+        Without it every lease would fail and each consumer would restart forever.
+        A server that cannot be reached now is left to the consumers, which retry.
+        """
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, **self._connect_kwargs
+            )
+        except psycopg.OperationalError:
+            return
+        async with conn:
+            cur = await conn.execute(query("schema_installed"))
+            row = await cur.fetchone()
+            installed = None
+            if row is not None and row[0]:
+                cur = await conn.execute(query("schema_version"))
+                row = await cur.fetchone()
+                installed = int(row[0]) if row is not None and row[0] is not None else 0
+        problem = schema_problem(installed)
+        if problem is not None:
+            raise InstallError(problem)
 
     def _install_signals(self) -> Any:
         if threading.current_thread() is not threading.main_thread():

@@ -265,3 +265,17 @@ def test_json_logs_keep_the_worker_s_keys() -> None:
     assert record["logger"] == "cbus.test.json"
     assert record["action"] == "poison"
     assert record["command_id"] == str(command_id)
+
+
+def test_worker_on_a_database_without_cbus_exits_with_the_reason(
+    empty_db: str, testbus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cli_handlers.py").write_text(
+        f"import {testbus.__name__} as domain\n\n\n"
+        "def make():\n    return [domain.TestbusHandlers()]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner(env={"CBUS_DSN": empty_db})
+    result = runner.invoke(main, ["worker", "cli_handlers:make", "--until-idle"])
+    assert result.exit_code == 1
+    assert "cbus is not installed in this database" in result.output

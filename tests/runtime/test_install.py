@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import cbus
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-
-
-@pytest.fixture
-def empty_db(server_dsn: str) -> Iterator[str]:
-    """A database with nothing installed, not even PGMQ."""
-    name = f"cbus_empty_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_dsn, dbname=name)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def _objects(conn: psycopg.Connection[Any]) -> tuple[int, int]:
@@ -110,3 +91,21 @@ def test_old_pgmq_extension_is_refused_naming_both_versions() -> None:
     assert _plan(("1.13.0", "1.13.0", True, True)) is None
     assert _plan((None, "1.13.0", False, False)) == "CREATE EXTENSION IF NOT EXISTS pgmq"
     assert _plan((None, None, False, False)) == "sql"
+
+
+def test_worker_refuses_a_database_without_cbus(empty_db: str, testbus: Any) -> None:
+    worker = cbus.Worker(empty_db, [testbus.TestbusHandlers()], concurrency=1)
+    with pytest.raises(cbus.InstallError, match="cbus is not installed in this database"):
+        worker.run(until_idle=True)
+
+
+def test_worker_refuses_a_schema_older_than_it_needs(dsn: str, testbus: Any) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM cbus.schema_version WHERE version >= 2")
+    worker = cbus.Worker(dsn, [testbus.TestbusHandlers()], concurrency=1)
+    with pytest.raises(cbus.InstallError, match="version 1; this cbus needs version 2"):
+        worker.run(until_idle=True)
+    # Installing again brings the schema up to date, and the worker starts.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cbus.install(conn)
+    cbus.Worker(dsn, [testbus.TestbusHandlers()], concurrency=1).run(until_idle=True)

@@ -310,3 +310,10 @@ ON CONFLICT (domain, command_id) DO UPDATE
         last_error_code = excluded.last_error_code,
         last_error_message = excluded.last_error_message, updated_at = clock_timestamp()
 RETURNING pg_notify(%(done_channel)s, '')
+
+-- name: schema_installed
+-- Whether cbus's schema is there at all (a worker checks before it starts).
+SELECT to_regclass('cbus.schema_version') IS NOT NULL
+
+-- name: schema_version
+SELECT max(version) FROM cbus.schema_version

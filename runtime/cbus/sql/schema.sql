@@ -136,4 +136,5 @@ BEGIN
 END
 $install$;
 
-INSERT INTO cbus.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+-- Every version this file brings; install.SCHEMA_VERSION is what the runtime needs.
+INSERT INTO cbus.schema_version (version) VALUES (1), (2) ON CONFLICT DO NOTHING;
