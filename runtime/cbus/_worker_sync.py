@@ -126,7 +126,7 @@ class _HandlerConnection(psycopg.Connection[Any]):
         if not self.savepoint_armed:
             return None
         self.savepoint_armed = False
-        idle = self.info.transaction_status == _IDLE
+        idle = self.pgconn.transaction_status == _IDLE
         self.began = self.began or idle
         if not self.use_savepoints:
             return b"BEGIN" if idle else None
@@ -505,7 +505,7 @@ class SyncWorker:
                         failures.append((delivery, exc))
                     else:
                         expected = _INTRANS if conn.began else _IDLE
-                        if conn.info.transaction_status != expected:
+                        if conn.pgconn.transaction_status != expected:
                             raise _Replay("a handler left the transaction in a bad state")
                         completed.append(delivery)
                     finally:
@@ -517,15 +517,15 @@ class SyncWorker:
                     d.headers.reply_to is not None or d.headers.batch_id is not None
                     for d in completed
                 )
-                alone = conn.info.transaction_status == _IDLE and not failures and not endings
-                if conn.info.transaction_status == _IDLE and not alone:
+                alone = conn.pgconn.transaction_status == _IDLE and not failures and not endings
+                if conn.pgconn.transaction_status == _IDLE and not alone:
                     simple(conn, b"BEGIN")
                 # Alone, the acknowledgement is one atomic statement: a lost lease there
                 # undoes nothing (no handler wrote), so it is only logged.
                 self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
                     self._record_failure(conn, runtime, delivery, error)
-                if conn.info.transaction_status != _IDLE:
+                if conn.pgconn.transaction_status != _IDLE:
                     simple(conn, b"COMMIT")
             except BaseException:
                 self._abandon(conn)
@@ -542,7 +542,7 @@ class SyncWorker:
 
     def _abandon(self, conn: _HandlerConnection) -> None:
         """Roll back whatever the chunk had begun, leaving the connection idle."""
-        if conn.closed or conn.info.transaction_status == _IDLE:
+        if conn.closed or conn.pgconn.transaction_status == _IDLE:
             return
         with contextlib.suppress(psycopg.Error):
             simple(conn, b"ROLLBACK")
@@ -560,7 +560,7 @@ class SyncWorker:
                 raise _Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
         elif not conn.use_savepoints and conn.began:
             raise _Replay("a handler failed in a batch without savepoints")
-        elif conn.info.transaction_status != (_INTRANS if conn.began else _IDLE):
+        elif conn.pgconn.transaction_status != (_INTRANS if conn.began else _IDLE):
             raise _Replay("a failing handler left the transaction in a bad state")
 
     def _run_one(

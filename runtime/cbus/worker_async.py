@@ -124,7 +124,7 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
         if not self.savepoint_armed:
             return None
         self.savepoint_armed = False
-        idle = self.info.transaction_status == _IDLE
+        idle = self.pgconn.transaction_status == _IDLE
         self.began = self.began or idle
         if not self.use_savepoints:
             return b"BEGIN" if idle else None
@@ -507,7 +507,7 @@ class AsyncWorker:
                         failures.append((delivery, exc))
                     else:
                         expected = _INTRANS if conn.began else _IDLE
-                        if conn.info.transaction_status != expected:
+                        if conn.pgconn.transaction_status != expected:
                             raise _Replay("a handler left the transaction in a bad state")
                         completed.append(delivery)
                     finally:
@@ -519,15 +519,15 @@ class AsyncWorker:
                     d.headers.reply_to is not None or d.headers.batch_id is not None
                     for d in completed
                 )
-                alone = conn.info.transaction_status == _IDLE and not failures and not endings
-                if conn.info.transaction_status == _IDLE and not alone:
+                alone = conn.pgconn.transaction_status == _IDLE and not failures and not endings
+                if conn.pgconn.transaction_status == _IDLE and not alone:
                     await asimple(conn, b"BEGIN")
                 # Alone, the acknowledgement is one atomic statement: a lost lease there
                 # undoes nothing (no handler wrote), so it is only logged.
                 await self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
                     await self._record_failure(conn, runtime, delivery, error)
-                if conn.info.transaction_status != _IDLE:
+                if conn.pgconn.transaction_status != _IDLE:
                     await asimple(conn, b"COMMIT")
             except BaseException:
                 await self._abandon(conn)
@@ -544,7 +544,7 @@ class AsyncWorker:
 
     async def _abandon(self, conn: _HandlerConnection) -> None:
         """Roll back whatever the chunk had begun, leaving the connection idle."""
-        if conn.closed or conn.info.transaction_status == _IDLE:
+        if conn.closed or conn.pgconn.transaction_status == _IDLE:
             return
         with contextlib.suppress(psycopg.Error):
             await asimple(conn, b"ROLLBACK")
@@ -562,7 +562,7 @@ class AsyncWorker:
                 raise _Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
         elif not conn.use_savepoints and conn.began:
             raise _Replay("a handler failed in a batch without savepoints")
-        elif conn.info.transaction_status != (_INTRANS if conn.began else _IDLE):
+        elif conn.pgconn.transaction_status != (_INTRANS if conn.began else _IDLE):
             raise _Replay("a failing handler left the transaction in a bad state")
 
     async def _run_one(
