@@ -84,17 +84,12 @@ def _read_params(runtime: DomainRuntime, audit: bool) -> dict[str, Any]:
     return runtime.read_params(100)  # type: ignore[call-arg]
 
 
-def _ack_params(runtime: DomainRuntime, done: list[Delivery], audit: bool) -> dict[str, Any]:
-    """The parameters the worker passes to `ack_completed`."""
-    return ack_params(runtime, done, audit)
-
-
 def ack_unnest(
     conn: psycopg.Connection[Any], runtime: DomainRuntime, done: list[Delivery], audit: bool
 ) -> None:
     """cbus's `ack_completed`: one statement deletes the messages and completes their log rows."""
     row = conn.execute(
-        query("ack_completed", runtime.queue), _ack_params(runtime, done, audit)
+        query("ack_completed", runtime.queue), ack_params(runtime, done, audit)
     ).fetchone()
     assert row is not None and row[0] == len(done), (row, len(done))
 
@@ -107,7 +102,7 @@ def ack_quiet(
     if "%(done_channel)s" in text:
         text = text.replace(",\n       pg_notify(%(done_channel)s, '')", "")
     stmt = sql.SQL(text).format(q=queue_table(runtime.queue)).as_string().encode()  # type: ignore[arg-type]
-    params = _ack_params(runtime, done, audit)
+    params = ack_params(runtime, done, audit)
     params.pop("done_channel", None)
     row = conn.execute(stmt, params).fetchone()
     assert row is not None and row[0] == len(done), (row, len(done))

@@ -20,18 +20,16 @@ def _load() -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [line for line in body.splitlines() if not line.startswith("--")]
         queries[name] = "\n".join(lines).strip()
+    # Commands whose command_id cbus drew (uuid4) cannot collide with a logged one, so
+    # their log row needs no speculative insertion: `ON CONFLICT DO NOTHING` cost 3-5%
+    # of a send (ADR 0006). A command_id the caller chose keeps the conflict check.
+    for name in ("send", "send_many_log"):
+        queries[name + "_new_ids"] = queries[name].replace("ON CONFLICT DO NOTHING\n", "")
+        assert queries[name + "_new_ids"] != queries[name], name
     return queries
 
 
 _QUERIES = _load()
-
-# Commands whose command_id cbus drew (uuid4) cannot collide with a logged one, so
-# their log row needs no speculative insertion: `ON CONFLICT DO NOTHING` cost 3-5%
-# of a send (ADR 0006). A command_id the caller chose keeps the conflict check.
-for _name in ("send", "send_many_log"):
-    _text = _QUERIES[_name]
-    _QUERIES[_name + "_new_ids"] = _text.replace("ON CONFLICT DO NOTHING\n", "")
-    assert _QUERIES[_name + "_new_ids"] != _text, _name
 
 
 def raw(name: str) -> str:

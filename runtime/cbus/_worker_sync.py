@@ -46,7 +46,7 @@ from ._worker_base import (
 from .context import Context
 from .errors import InstallError
 from .install import schema_problem
-from .outcomes import Ended, commands_ended, done_channel
+from .outcomes import Ended, commands_ended
 from .pgmq import RawJson, register_adapters
 
 __all__ = ["SyncWorker"]
@@ -742,7 +742,7 @@ class SyncWorker:
                 "error_message": failure.message,
                 "result": None,
                 "msg_id": delivery.msg_id,
-                "done_channel": done_channel(runtime.spec.name),
+                "done_channel": runtime.done_channel,
             },
         )
         if status == "FAILED":
@@ -787,7 +787,7 @@ class SyncWorker:
                     "error_code": p.code,
                     "error_message": p.reason,
                     "msg_id": p.msg_id,
-                    "done_channel": done_channel(runtime.spec.name),
+                    "done_channel": runtime.done_channel,
                 },
             )
 

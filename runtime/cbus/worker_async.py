@@ -44,7 +44,7 @@ from ._worker_base import (
 from .context import AsyncContext
 from .errors import InstallError
 from .install import schema_problem
-from .outcomes_async import Ended, commands_ended_async, done_channel
+from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
 
 __all__ = ["AsyncWorker"]
@@ -746,7 +746,7 @@ class AsyncWorker:
                 "error_message": failure.message,
                 "result": None,
                 "msg_id": delivery.msg_id,
-                "done_channel": done_channel(runtime.spec.name),
+                "done_channel": runtime.done_channel,
             },
         )
         if status == "FAILED":
@@ -795,7 +795,7 @@ class AsyncWorker:
                     "error_code": p.code,
                     "error_message": p.reason,
                     "msg_id": p.msg_id,
-                    "done_channel": done_channel(runtime.spec.name),
+                    "done_channel": runtime.done_channel,
                 },
             )
 
