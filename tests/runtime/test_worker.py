@@ -496,3 +496,34 @@ def test_handler_asks_for_more_time(
     conn.commit()
     drain(dsn, [Async()])
     assert 80 < seen["async"] <= 91
+
+
+def test_acknowledged_batches_update_the_log_in_place(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """Every log update of a drained batch stays on its page (HOT): no index grows.
+
+    An acknowledgement updates every row of a page in one transaction, so the page
+    must hold each row twice; a fillfactor too high for that, or an index on a
+    column the worker updates, sends updates to other pages (ADR 0004).
+    """
+    for start in range(0, 300, 100):
+        cbus.send_many(conn, [testbus.Echo(n=i, text="x") for i in range(start, start + 100)])
+    conn.commit()
+    drain(dsn, [make_handlers(testbus)], concurrency=1, batch_size=100)
+
+    def counts() -> tuple[int, int]:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+            " WHERE schemaname = 'cbus' AND relname = 'command'"
+        ).fetchone()
+        conn.commit()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    # The worker's backends report their counters as they exit.
+    wait_for(lambda: counts()[0] >= 300)
+    assert statuses(conn, "testbus") == {"COMPLETED": 300}
+    updated, hot = counts()
+    assert hot == updated, (updated, hot)
