@@ -31,7 +31,7 @@ import sends
 from cbus import codec
 from cbus._queries import query, raw
 from cbus._send_base import send_many_params, send_params
-from cbus._worker_base import Delivery, DomainRuntime, ack_params, triage
+from cbus._worker_base import Delivery, DomainRuntime, ack_params, read_query, triage
 from cbus.pgmq import queue_table, register_adapters
 from env import Result
 from psycopg import sql
@@ -73,15 +73,6 @@ def savepoint_insert_release(conn: psycopg.Connection[Any], d: Delivery) -> None
     conn.execute("SAVEPOINT h")
     conn.execute(INSERT, (d.headers.command_id, d.command.seq))
     conn.execute("RELEASE SAVEPOINT h")
-
-
-def _read_params(runtime: DomainRuntime, audit: bool) -> dict[str, Any]:
-    """The parameters the worker passes to `read`, whichever this runtime's version needs."""
-    import inspect
-
-    if "audit_full" in inspect.signature(runtime.read_params).parameters:
-        return runtime.read_params(100, audit)  # type: ignore[call-arg]
-    return runtime.read_params(100)  # type: ignore[call-arg]
 
 
 def ack_unnest(
@@ -143,7 +134,7 @@ def drain(
     """Drain n logged commands with one loop variant; returns messages per second."""
     with psycopg.connect(dsn, autocommit=True, prepare_threshold=prepare_threshold) as conn:
         done = 0
-        read = query("read")
+        read = read_query(runtime.queue, 100, True)
 
         plain = (
             "SELECT msg_id, read_ct, message, headers, true, true, 5"
@@ -156,7 +147,7 @@ def drain(
             if read_plain:
                 cur.execute(plain)
             else:
-                cur.execute(read, _read_params(runtime, audit))
+                cur.execute(read, runtime.read_params(audit))
             ready, poison = triage(runtime, cur.fetchall())
             assert not poison, poison
             return ready

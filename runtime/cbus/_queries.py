@@ -26,6 +26,11 @@ def _load() -> dict[str, str]:
     for name in ("send", "send_many_log"):
         queries[name + "_new_ids"] = queries[name].replace("ON CONFLICT DO NOTHING\n", "")
         assert queries[name + "_new_ids"] != queries[name], name
+    # Queue tables made by PGMQ before 1.10 have no last_read_at.
+    queries["read_before_pgmq_1_10"] = queries["read"].replace(
+        "SET last_read_at = clock_timestamp(),\n        ", "SET "
+    )
+    assert queries["read_before_pgmq_1_10"] != queries["read"]
     return queries
 
 
@@ -37,14 +42,22 @@ def raw(name: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def query(name: str, queue: str = "") -> bytes:
+def query(name: str, queue: str = "", limit: int = 0) -> bytes:
     """The named query, with `{q}` and `{a}` bound to the queue's PGMQ tables.
 
     Rendered to bytes once: psycopg renders a `sql.Composed` again on every execute
     (5.5 us for the send statement, a tenth of what the sender's Python costs).
     Queue names are checked by `queue_table`, so their quoting needs no connection.
+    `{limit}` becomes a literal: a plan prepared with `LIMIT $1` guesses the row
+    count, and guessed wrong for the lease (ADR 0006).
     """
     text = _QUERIES[name]
-    if "{q}" in text or "{a}" in text:
-        text = sql.SQL(text).format(q=queue_table(queue), a=archive_table(queue)).as_string(None)
+    if "{q}" in text or "{a}" in text or "{limit}" in text:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ValueError(f"limit must be a non-negative int, got {limit!r}")
+        text = (
+            sql.SQL(text)
+            .format(q=queue_table(queue), a=archive_table(queue), limit=sql.Literal(limit))
+            .as_string(None)
+        )
     return text.encode()

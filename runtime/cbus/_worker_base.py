@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from . import codec
+from ._queries import query
 from .errors import BusinessError, PermanentError
 from .outcomes import done_channel
 from .pgmq import RawJson
@@ -68,16 +69,19 @@ class DomainRuntime:
             done_channel=done_channel(spec.name),
         )
 
-    def read_params(self, qty: int, audit_full: bool) -> dict[str, Any]:
+    def read_params(self, audit_full: bool) -> dict[str, Any]:
         return {
             "audit_full": audit_full,
-            "queue": self.queue,
             "domain": self.spec.name,
             "vt": self.visibility_timeout,
-            "qty": qty,
             "max_attempts": self.max_attempts_json,
             "default_max_attempts": self.default_max_attempts,
         }
+
+
+def read_query(queue: str, batch_size: int, last_read_at: bool) -> bytes:
+    """The lease statement for a queue whose table has (or lacks) PGMQ 1.10's last_read_at."""
+    return query("read" if last_read_at else "read_before_pgmq_1_10", queue, batch_size)
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ from ._worker_base import (
     ack_params,
     classify,
     encode_result,
+    read_query,
     triage,
 )
 from .context import Context
@@ -351,6 +352,7 @@ class SyncWorker:
             + self._domains[: index % len(self._domains)]
         )
         wake = self._wakes[index]
+        reads = self._read_queries(conn)
         while not self._stopping.is_set():
             # Counted as waiting from before the poll: a notification that comes while
             # this consumer polls sets its event, so the next wait returns at once.
@@ -361,13 +363,24 @@ class SyncWorker:
             for runtime in domains:
                 if self._stopping.is_set():
                     break
-                found = self._poll(conn, runtime, index)
+                found = self._poll(conn, runtime, index, reads[runtime.queue])
                 worked += found
             if worked:
                 continue
             if until_idle and self._idle(conn):
                 return
             wake.wait_for(self.poll_interval)
+
+    def _read_queries(self, conn: _HandlerConnection) -> dict[str, bytes]:
+        """Each queue's lease statement, for its table as PGMQ made it.
+
+        Asked on every connection a consumer opens, so a PGMQ upgraded while the
+        worker runs is picked up when the consumer next reconnects.
+        """
+        queues = [runtime.queue for runtime in self._domains]
+        cur = conn.execute(query("pgmq_last_read_at"), {"queues": queues})
+        current = {row[0] for row in cur.fetchall()}
+        return {q: read_query(q, self.batch_size, q in current) for q in queues}
 
     def _idle(self, conn: _HandlerConnection) -> bool:
         """No message due now or within a minute, none waiting for a retry, none in flight."""
@@ -380,10 +393,12 @@ class SyncWorker:
                 return False
         return not self._busy
 
-    def _poll(self, conn: _HandlerConnection, runtime: DomainRuntime, index: int) -> int:
+    def _poll(
+        self, conn: _HandlerConnection, runtime: DomainRuntime, index: int, read: bytes
+    ) -> int:
         cur = conn.cursor()
         register_adapters(cur)
-        cur.execute(query("read"), runtime.read_params(self.batch_size, self.audit_full))
+        cur.execute(read, runtime.read_params(self.audit_full))
         rows = cur.fetchall()
         if not rows:
             return 0

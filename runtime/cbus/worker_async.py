@@ -39,6 +39,7 @@ from ._worker_base import (
     ack_params,
     classify,
     encode_result,
+    read_query,
     triage,
 )
 from .context import AsyncContext
@@ -351,6 +352,7 @@ class AsyncWorker:
             + self._domains[: index % len(self._domains)]
         )
         wake = self._wakes[index]
+        reads = await self._read_queries(conn)
         while not self._stopping.is_set():
             # Counted as waiting from before the poll: a notification that comes while
             # this consumer polls sets its event, so the next wait returns at once.
@@ -361,13 +363,24 @@ class AsyncWorker:
             for runtime in domains:
                 if self._stopping.is_set():
                     break
-                found = await self._poll(conn, runtime, index)
+                found = await self._poll(conn, runtime, index, reads[runtime.queue])
                 worked += found
             if worked:
                 continue
             if until_idle and await self._idle(conn):
                 return
             await wake.wait_for(self.poll_interval)
+
+    async def _read_queries(self, conn: _HandlerConnection) -> dict[str, bytes]:
+        """Each queue's lease statement, for its table as PGMQ made it.
+
+        Asked on every connection a consumer opens, so a PGMQ upgraded while the
+        worker runs is picked up when the consumer next reconnects.
+        """
+        queues = [runtime.queue for runtime in self._domains]
+        cur = await conn.execute(query("pgmq_last_read_at"), {"queues": queues})
+        current = {row[0] for row in await cur.fetchall()}
+        return {q: read_query(q, self.batch_size, q in current) for q in queues}
 
     async def _idle(self, conn: _HandlerConnection) -> bool:
         """No message due now or within a minute, none waiting for a retry, none in flight."""
@@ -380,10 +393,12 @@ class AsyncWorker:
                 return False
         return not self._busy
 
-    async def _poll(self, conn: _HandlerConnection, runtime: DomainRuntime, index: int) -> int:
+    async def _poll(
+        self, conn: _HandlerConnection, runtime: DomainRuntime, index: int, read: bytes
+    ) -> int:
         cur = conn.cursor()
         register_adapters(cur)
-        await cur.execute(query("read"), runtime.read_params(self.batch_size, self.audit_full))
+        await cur.execute(read, runtime.read_params(self.audit_full))
         rows = await cur.fetchall()
         if not rows:
             return 0

@@ -527,3 +527,34 @@ def test_acknowledged_batches_update_the_log_in_place(
     assert statuses(conn, "testbus") == {"COMPLETED": 300}
     updated, hot = counts()
     assert hot == updated, (updated, hot)
+
+
+def test_the_lease_records_last_read_at_as_pgmq_read_does(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    from cbus._worker_base import DomainRuntime, read_query
+
+    sent = testbus.send_echo(conn, n=1)
+    conn.commit()
+    runtime = DomainRuntime.of(make_handlers(testbus))
+    rows = conn.execute(read_query(QUEUE, 10, True), runtime.read_params(False)).fetchall()
+    assert [(r[0], r[1], r[4]) for r in rows] == [(sent.msg_id, 1, True)]
+    row = conn.execute(
+        f"SELECT read_ct, last_read_at IS NOT NULL, vt > clock_timestamp() FROM pgmq.q_{QUEUE}"
+    ).fetchone()
+    conn.commit()
+    assert row == (1, True, True)
+
+
+def test_a_queue_made_before_pgmq_1_10_is_served(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """PGMQ added last_read_at to queue tables in 1.10; the lease leaves it out where absent."""
+    conn.execute(f"ALTER TABLE pgmq.q_{QUEUE} DROP COLUMN last_read_at")
+    sent = [testbus.send_echo(conn, n=i) for i in range(5)]
+    conn.commit()
+    drain(dsn, [make_handlers(testbus)])
+    assert statuses(conn, "testbus") == {"COMPLETED": 5}
+    assert queue_depth(conn, QUEUE) == 0
+    found = cbus.get_command(conn, "testbus", sent[0].command_id)
+    assert found is not None and found.result == {"n": 0, "text": ""}

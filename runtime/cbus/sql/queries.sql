@@ -45,18 +45,32 @@ SELECT msg_id FROM queued, (SELECT pg_notify(%(channel)s, '')) AS woken
 ORDER BY msg_id
 
 -- name: read
--- Lease up to qty messages, in one statement. The log rows of commands cbus sent are
--- only read here (no write: the acknowledgement records the outcome); a command
--- another PGMQ client sent is recorded on first receipt. A message whose command
--- already ended (a duplicate) comes back with runnable = false. Header values are
--- checked before any cast (cbus.as_uuid, cbus.as_int): only the command_id of a
--- message with a log row, every value the log needs of one without; the worker's
--- decoder checks all headers of every message anyway.
-WITH r AS (
-    -- LIMIT tells the planner how many rows come back (a function says 1,000), so
-    -- the log rows are found by primary key, not by scanning the log.
-    SELECT msg_id, read_ct, message, headers FROM pgmq.read(%(queue)s, %(vt)s, %(qty)s)
-    LIMIT %(qty)s
+-- Lease up to {limit} messages, in one statement. The lease is pgmq.read's own
+-- UPDATE, written here as `send` writes pgmq.send's INSERT: pgmq.read is PL/pgSQL
+-- that formats, parses and plans it on every call; prepared here with the batch size
+-- as a literal, the planner also knows how many rows come back and finds their log
+-- rows by primary key (ADR 0006). The log rows of commands cbus sent are only read
+-- (the acknowledgement records the outcome); a command another PGMQ client sent is
+-- recorded on first receipt. A message whose command already ended (a duplicate)
+-- comes back with runnable = false. Header values are checked before any cast
+-- (cbus.as_uuid, cbus.as_int): only the command_id of a message with a log row,
+-- every value the log needs of one without; the worker's decoder checks all headers
+-- of every message anyway.
+WITH leasable AS (
+    SELECT msg_id FROM {q}
+    WHERE vt <= clock_timestamp()
+    ORDER BY msg_id
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+r AS (
+    UPDATE {q} AS q
+    SET last_read_at = clock_timestamp(),
+        vt = clock_timestamp() + make_interval(secs => %(vt)s),
+        read_ct = q.read_ct + 1
+    FROM leasable
+    WHERE q.msg_id = leasable.msg_id
+    RETURNING q.msg_id, q.read_ct, q.message, q.headers
 ),
 m AS (
     SELECT r.*, CASE WHEN jsonb_typeof(headers -> 'command_id') = 'string'
@@ -153,6 +167,15 @@ audited AS (
 )
 SELECT (SELECT count(*) FROM acked) AS acked, (SELECT count(*) FROM logged) AS logged,
        pg_notify(%(done_channel)s, '')
+
+-- name: pgmq_last_read_at
+-- The queues among those given whose table has PGMQ's last_read_at (PGMQ 1.10+).
+SELECT q FROM unnest(%(queues)s::text[]) AS q
+WHERE EXISTS (
+    SELECT 1 FROM pg_attribute
+    WHERE attrelid = to_regclass(quote_ident('pgmq') || '.' || quote_ident('q_' || q))
+      AND attname = 'last_read_at' AND NOT attisdropped
+)
 
 -- name: still_leased
 -- Whether a delivery still holds its message, and its command's status: a replay
