@@ -41,6 +41,7 @@ NAMES = {
     "AQueue": "Queue",
     "aspawn": "spawn",
     "asimple": "simple",
+    "acancelled_by_worker": "cancelled_by_worker",
     "agather": "gather",
     "asleep": "sleep",
     "await_notifies": "wait_notifies",

@@ -18,12 +18,14 @@ from psycopg import pq
 __all__ = [
     "AEvent",
     "ALock",
+    "acancelled_by_worker",
     "Event",
     "Lock",
     "agather",
     "asimple",
     "asleep",
     "aspawn",
+    "cancelled_by_worker",
     "gather",
     "monotonic",
     "simple",
@@ -75,6 +77,23 @@ def gather(*threads: threading.Thread, timeout: float | None = None) -> None:
 async def agather(*tasks: Awaitable[Any], timeout: float | None = None) -> None:
     if tasks:
         await asyncio.wait([asyncio.ensure_future(t) for t in tasks], timeout=timeout)
+
+
+def cancelled_by_worker(exc: BaseException) -> bool:
+    """Threads are never cancelled: whatever a sync handler raises is its own failure."""
+    return False
+
+
+def acancelled_by_worker(exc: BaseException) -> bool:
+    """Whether a CancelledError is this task being cancelled, not one the handler raised.
+
+    A handler's own CancelledError (an inner timeout, say) fails its command like any
+    exception; the worker's task being cancelled must go on up.
+    """
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def sleep(seconds: float) -> None:

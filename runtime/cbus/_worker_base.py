@@ -303,6 +303,35 @@ def ack_params(
 
 
 def encode_result(delivery: Delivery, value: Any) -> RawJson | None:
-    if value is None:
+    """The handler's result as stored and replied, checked against the schema.
+
+    A result of the wrong type, or breaking its constraints, fails the command like
+    an exception from the handler would: stored, it would only fail later, in
+    whoever reads it. What a handler returns for a command that declares no result
+    is not kept.
+    """
+    spec = delivery.spec
+    if spec.result_type is None:
+        if value is not None:
+            _warn_unexpected_result(spec, value)
         return None
-    return RawJson(codec.encode(value))
+    if not isinstance(value, spec.result_type):
+        raise TypeError(
+            f"The handler of `{spec.kind}` returned {type(value).__qualname__}, "
+            f"expected {spec.result_type.__qualname__}"
+        )
+    return RawJson(codec.validate(value))
+
+
+_warned_results: set[str] = set()
+
+
+def _warn_unexpected_result(spec: CommandSpec, value: Any) -> None:
+    if spec.kind not in _warned_results:
+        _warned_results.add(spec.kind)
+        log.warning(
+            "the handler of %s returned %s, but the command declares no result: not kept",
+            spec.kind,
+            type(value).__qualname__,
+            extra={"action": "result_ignored", "kind": spec.kind},
+        )

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from ._acompat import AEvent, ALock, agather, asimple, aspawn
+from ._acompat import AEvent, ALock, acancelled_by_worker, agather, asimple, aspawn
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -43,7 +43,7 @@ from ._worker_base import (
     triage,
 )
 from .context import AsyncContext
-from .errors import InstallError
+from .errors import BusinessError, InstallError, PermanentError, TransientError
 from .install import schema_problem
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
@@ -516,7 +516,11 @@ class AsyncWorker:
                             delivery.command, self._context(conn, delivery)
                         )
                         delivery.result = encode_result(delivery, value)
-                    except Exception as exc:
+                    except BaseException as exc:
+                        # A handler's BaseException (SystemExit, its own CancelledError)
+                        # fails its command alone; the batch goes on.
+                        if acancelled_by_worker(exc):
+                            raise
                         conn.in_handler = False
                         await self._undo_handler(conn)
                         failures.append((delivery, exc))
@@ -605,7 +609,9 @@ class AsyncWorker:
             return
         except psycopg.OperationalError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            if acancelled_by_worker(exc):
+                raise
             failure = exc
         if failure is None:
             self._count(1, 0)
@@ -701,8 +707,18 @@ class AsyncWorker:
             "command_id": str(command_id),
             "attempt": delivery.read_ct,
         }
-        log.info(
-            "%s %s: %s", delivery.spec.kind, failure.outcome.value, failure.message, extra=extra
+        # Business, permanent and transient errors are outcomes the handler chose; any
+        # other exception is a bug or an outage, and its traceback what an operator
+        # needs.
+        expected = isinstance(exc, BusinessError | PermanentError | TransientError)
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "%s %s: %s",
+            delivery.spec.kind,
+            failure.outcome.value,
+            failure.message,
+            extra=extra,
+            exc_info=None if expected else exc,
         )
         detail = {"type": failure.error_type, "code": failure.code, "message": failure.message}
         await self._audit(conn, runtime, command_id, "failed", delivery.read_ct, detail)

@@ -558,3 +558,85 @@ def test_a_queue_made_before_pgmq_1_10_is_served(
     assert queue_depth(conn, QUEUE) == 0
     found = cbus.get_command(conn, "testbus", sent[0].command_id)
     assert found is not None and found.result == {"n": 0, "text": ""}
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()])
+def test_a_handler_raising_a_base_exception_fails_its_command_alone(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, raised: BaseException
+) -> None:
+    """Not only Exception: the worker keeps running and the rest of the batch completes."""
+
+    class Raising(type(make_handlers(testbus))):  # type: ignore[misc]
+        def write_row(self, cmd: Any, ctx: cbus.Context) -> None:
+            if cmd.value < 0:
+                ctx.conn.execute(
+                    "INSERT INTO effects (command_id, value) VALUES (%s, -1)", (ctx.command_id,)
+                )
+                raise raised
+            super().write_row(cmd, ctx)
+
+    before = [testbus.send_write_row(conn, value=i) for i in range(5)]
+    bad = testbus.send_write_row(conn, value=-1)
+    after = [testbus.send_write_row(conn, value=i) for i in range(5)]
+    conn.commit()
+    worker = drain(dsn, [Raising()], concurrency=1)
+    assert effects(conn) == {r.command_id: 1 for r in before + after}
+    record = cbus.get_command(conn, "testbus", bad.command_id)
+    assert record is not None and record.status == "IN_TROUBLESHOOTING_QUEUE"
+    assert record.attempts == 3 and record.last_error_type == type(raised).__name__
+    assert worker.completed == 10
+
+
+def test_an_async_handler_raising_cancelled_error_fails_its_command_alone(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    class AsyncHandlers(testbus.TestbusAsyncHandlers):  # type: ignore[misc, name-defined]
+        async def echo(self, cmd: Any, ctx: cbus.AsyncContext) -> Any:
+            if cmd.n < 0:
+                raise asyncio.CancelledError()
+            return testbus.EchoResult(n=cmd.n, text=cmd.text)
+
+    ok = [testbus.send_echo(conn, n=i) for i in range(5)]
+    bad = testbus.send_echo(conn, n=-1)
+    conn.commit()
+    worker = drain(dsn, [AsyncHandlers()], concurrency=1)
+    assert statuses(conn, "testbus") == {"COMPLETED": 5, "IN_TROUBLESHOOTING_QUEUE": 1}
+    record = cbus.get_command(conn, "testbus", bad.command_id)
+    assert record is not None and record.last_error_type == "CancelledError"
+    assert worker.completed == len(ok)
+
+
+def test_handler_results_are_checked_against_the_schema(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """A wrong result fails its command at once, not whoever reads it later."""
+
+    class Results(type(make_handlers(testbus))):  # type: ignore[misc]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            return [
+                testbus.EchoResult(n=0, text="ok"),
+                {"n": 1, "text": "a dict"},
+                None,
+                testbus.EchoResult(n="three", text="x"),
+            ][cmd.n]
+
+        def write_row(self, cmd: Any, ctx: cbus.Context) -> Any:
+            super().write_row(cmd, ctx)
+            return "not declared"
+
+    sent = [testbus.send_echo(conn, n=i) for i in range(4)]
+    row = testbus.send_write_row(conn, value=7)
+    conn.commit()
+    drain(dsn, [Results()], concurrency=1)
+    records = [cbus.get_command(conn, "testbus", s.command_id) for s in sent]
+    assert records[0] is not None and records[0].status == "COMPLETED"
+    assert records[0].result == {"n": 0, "text": "ok"}
+    for record in records[1:]:
+        assert record is not None and record.status == "IN_TROUBLESHOOTING_QUEUE", record
+        assert record.result is None
+    messages = [r.last_error_message or "" for r in records[1:] if r is not None]
+    assert "returned dict, expected EchoResult" in messages[0]
+    assert "returned NoneType, expected EchoResult" in messages[1]
+    assert "Invalid EchoResult" in messages[2]
+    written = cbus.get_command(conn, "testbus", row.command_id)
+    assert written is not None and written.status == "COMPLETED" and written.result is None
