@@ -159,6 +159,9 @@ def load_text(text: str, file: str) -> tuple[Node | None, list[tuple[Mark, str]]
         m = exc.problem_mark or exc.context_mark
         where = Mark(file, m.line + 1, m.column + 1) if m is not None else start
         problem = exc.problem or exc.context or "syntax error"
+        if exc.context and problem.startswith("but "):
+            # "expected a single document in the stream, but found another document"
+            problem = f"{exc.context}, {problem}"
         return None, [(where, f"Invalid YAML: {problem}")]
     except yaml.YAMLError as exc:
         return None, [(start, f"Invalid YAML: {exc}")]
@@ -184,5 +187,9 @@ def load_file(path: Path, display: str) -> tuple[Node | None, list[tuple[Mark, s
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [(start, f"Invalid UTF-8 at byte {exc.start}")]
+        before = data[: exc.start]
+        line_start = before.rfind(b"\n") + 1
+        col = len(before[line_start:].decode("utf-8", errors="replace")) + 1
+        where = Mark(display, before.count(b"\n") + 1, col)
+        return None, [(where, f"Invalid UTF-8: unexpected byte 0x{data[exc.start]:02x}")]
     return load_text(text, display)

@@ -15,10 +15,21 @@ from .conftest import cbgen
 HEAD = "cbus: 1\ndomain: orders\n"
 OK_CMD = "commands:\n  Ping: {}\n"
 
-CASES: dict[str, tuple[dict[str, str], list[str]]] = {
+CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
     "yaml_syntax": (
         {"a.yaml": HEAD + "commands: [Ping\n"},
         ["schemas/a.yaml:4:1: Invalid YAML: expected ',' or ']', but got '<stream end>'"],
+    ),
+    "two_documents": (
+        {"a.yaml": HEAD + OK_CMD + "---\ncbus: 1\n"},
+        [
+            "schemas/a.yaml:5:1: Invalid YAML: expected a single document in the stream, "
+            "but found another document"
+        ],
+    ),
+    "invalid_utf8": (
+        {"a.yaml": (HEAD + 'description: "h\u00e9 ').encode() + b'\xff"\n' + OK_CMD.encode()},
+        ["schemas/a.yaml:3:18: Invalid UTF-8: unexpected byte 0xff"],
     ),
     "empty_file": (
         {"a.yaml": "# nothing\n"},
@@ -252,7 +263,8 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
 def test_bad_schema(project: Path, case: str) -> None:
     files, expected = CASES[case]
     for name, text in files.items():
-        (project / "schemas" / name).write_text(text)
+        path = project / "schemas" / name
+        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     r = cbgen("generate")
     n = len(expected)
     summary = f"{n} error{'s' if n != 1 else ''}; nothing written"
