@@ -27,6 +27,8 @@ from .scaffold import scaffold
 __all__ = ["main"]
 
 CONFIG_KEYS = ("schemas", "out", "package", "models", "handlers")
+# Third-party modules the generated code imports: a package of that name would hide them.
+IMPORTED = ("cbus", "msgspec", "psycopg")
 
 
 @dataclass
@@ -93,6 +95,16 @@ def load_config(
     )
     if not cfg.package.isidentifier() or keyword.iskeyword(cfg.package):
         _fail(f"Invalid package name `{cfg.package}`: expected a Python identifier")
+    if cfg.package in sys.stdlib_module_names:
+        _fail(
+            f"Invalid package name `{cfg.package}`: "
+            f"it would shadow the standard library module `{cfg.package}`"
+        )
+    if cfg.package in IMPORTED:
+        _fail(
+            f"Invalid package name `{cfg.package}`: "
+            f"it would shadow `{cfg.package}`, which the generated code imports"
+        )
     if cfg.models not in MODEL_STYLES:
         _fail(f"Invalid models `{cfg.models}`: expected `dataclass` or `struct`")
     return cfg

@@ -130,6 +130,13 @@ def test_config_errors(project: Path) -> None:
     (project / "pyproject.toml").write_text('[tool.cbgen]\npackage = "my-app"\n')
     r = cbgen("generate")
     assert r.stderr == "cbgen: Invalid package name `my-app`: expected a Python identifier\n"
+    for name, why in [
+        ("typing", "the standard library module `typing`"),
+        ("msgspec", "`msgspec`, which the generated code imports"),
+    ]:
+        (project / "pyproject.toml").write_text(f'[tool.cbgen]\npackage = "{name}"\n')
+        r = cbgen("generate")
+        assert r.stderr == f"cbgen: Invalid package name `{name}`: it would shadow {why}\n"
     (project / "pyproject.toml").write_text("")
     assert (
         cbgen("generate").stderr
