@@ -172,8 +172,11 @@ def generate(
     cfg = load_config(schemas, out, package, models)
     pkg = _compile(cfg)
     target = cfg.out / cfg.package
-    files = format_python(render_package(pkg), target)
     shown = _shown(target)
+    for folder in (target, *target.parents):
+        if folder.exists() and not folder.is_dir():
+            _fail(f"Cannot write {shown}: {_shown(folder)} is a file, not a folder")
+    files = format_python(render_package(pkg), target)
     if check:
         delta = diff(target, files, shown)
         if delta:
@@ -182,7 +185,11 @@ def generate(
             sys.exit(1)
         click.echo(f"{shown} is up to date")
         return
-    if write_tree(target, files):
+    try:
+        written = write_tree(target, files)
+    except OSError as exc:
+        _fail(f"Cannot write {shown}: {exc.strerror or exc}")
+    if written:
         click.echo(f"Wrote {shown} ({len(files)} files, {len(pkg.modules)} domains)")
     else:
         click.echo(f"{shown} is up to date")

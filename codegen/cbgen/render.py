@@ -1,9 +1,9 @@
-"""Models to bytes on disk: jinja2 templates, ruff in memory, an atomic swap.
+"""Models to bytes on disk: jinja2 templates, ruff in memory, atomic file writes.
 
 Everything is rendered and formatted in memory first, so the bytes do not depend
-on what is on disk, `--check` is a plain comparison, and a failure leaves the
-previous package untouched: files are written into a temporary folder beside the
-target, which is then renamed into place.
+on what is on disk, `--check` is a plain comparison, and a schema or formatting
+failure leaves the previous package untouched. Each file is written beside its
+destination and renamed into place; files cbgen did not generate are never removed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import jinja2
 
 from . import SchemaError
 from .load import Node, load_file, load_text
-from .model import Module, Package, build, check_names
+from .model import HEADER_START, Module, Package, build, check_names, pystr
 from .validate import Problems, Schema, validate
 
 __all__ = [
@@ -38,12 +38,6 @@ __all__ = [
 ]
 
 
-def _pystr(value: str) -> str:
-    """A double-quoted Python string literal."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
 @cache
 def environment() -> jinja2.Environment:
     """The one jinja2 environment: strict, whitespace-exact, filters registered once."""
@@ -55,7 +49,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["pystr"] = _pystr
+    env.filters["pystr"] = pystr
     return env
 
 
@@ -141,8 +135,9 @@ def _format_one(source: str, filename: Path) -> str:
 
     Both use the ruff settings that apply to `filename`, so the result passes the
     project's own `ruff check` and `ruff format --check` (import order included).
-    Lines that stay too long (long descriptions or patterns) earn a file-level
-    `noqa` for E501, only when the project checks line length at all.
+    What the schema fixes and ruff cannot (lines made long by descriptions or
+    patterns, E501; a field named `l`, E741, whose name is its wire name) earns a
+    file-level `noqa`, only for the rules the project checks at all.
     """
     ruff = _ruff()
     if ruff is None:
@@ -162,13 +157,15 @@ def _format_one(source: str, filename: Path) -> str:
         capture_output=True,
     )
     text = (check.stdout if check.returncode == 0 and check.stdout else fmt.stdout).decode()
-    if " E501 " in check.stderr.decode(errors="replace"):
-        text = text.replace(_MARKER, _MARKER + _NOQA, 1)
+    report = check.stderr.decode(errors="replace")
+    codes = [code for code in _FILE_NOQA if f" {code} " in report]
+    if codes:
+        text = text.replace(_MARKER, f"{_MARKER}# ruff: noqa: {', '.join(codes)}\n", 1)
     return text
 
 
 _MARKER = "# @generated\n"
-_NOQA = "# ruff: noqa: E501\n"
+_FILE_NOQA = ("E501", "E741")
 _warned = False
 
 
@@ -191,19 +188,32 @@ def format_python(files: Mapping[str, str], folder: Path) -> dict[str, bytes]:
 # -- disk --------------------------------------------------------------------------
 
 
-def _current(target: Path) -> dict[str, bytes]:
+def _ours(path: Path) -> bool:
+    """A file cbgen wrote: its first line is the generated header."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return False
+    return first.startswith(HEADER_START.encode()) and b"DO NOT EDIT" in first
+
+
+def _current(target: Path, names: Iterable[str]) -> dict[str, bytes]:
+    """The files of `target` that are cbgen's: those named `names`, and `.py` files
+    with its header (a domain since removed); a user's other files are not."""
     if not target.is_dir():
         return {}
+    wanted = set(names)
     return {
         p.name: p.read_bytes()
         for p in sorted(target.iterdir())
-        if p.is_file() and (p.suffix == ".py" or p.name == "py.typed")
+        if p.is_file() and (p.name in wanted or (p.suffix == ".py" and _ours(p)))
     }
 
 
 def diff(target: Path, files: Mapping[str, bytes], shown: str) -> str:
     """A unified diff from what is in `target` to `files`; empty when they agree."""
-    current = _current(target)
+    current = _current(target, files)
     chunks: list[str] = []
     for name in sorted(set(current) | set(files)):
         old, new = current.get(name), files.get(name)
@@ -223,30 +233,31 @@ def diff(target: Path, files: Mapping[str, bytes], shown: str) -> str:
 
 
 def write_tree(target: Path, files: Mapping[str, bytes]) -> bool:
-    """Replace the folder `target` by `files` atomically; False when already equal."""
-    if _current(target) == dict(files) and target.is_dir():
-        extra = [p for p in target.iterdir() if p.name != "__pycache__" and p.name not in files]
-        if not extra:
-            return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".new", dir=target.parent))
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        tmp.chmod(0o777 & ~mask)
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        if target.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
-            )
-            old.rmdir()
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Make cbgen's files in the folder `target` equal `files`; False when they were.
+
+    Each changed file is written beside its destination and renamed over it, so no
+    file is ever half written; `.py` files cbgen generated that `files` no longer
+    holds are removed. Anything else in the folder (a user's notes, sub-folders,
+    `__pycache__`) is left alone.
+    """
+    current = _current(target, files)
+    if current == dict(files):
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name, data in files.items():
+        if current.get(name) == data:
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~mask)
+            os.replace(tmp, target / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    for name in sorted(current.keys() - files.keys()):
+        (target / name).unlink()
     return True

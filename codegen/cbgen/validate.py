@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import datetime
 import decimal
 import difflib
@@ -17,6 +18,7 @@ import keyword
 import math
 import re
 import uuid
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +74,8 @@ GENERATED_NAMES = (
     "list",
     "str",
 )
+
+INT64 = (-(2**63), 2**63 - 1)
 
 DOMAIN_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 NAME_RE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
@@ -548,10 +552,32 @@ def _check_file(root: Node, file: str, source: str, p: Problems) -> Schema | Non
     return schema
 
 
-def _check_type(c: _FileChecker, key: Scalar, value: Node, domain: str) -> TypeDef | None:
+def _class_name(c: _FileChecker, key: Scalar, what: str) -> bool:
+    """Check a type or command name; False when it is unusable even as a reference.
+
+    A keyword or a builtin is reported but still defined, so references to it
+    resolve and only the name is reported. Every builtin is refused, not only those
+    the generated code calls (`NotImplementedError`): `from shop.orders import *`
+    would shadow them.
+    """
     name = key.text
     if not NAME_RE.match(name):
-        c.err(key.mark, f"Invalid type name `{name}`: expected ^[A-Z][A-Za-z0-9]*$")
+        c.err(key.mark, f"Invalid {what} name `{name}`: expected ^[A-Z][A-Za-z0-9]*$")
+        return False
+    if keyword.iskeyword(name):
+        c.err(key.mark, f"{what.capitalize()} name `{name}` is a Python keyword")
+    elif hasattr(builtins, name):
+        c.err(
+            key.mark,
+            f"{what.capitalize()} name `{name}` is reserved: "
+            f"it would shadow the Python builtin `{name}`",
+        )
+    return True
+
+
+def _check_type(c: _FileChecker, key: Scalar, value: Node, domain: str) -> TypeDef | None:
+    name = key.text
+    if not _class_name(c, key, "type"):
         return None
     m = c.mapping(value, f"type `{name}`")
     if m is None:
@@ -597,8 +623,7 @@ def _check_type(c: _FileChecker, key: Scalar, value: Node, domain: str) -> TypeD
 
 def _check_command(c: _FileChecker, key: Scalar, value: Node) -> CommandDef | None:
     name = key.text
-    if not NAME_RE.match(name):
-        c.err(key.mark, f"Invalid command name `{name}`: expected ^[A-Z][A-Za-z0-9]*$")
+    if not _class_name(c, key, "command"):
         return None
     if isinstance(value, Scalar) and value.value is None:
         return CommandDef(name, key.mark)
@@ -725,8 +750,18 @@ def _check_constraints(f: FieldDef, p: Problems) -> None:
                     else f"Expected `int` for `{c}` of an `int` field, got `{v}`",
                 )
                 continue
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, int | float):
                 p.add(mark, f"Expected a finite number for `{c}`, got `{kind_of(node)}`")
+                continue
+            if not math.isfinite(v):
+                p.add(mark, f"Expected a finite number for `{c}`, got `{node.text}`")
+                continue
+            if kind == "int" and not INT64[0] <= v <= INT64[1]:
+                p.add(
+                    mark,
+                    f"Expected `int` from -2**63 to 2**63 - 1 for `{c}`, got `{v}` "
+                    "(msgspec bounds are 64-bit)",
+                )
                 continue
             checked[c] = v
         elif c in LENGTH:
@@ -750,7 +785,10 @@ def _check_constraints(f: FieldDef, p: Problems) -> None:
                 p.add(mark, f"Expected `str` for `pattern`, got `{kind_of(node)}`")
                 continue
             try:
-                re.compile(v)
+                with warnings.catch_warnings():
+                    # `[A--Z]` warns of a future meaning; the pattern is still valid.
+                    warnings.simplefilter("ignore", FutureWarning)
+                    re.compile(v)
             except re.error as exc:
                 p.add(mark, f"Invalid regular expression for `pattern`: {exc}")
                 continue
@@ -777,6 +815,15 @@ class _BadValue(Exception):
         self.message = message
 
 
+# msgspec encodes NaN and infinity as JSON `null`, which no `float` field decodes.
+_NO_NAN = " (JSON has no NaN or infinity)"
+
+
+class _Unchecked(Exception):
+    """The default reaches a type that is already reported (unknown, or an enum without
+    a valid value): nothing more can be said about it."""
+
+
 def _value(ref: TypeRef, node: Node, path: str) -> Any:
     """Check a default against its type; returns it normalised (see `model.literal`)."""
     where = f" at `{path}`" if path else ""
@@ -794,12 +841,14 @@ def _value(ref: TypeRef, node: Node, path: str) -> Any:
         if not isinstance(node, Map):
             raise bad
         assert ref.item is not None
-        return {k.text: _value(ref.item, n, f"{path}.{k.text}") for k, n in node.items}
+        return {k.text: _value(ref.item, n, _key_path(path, k.text)) for k, n in node.items}
     if ref.kind == "named":
         t = ref.target
-        assert t is not None
+        if t is None or t.enum == []:
+            raise _Unchecked
         if t.enum is not None:
-            if not isinstance(node, Scalar) or isinstance(node.value, int | float | bytes):
+            # As enum values are read: by their text, so `yes` is `yes`, not true.
+            if not isinstance(node, Scalar):
                 raise bad
             if node.text not in t.enum:
                 raise _BadValue(
@@ -819,8 +868,8 @@ def _value(ref: TypeRef, node: Node, path: str) -> Any:
                     k.mark,
                     f"Unknown field `{k.text}` of `{t.name}`{where}" + hint(k.text, fields),
                 )
-            v = _value(f.type, n, f"{path}.{k.text}" if path else k.text)
-            _check_value_constraints(f, v, n, f"{path}.{k.text}" if path else k.text)
+            v = _value(f.type, n, _key_path(path, k.text))
+            _check_value_constraints(f, v, n, _key_path(path, k.text))
             out[k.text] = v
         missing = [f.name for f in t.fields or () if f.required and f.name not in out]
         if missing:
@@ -828,8 +877,11 @@ def _value(ref: TypeRef, node: Node, path: str) -> Any:
                 node.mark, f"Object missing required field `{missing[0]}` of `{t.name}`{where}"
             )
         return out
-    assert isinstance(node, Scalar) or ref.name == "any"
     return _scalar_value(ref, node, bad, where)
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _scalar_value(ref: TypeRef, node: Node, bad: _BadValue, where: str) -> Any:
@@ -854,8 +906,10 @@ def _scalar_value(ref: TypeRef, node: Node, bad: _BadValue, where: str) -> Any:
             raise bad
         return v
     if name == "float":
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, int | float):
             raise bad
+        if not math.isfinite(v):
+            raise _BadValue(node.mark, f"Expected a finite `float`, got `{text}`{where}{_NO_NAN}")
         return float(v)
     if isinstance(v, bool):
         raise bad
@@ -947,6 +1001,9 @@ def _check_default(f: FieldDef, p: Problems) -> None:
         p.add(exc.mark, f"Invalid default for `{f.name}`: {exc.message}")
         f.has_default = False
         return
+    except _Unchecked:
+        f.has_default = False
+        return
     mutable = (
         f.type.kind in ("list", "dict")
         or (
@@ -1013,6 +1070,53 @@ def _value_cycles(schemas: list[Schema], p: Problems) -> None:
     for t in types.values():
         if id(t) not in state:
             visit(t)
+
+
+def _built(ref: TypeRef, value: Any) -> Iterable[tuple[TypeDef, Any]]:
+    """The structs a checked default builds: (type, the fields it gives) each."""
+    if value is None:
+        return
+    if ref.kind in ("list", "dict") and ref.item is not None:
+        for v in value if ref.kind == "list" else value.values():
+            yield from _built(ref.item, v)
+    elif ref.kind == "named" and ref.target is not None and ref.target.fields is not None:
+        yield ref.target, value
+        fields = {f.name: f for f in ref.target.fields}
+        for k, v in value.items():
+            yield from _built(fields[k].type, v)
+
+
+def _default_cycles(schemas: list[Schema], p: Problems) -> None:
+    """A default that builds a struct whose own defaults build it again never ends.
+
+    `Node.kids` defaulting to `[{name: leaf}]` builds a `Node`, whose `kids` default
+    builds another, and so on: every construction and every decode would recurse
+    until Python gives up.
+    """
+    state: dict[int, int] = {}
+
+    def visit(f: FieldDef) -> None:
+        state[id(f)] = 1
+        for t, given in _built(f.type, f.default if f.has_default else None):
+            for g in t.fields or ():
+                if g.name in given or not g.has_default:
+                    continue
+                if state.get(id(g)) == 1:
+                    assert g.default_node is not None
+                    p.add(
+                        g.default_node.mark,
+                        f"Invalid default for `{g.name}`: it builds a `{t.name}` whose "
+                        f"`{g.name}` default builds another, without end "
+                        f"(give `{g.name}` in the default, or make it empty)",
+                    )
+                    g.has_default = False
+                elif id(g) not in state:
+                    visit(g)
+        state[id(f)] = 2
+
+    for f in (f for s in schemas for f in s.all_fields()):
+        if f.has_default and id(f) not in state:
+            visit(f)
 
 
 def _import_cycles(schemas: list[Schema], p: Problems) -> None:
@@ -1083,15 +1187,7 @@ def validate(files: Sequence[tuple[str, str, Node | None]], problems: Problems) 
         if id(f) not in ok:
             f.has_default = False
             f.constraints = {}
-    for s in schemas:
-        imported = set(s.imports)
-        for f in s.all_fields():
-            if f.name in imported:
-                problems.add(
-                    f.mark,
-                    f"Field name `{f.name}` is reserved: it would shadow the imported domain "
-                    f"`{f.name}` in the generated code",
-                )
     _value_cycles(schemas, problems)
+    _default_cycles(schemas, problems)
     _import_cycles(schemas, problems)
     return schemas

@@ -7,10 +7,11 @@ A domain module is imported on first use, as `shop.orders` or
 and a process pays only for the domains it uses.
 """
 
-import importlib
-import typing
+# Private names: a domain may be called `typing` or `importlib`.
+import importlib as _importlib
+import typing as _typing
 
-if typing.TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from . import orders, payments
 
 __all__ = [
@@ -24,12 +25,12 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-if not typing.TYPE_CHECKING:
+if not _typing.TYPE_CHECKING:
     # Type checkers see the imports above instead: a visible module `__getattr__`
     # would let every misspelt `shop.name` type-check.
 
     def __getattr__(name: str) -> object:
         """Import the domain module `name` on first access (PEP 562)."""
         if name in __all__:
-            return importlib.import_module(f"{__name__}.{name}")
+            return _importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

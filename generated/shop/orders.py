@@ -199,7 +199,7 @@ class OrdersAsyncHandlers(cbus.registry.AsyncHandlers):
         raise NotImplementedError("OrdersAsyncHandlers.cancel_order is not implemented")
 
 
-def _create_order(
+def _build_create_order(
     *,
     order_id: uuid.UUID,
     customer_id: typing.Annotated[str, msgspec.Meta(min_length=1)],
@@ -243,7 +243,7 @@ def send_create_order(
     """
     return cbus.send(
         target,
-        _create_order(
+        _build_create_order(
             order_id=order_id,
             customer_id=customer_id,
             items=items,
@@ -282,7 +282,7 @@ async def send_create_order_async(
     """
     return await cbus.send_async(
         target,
-        _create_order(
+        _build_create_order(
             order_id=order_id,
             customer_id=customer_id,
             items=items,
@@ -334,7 +334,7 @@ async def wait_create_order_async(
     )
 
 
-def _cancel_order(*, order_id: uuid.UUID, reason: str = "customer request") -> CancelOrder:
+def _build_cancel_order(*, order_id: uuid.UUID, reason: str = "customer request") -> CancelOrder:
     return CancelOrder(order_id=order_id, reason=reason)
 
 
@@ -356,7 +356,7 @@ def send_cancel_order(
     """
     return cbus.send(
         target,
-        _cancel_order(order_id=order_id, reason=reason),
+        _build_cancel_order(order_id=order_id, reason=reason),
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,
@@ -382,7 +382,7 @@ async def send_cancel_order_async(
     """
     return await cbus.send_async(
         target,
-        _cancel_order(order_id=order_id, reason=reason),
+        _build_cancel_order(order_id=order_id, reason=reason),
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,

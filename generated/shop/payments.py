@@ -19,7 +19,7 @@ import cbus.registry
 import msgspec
 import psycopg
 
-from . import orders
+from . import orders as _d_orders
 
 cbus.registry.require_api(1, "0.1.0")
 
@@ -86,7 +86,7 @@ class AuthorizePayment:
 
     payment_id: uuid.UUID
     order_id: uuid.UUID
-    amount: orders.Money
+    amount: _d_orders.Money
     card: Card
     requested_at: datetime.datetime
     capture: bool = False
@@ -142,7 +142,7 @@ class CapturePayment:
     """Take the money an authorization reserved."""
 
     payment_id: uuid.UUID
-    amount: orders.Money | None = None
+    amount: _d_orders.Money | None = None
     """The amount to capture; null captures the whole authorization."""
 
 
@@ -150,7 +150,7 @@ class CapturePayment:
 class CapturePaymentResult:
     """What the `CapturePayment` handler returns."""
 
-    captured: orders.Money
+    captured: _d_orders.Money
     captured_at: datetime.datetime
 
 
@@ -186,7 +186,7 @@ class RefundPayment:
     """Give back all or part of a captured payment."""
 
     payment_id: uuid.UUID
-    amount: orders.Money
+    amount: _d_orders.Money
     reason: typing.Annotated[str, msgspec.Meta(max_length=500)] = "customer request"
     tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] = dataclasses.field(
         default_factory=list
@@ -334,11 +334,11 @@ class PaymentsAsyncHandlers(cbus.registry.AsyncHandlers):
         raise NotImplementedError("PaymentsAsyncHandlers.refund_payment is not implemented")
 
 
-def _authorize_payment(
+def _build_authorize_payment(
     *,
     payment_id: uuid.UUID,
     order_id: uuid.UUID,
-    amount: orders.Money,
+    amount: _d_orders.Money,
     card: Card,
     requested_at: datetime.datetime,
     capture: bool = False,
@@ -360,7 +360,7 @@ def send_authorize_payment(
     *,
     payment_id: uuid.UUID,
     order_id: uuid.UUID,
-    amount: orders.Money,
+    amount: _d_orders.Money,
     card: Card,
     requested_at: datetime.datetime,
     capture: bool = False,
@@ -378,7 +378,7 @@ def send_authorize_payment(
     """
     return cbus.send(
         target,
-        _authorize_payment(
+        _build_authorize_payment(
             payment_id=payment_id,
             order_id=order_id,
             amount=amount,
@@ -399,7 +399,7 @@ async def send_authorize_payment_async(
     *,
     payment_id: uuid.UUID,
     order_id: uuid.UUID,
-    amount: orders.Money,
+    amount: _d_orders.Money,
     card: Card,
     requested_at: datetime.datetime,
     capture: bool = False,
@@ -417,7 +417,7 @@ async def send_authorize_payment_async(
     """
     return await cbus.send_async(
         target,
-        _authorize_payment(
+        _build_authorize_payment(
             payment_id=payment_id,
             order_id=order_id,
             amount=amount,
@@ -469,8 +469,8 @@ async def wait_authorize_payment_async(
     )
 
 
-def _capture_payment(
-    *, payment_id: uuid.UUID, amount: orders.Money | None = None
+def _build_capture_payment(
+    *, payment_id: uuid.UUID, amount: _d_orders.Money | None = None
 ) -> CapturePayment:
     return CapturePayment(payment_id=payment_id, amount=amount)
 
@@ -479,7 +479,7 @@ def send_capture_payment(
     target: cbus.SyncTarget,
     *,
     payment_id: uuid.UUID,
-    amount: orders.Money | None = None,
+    amount: _d_orders.Money | None = None,
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
@@ -493,7 +493,7 @@ def send_capture_payment(
     """
     return cbus.send(
         target,
-        _capture_payment(payment_id=payment_id, amount=amount),
+        _build_capture_payment(payment_id=payment_id, amount=amount),
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,
@@ -505,7 +505,7 @@ async def send_capture_payment_async(
     target: cbus.AsyncTarget,
     *,
     payment_id: uuid.UUID,
-    amount: orders.Money | None = None,
+    amount: _d_orders.Money | None = None,
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
@@ -519,7 +519,7 @@ async def send_capture_payment_async(
     """
     return await cbus.send_async(
         target,
-        _capture_payment(payment_id=payment_id, amount=amount),
+        _build_capture_payment(payment_id=payment_id, amount=amount),
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,
@@ -563,10 +563,10 @@ async def wait_capture_payment_async(
     )
 
 
-def _refund_payment(
+def _build_refund_payment(
     *,
     payment_id: uuid.UUID,
-    amount: orders.Money,
+    amount: _d_orders.Money,
     reason: typing.Annotated[str, msgspec.Meta(max_length=500)] = "customer request",
     tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] | None = None,
     fee_rate: typing.Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0,
@@ -584,7 +584,7 @@ def send_refund_payment(
     target: cbus.SyncTarget,
     *,
     payment_id: uuid.UUID,
-    amount: orders.Money,
+    amount: _d_orders.Money,
     reason: typing.Annotated[str, msgspec.Meta(max_length=500)] = "customer request",
     tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] | None = None,
     fee_rate: typing.Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0,
@@ -601,7 +601,7 @@ def send_refund_payment(
     """
     return cbus.send(
         target,
-        _refund_payment(
+        _build_refund_payment(
             payment_id=payment_id, amount=amount, reason=reason, tags=tags, fee_rate=fee_rate
         ),
         command_id=command_id,
@@ -615,7 +615,7 @@ async def send_refund_payment_async(
     target: cbus.AsyncTarget,
     *,
     payment_id: uuid.UUID,
-    amount: orders.Money,
+    amount: _d_orders.Money,
     reason: typing.Annotated[str, msgspec.Meta(max_length=500)] = "customer request",
     tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] | None = None,
     fee_rate: typing.Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0,
@@ -632,7 +632,7 @@ async def send_refund_payment_async(
     """
     return await cbus.send_async(
         target,
-        _refund_payment(
+        _build_refund_payment(
             payment_id=payment_id, amount=amount, reason=reason, tags=tags, fee_rate=fee_rate
         ),
         command_id=command_id,

@@ -84,9 +84,10 @@ def _ruff_settings() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _generate(root: Path, name: str, models: str) -> Path:
+def generate_case(root: Path, name: str, models: str, case: str = "kitchen") -> Path:
+    """Generate `cases/CASE` as the package `root/name`, formatted as this repo's code."""
     (root / "pyproject.toml").write_text(_ruff_settings())
-    schemas = sorted(CASES.joinpath("kitchen").glob("*.yaml"))
+    schemas = sorted(CASES.joinpath(case).glob("*.yaml"))
     pkg = compile_schemas(schemas, CASES, name, models)
     target = root / name
     write_tree(target, format_python(render_package(pkg), target))
@@ -100,7 +101,7 @@ def generated(
     models: str = request.param
     root = tmp_path_factory.mktemp(f"gen_{models}")
     name = f"kitchen_{models}"
-    _generate(root, name, models)
+    generate_case(root, name, models)
     sys.path.insert(0, str(root))
     try:
         kitchen = importlib.import_module(f"{name}.kitchen")

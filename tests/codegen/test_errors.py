@@ -78,6 +78,27 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
         {"a.yaml": HEAD + "types:\n  money: {enum: [a]}\n" + OK_CMD},
         ["schemas/a.yaml:4:3: Invalid type name `money`: expected ^[A-Z][A-Za-z0-9]*$"],
     ),
+    "keyword_names": (
+        {"a.yaml": HEAD + "types:\n  None: {enum: [a]}\ncommands:\n  'True': {}\n  False: {}\n"},
+        [
+            "schemas/a.yaml:4:3: Type name `None` is a Python keyword",
+            "schemas/a.yaml:6:3: Command name `True` is a Python keyword",
+            "schemas/a.yaml:7:3: Command name `False` is a Python keyword",
+        ],
+    ),
+    "builtin_names": (
+        {
+            "a.yaml": HEAD
+            + "types:\n  NotImplementedError: {fields: {x: int}}\n"
+            + "commands:\n  ValueError:\n    fields: {e: NotImplementedError}\n"
+        },
+        [
+            "schemas/a.yaml:4:3: Type name `NotImplementedError` is reserved: "
+            "it would shadow the Python builtin `NotImplementedError`",
+            "schemas/a.yaml:6:3: Command name `ValueError` is reserved: "
+            "it would shadow the Python builtin `ValueError`",
+        ],
+    ),
     "bad_field_name": (
         {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {OrderId: uuid}\n"},
         ["schemas/a.yaml:5:14: Invalid field name `OrderId`: expected ^[a-z][a-z0-9_]*$"],
@@ -166,9 +187,100 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "`HttpPing` (at 4:3)"
         ],
     ),
+    "generated_functions_collide": (
+        {
+            "a.yaml": HEAD + "commands:\n  WaitFoo: {}\n  FooResult: {}\n",
+            "b.yaml": "cbus: 1\ndomain: payments\ncommands:\n  SendFoo: {}\n  FooResult: {}\n",
+        },
+        [
+            "schemas/a.yaml:5:3: Command `FooResult` becomes `wait_foo_result`, "
+            "as does command `WaitFoo` (at 4:3)",
+            "schemas/b.yaml:5:3: Command `FooResult` becomes `send_foo_result`, "
+            "as does command `SendFoo` (at 4:3)",
+        ],
+    ),
+    "names_hiding_modules_in_class_bodies": (
+        {"a.yaml": HEAD + "commands:\n  Cbus: {}\n  Ping: {errors: [TYPING]}\n"},
+        [
+            "schemas/a.yaml:4:3: Command `Cbus` becomes the method `cbus`, which would hide "
+            "the module `cbus` in the handler stubs",
+            "schemas/a.yaml:5:3: Error code `TYPING` of `Ping` is reserved: its method `typing` "
+            "would hide a Python keyword, an exception attribute or a module",
+        ],
+    ),
     "default_of_wrong_type": (
         {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {n: {type: int, default: many}}\n"},
         ["schemas/a.yaml:5:38: Invalid default for `n`: Expected `int`, got `str`"],
+    ),
+    "default_of_a_collection_for_a_scalar": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields:\n"
+            + "      i: {type: int, default: [1]}\n"
+            + "      s: {type: string, default: {a: 1}}\n"
+        },
+        [
+            "schemas/a.yaml:6:31: Invalid default for `i`: Expected `int`, got `list`",
+            "schemas/a.yaml:7:34: Invalid default for `s`: Expected `string`, got `mapping`",
+        ],
+    ),
+    "default_of_a_struct_with_an_unknown_field_type": (
+        {
+            "a.yaml": HEAD
+            + "types:\n  T: {fields: {v: Nope}}\n"
+            + "commands:\n  Ping:\n    fields: {t: {type: T, default: {v: 1}}}\n"
+        },
+        ["schemas/a.yaml:4:19: Unknown type `Nope`"],
+    ),
+    "default_of_an_enum_without_valid_values": (
+        {
+            "a.yaml": HEAD
+            + "types:\n  E: {enum: [bad-value]}\n"
+            + "commands:\n  Ping:\n    fields: {e: {type: E, default: x}}\n"
+        },
+        ["schemas/a.yaml:4:14: Invalid enum value `bad-value`: expected ^[A-Za-z][A-Za-z0-9_]*$"],
+    ),
+    "default_that_builds_itself": (
+        {
+            "a.yaml": HEAD
+            + "types:\n  Node:\n    fields:\n      name: string\n"
+            + '      kids: {type: "list[Node]", default: [{name: leaf}]}\n'
+            + OK_CMD
+        },
+        [
+            "schemas/a.yaml:7:43: Invalid default for `kids`: it builds a `Node` whose `kids` "
+            "default builds another, without end (give `kids` in the default, or make it empty)"
+        ],
+    ),
+    "non_finite_floats": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields:\n"
+            + "      f: {type: float, default: .nan}\n"
+            + "      g: {type: float, ge: -.inf}\n"
+        },
+        [
+            "schemas/a.yaml:6:33: Invalid default for `f`: Expected a finite `float`, "
+            "got `.nan` (JSON has no NaN or infinity)",
+            "schemas/a.yaml:7:28: Expected a finite number for `ge`, got `-.inf`",
+        ],
+    ),
+    "bound_outside_int64": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields: {i: {type: int, le: 99999999999999999999999}}\n"
+        },
+        [
+            "schemas/a.yaml:5:33: Expected `int` from -2**63 to 2**63 - 1 for `le`, "
+            "got `99999999999999999999999` (msgspec bounds are 64-bit)"
+        ],
+    ),
+    "default_in_a_dict": (
+        {
+            "a.yaml": HEAD
+            + 'commands:\n  Ping:\n    fields: {d: {type: "dict[string, int]", default: {k: x}}}\n'
+        },
+        ["schemas/a.yaml:5:58: Invalid default for `d`: Expected `int`, got `str` at `k`"],
     ),
     "default_outside_constraints": (
         {

@@ -110,6 +110,74 @@ def test_nothing_is_written_on_error(project: Path) -> None:
     assert sorted(p.name for p in (project / "generated").iterdir()) == ["app"]
 
 
+def test_generate_leaves_files_it_did_not_write(project: Path) -> None:
+    _write_schemas(project)
+    assert cbgen("generate").exit_code == 0
+    app = project / "generated" / "app"
+    (app / "mine").mkdir()
+    (app / "mine" / "notes.txt").write_text("mine")
+    (app / "helpers.py").write_text("X = 1\n")
+    (app / "README").write_text("mine")
+    # A domain generated earlier whose schema is gone: cbgen's, so it goes.
+    (app / "old.py").write_bytes((app / "payments.py").read_bytes())
+    (project / "schemas" / "payments.yaml").unlink()
+    (project / "schemas" / "orders.yaml").write_text(ORDERS.replace("Order lifecycle.", "Orders."))
+    check = cbgen("generate", "--check")
+    assert check.exit_code == 1
+    names = [line for line in check.stdout.splitlines() if line.startswith(("---", "+++"))]
+    assert names == [
+        "--- generated/app/__init__.py",
+        "+++ generated/app/__init__.py (generated)",
+        "--- generated/app/old.py",
+        "+++ /dev/null",
+        "--- generated/app/orders.py",
+        "+++ generated/app/orders.py (generated)",
+        "--- generated/app/payments.py",
+        "+++ /dev/null",
+    ]
+    assert cbgen("generate").stdout == "Wrote generated/app (3 files, 1 domains)\n"
+    assert sorted(tree(app)) == [
+        "README",
+        "__init__.py",
+        "helpers.py",
+        "mine/notes.txt",
+        "orders.py",
+        "py.typed",
+    ]
+    assert sorted(p.name for p in (project / "generated").iterdir()) == ["app"]
+    again = cbgen("generate", "--check")  # foreign files are not cbgen's concern
+    assert (again.exit_code, again.stdout) == (0, "generated/app is up to date\n")
+
+
+def test_output_folder_must_be_a_folder(project: Path) -> None:
+    _write_schemas(project)
+    (project / "afile").write_text("")
+    r = cbgen("generate", "--out", "afile")
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "cbgen: Cannot write afile/app: afile is a file, not a folder\n",
+    )
+    (project / "generated").mkdir()
+    (project / "generated" / "app").write_text("mine")
+    r = cbgen("generate")
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "cbgen: Cannot write generated/app: generated/app is a file, not a folder\n",
+    )
+    assert sorted(p.name for p in (project / "generated").iterdir()) == ["app"]
+    assert (project / "generated" / "app").read_text() == "mine"
+
+
+def test_schema_path_with_a_backslash(project: Path) -> None:
+    folder = project / "sch\\emas"
+    folder.mkdir()
+    (folder / "a.yaml").write_text("cbus: 1\ndomain: a\ncommands:\n  Ping: {}\n")
+    r = cbgen("generate", "sch\\emas")
+    assert (r.exit_code, r.stderr) == (0, "")
+    text = (project / "generated" / "app" / "a.py").read_text()
+    assert text.splitlines()[2] == '"""No description in sch\\\\emas/a.yaml."""'
+
+
 def test_struct_models(project: Path) -> None:
     _write_schemas(project)
     r = cbgen("generate", "--models", "struct", "--out", "out", "--package", "structs")
@@ -325,7 +393,7 @@ def test_defaults_of_every_kind(generated: object) -> None:
 
     assert isinstance(generated, Generated)
     k = generated.kitchen
-    builder = k._everything
+    builder = k._build_everything
     assert builder.__kwdefaults__["li_def"] is None  # mutable defaults: None stands for them
     fields = dict(
         s="abc",
