@@ -22,6 +22,7 @@ from .codec import BatchCompleted, Reply, ReplyError, decode_batch_completed, de
 from .context import AsyncContext, Context
 from .errors import (
     BusinessError,
+    CannotRetry,
     CommandCanceled,
     CommandInTroubleshooting,
     CommandNotCompleted,
@@ -89,6 +90,7 @@ __all__ = [
     "BusinessError",
     "CommandDetail",
     "CommandRecord",
+    "CannotRetry",
     "ConcurrentOperationError",
     "Context",
     "DuplicateCommandError",

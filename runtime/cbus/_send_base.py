@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .errors import DuplicateCommandError
+from .errors import DuplicateCommandError, InstallError
 from .pgmq import RawJson, check_queue_name
 from .registry import CommandSpec, spec_for
 
@@ -42,7 +43,14 @@ def _delay(delay: float | dt.datetime | None) -> tuple[dt.datetime | None, float
         return delay, 0.0
     if isinstance(delay, bool) or not isinstance(delay, int | float):
         raise TypeError(f"delay must be seconds or an aware datetime, got {type(delay).__name__}")
+    if not math.isfinite(delay):
+        raise ValueError(f"delay must be a finite number of seconds, got {delay}")
     return None, max(float(delay), 0.0)
+
+
+def _uuid(name: str, value: uuid.UUID | None) -> None:
+    if value is not None and not isinstance(value, uuid.UUID):
+        raise TypeError(f"{name} must be a uuid.UUID, got {type(value).__name__}")
 
 
 def _headers(
@@ -81,6 +89,8 @@ def send_params(
     """Validate a command and build the parameters of the `send` query."""
     spec = spec_for(command)
     message = RawJson(codec.validate(command))
+    _uuid("command_id", command_id)
+    _uuid("correlation_id", correlation_id)
     command_id = command_id or uuid.uuid4()
     correlation_id = correlation_id or command_id
     if reply_to is not None:
@@ -103,6 +113,17 @@ def send_params(
         "delay": seconds,
         "channel": channel(spec.domain),
     }
+
+
+def not_installed(specs: Sequence[CommandSpec], exc: Exception) -> InstallError:
+    """A send into a database without cbus, or without the domain's queue: say what to run."""
+    domains = ", ".join(sorted({s.domain for s in specs}))
+    packages = " and ".join(sorted({s.type.__module__.rpartition(".")[0] for s in specs}))
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+    return InstallError(
+        f"Cannot send to domain {domains}: {primary}; run `cbus db install --domains "
+        f"{packages}` (or each domain's generated `install(conn)`) first"
+    )
 
 
 def duplicate(spec: CommandSpec, params: dict[str, Any]) -> DuplicateCommandError:
@@ -133,7 +154,11 @@ def send_many_params(
     """Group commands by domain and build both queries' parameters per group."""
     if command_ids is not None and len(command_ids) != len(commands):
         raise ValueError("command_ids must have one id per command")
+    _uuid("correlation_id", correlation_id)
     ids = list(command_ids) if command_ids is not None else [uuid.uuid4() for _ in commands]
+    if command_ids is not None:
+        for command_id in ids:
+            _uuid("command_ids[]", command_id)
     if len(set(ids)) != len(ids):
         raise ValueError("command_ids must be distinct within one send_many")
     if reply_to is not None:

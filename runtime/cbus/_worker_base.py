@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import codec
 from ._queries import query
@@ -79,6 +82,46 @@ class DomainRuntime:
         }
 
 
+def stub_package(handlers: object) -> str:
+    """The generated package a handler object's stub comes from (`shop` for shop.orders)."""
+    for cls in type(handlers).__mro__:
+        if "__cbus_domain__" in cls.__dict__:
+            return cls.__module__.rpartition(".")[0] or cls.__module__
+    return "PACKAGE"
+
+
+_UNUSABLE_DATABASE = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+
+
+def unusable_database(exc: psycopg.OperationalError) -> str | None:
+    """The server's refusal, when it answered that this DSN can never work as it is.
+
+    A server that cannot be reached, is starting or is full is worth waiting for; a
+    database or role that does not exist, or credentials it refuses, are not.
+    """
+    text = str(exc)
+    if "FATAL:" in text and any(reason in text for reason in _UNUSABLE_DATABASE):
+        return text.strip().splitlines()[0]
+    return None
+
+
+def consumer_options(dsn: str, connect_kwargs: dict[str, Any], statement_timeout_ms: int) -> str:
+    """The connection's `options`: the user's own, then the consumers' statement timeout."""
+    own = connect_kwargs.get("options") or conninfo_to_dict(dsn).get("options") or ""
+    return f"{own} -c statement_timeout={statement_timeout_ms}".strip()
+
+
+def with_application_name(dsn: str, connect_kwargs: dict[str, Any]) -> str:
+    """Name the worker's sessions in pg_stat_activity, unless the user named them."""
+    if (
+        "application_name" in connect_kwargs
+        or "application_name" in conninfo_to_dict(dsn)
+        or os.environ.get("PGAPPNAME")
+    ):
+        return dsn
+    return make_conninfo(dsn, application_name="cbus worker")
+
+
 def read_query(queue: str, batch_size: int, last_read_at: bool) -> bytes:
     """The lease statement for a queue whose table has (or lacks) PGMQ 1.10's last_read_at."""
     return query("read" if last_read_at else "read_before_pgmq_1_10", queue, batch_size)
@@ -135,7 +178,7 @@ def _bad_headers(
         msg_id,
         read_ct,
         f"Invalid headers ({why}): a command needs kind, version, command_id and "
-        "correlation_id (contract section 7)",
+        "correlation_id (the wire format in cbus's README)",
         "BAD_HEADERS",
         command_id,
         kind=kind if isinstance(kind, str) else "unknown",

@@ -15,7 +15,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ._queries import query
-from ._send_base import SendResult, duplicate, send_many_params, send_params
+from ._send_base import SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import AsyncContext
 from .errors import DuplicateCommandError
 
@@ -63,7 +63,10 @@ async def send_async(
         causation_id=causation_id,
     )
     statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
-    cur = await target.execute(statement, params)
+    try:
+        cur = await target.execute(statement, params)
+    except psycopg.errors.UndefinedTable as exc:
+        raise not_installed([spec], exc) from exc
     row = await cur.fetchone()
     if row is None:
         raise duplicate(spec, params)
@@ -112,36 +115,37 @@ async def send_many_async(
         causation_id=causation_id,
     )
     msg_ids: list[int] = [0] * len(commands)
-    async with target.transaction():
-        # Every statement in one round trip (pipeline mode: +17% on 100 commands,
-        # ADR 0004). The queue statements run before the log's answer is read: a
-        # duplicate command_id raises below and the transaction (or savepoint) rolls
-        # back what they enqueued.
-        sent = []
-        async with target.pipeline():
-            if batch_id is not None:
-                await target.execute(
-                    "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (batch_id, len(commands), reply_to, correlation_id),
-                )
-            for group in groups:
-                logged = await target.execute(
-                    query("send_many_log" if command_ids is not None else "send_many_log_new_ids"),
-                    group.log,
-                )
-                queued = await target.execute(
-                    query("send_many_queue", group.queue_params["queue"]), group.queue_params
-                )
-                sent.append((group, logged, queued))
-        for group, logged, queued in sent:
-            new = {row[0] for row in await logged.fetchall()}
-            if len(new) != len(group.positions):
-                first = next(i for i in group.log["command_ids"] if i not in new)
-                raise DuplicateCommandError(group.domain, first)
-            rows = await queued.fetchall()
-            for position, row in zip(group.positions, rows, strict=True):
-                msg_ids[position] = row[0]
+    log_query = query("send_many_log" if command_ids is not None else "send_many_log_new_ids")
+    try:
+        async with target.transaction():
+            # Every statement in one round trip (pipeline mode: +17% on 100 commands,
+            # ADR 0004). The queue statements run before the log's answer is read: a
+            # duplicate command_id raises below and the transaction (or savepoint) rolls
+            # back what they enqueued.
+            sent = []
+            async with target.pipeline():
+                if batch_id is not None:
+                    await target.execute(
+                        "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
+                        " VALUES (%s, %s, %s, %s)",
+                        (batch_id, len(commands), reply_to, correlation_id),
+                    )
+                for group in groups:
+                    logged = await target.execute(log_query, group.log)
+                    queued = await target.execute(
+                        query("send_many_queue", group.queue_params["queue"]), group.queue_params
+                    )
+                    sent.append((group, logged, queued))
+            for group, logged, queued in sent:
+                new = {row[0] for row in await logged.fetchall()}
+                if len(new) != len(group.positions):
+                    first = next(i for i in group.log["command_ids"] if i not in new)
+                    raise DuplicateCommandError(group.domain, first)
+                rows = await queued.fetchall()
+                for position, row in zip(group.positions, rows, strict=True):
+                    msg_ids[position] = row[0]
+    except psycopg.errors.UndefinedTable as exc:
+        raise not_installed(specs, exc) from exc
     return [
         SendResult(ids[i], correlations[i], msg_ids[i], specs[i].kind) for i in range(len(commands))
     ]

@@ -168,13 +168,13 @@ class _Conflict(click.ClickException):
 @contextmanager
 def _operator_errors() -> Iterator[None]:
     """cbus's errors as one line on stderr and an exit status, never a traceback."""
-    from .errors import ConcurrentOperationError, NotFoundError
+    from .errors import CannotRetry, ConcurrentOperationError, NotFoundError
 
     try:
         yield
     except NotFoundError as exc:
         raise _NotFound(str(exc)) from exc
-    except ConcurrentOperationError as exc:
+    except (ConcurrentOperationError, CannotRetry) as exc:
         raise _Conflict(str(exc)) from exc
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"Cannot reach PostgreSQL: {str(exc).strip()}") from exc

@@ -72,6 +72,17 @@ class ConcurrentOperationError(Error):
     __module__ = "cbus"
 
 
+class CannotRetry(Error):
+    """A command the troubleshooting queue holds cannot be sent again as it is.
+
+    Its message carries no command_id of its own (the id was made up when it was set
+    aside): sent again, it would be set aside under another id. Cancel or complete
+    it, and send a corrected message.
+    """
+
+    __module__ = "cbus"
+
+
 class CommandNotCompleted(Error):
     """The command ended (or stopped) without a result: see `status` and `record`."""
 

@@ -43,7 +43,7 @@ from psycopg import sql
 from . import codec
 from ._send_base import channel
 from .audit import AuditEvent, Plan, audit_plan, run, run_async, to_uuid
-from .errors import ConcurrentOperationError, NotFoundError
+from .errors import CannotRetry, ConcurrentOperationError, NotFoundError
 from .outcomes import Ended, commands_ended
 from .outcomes_async import Ended as AsyncEnded
 from .outcomes_async import commands_ended_async, done_channel
@@ -408,6 +408,13 @@ def _act_plan(
                 f"longer in {archive_table(_queue_of(domain)).as_string()} (complete or "
                 "cancel it instead)"
             )
+        if not _carries(found[1]["headers"], command_id):
+            raise CannotRetry(
+                f"Cannot retry command {command_id} in domain `{domain}`: its message has no "
+                "command_id header of its own (the id was given when it was set aside), so "
+                "it would be set aside again under another id; cancel or complete it, and "
+                "send a corrected message"
+            )
         archived_msg_id = found[1]["msg_id"]
         sent = yield (
             sql.SQL(_RESEND).format(a=archive_table(_queue_of(domain))),
@@ -446,6 +453,15 @@ def _act_plan(
         "error_code": "CANCELED" if canceled else None,
         "error_message": (reason or "") if canceled else "",
     }
+
+
+def _carries(headers: Any, command_id: uuid.UUID) -> bool:
+    """Whether a message's headers name this command_id (the worker gave one if not)."""
+    carried = headers.get("command_id") if isinstance(headers, dict) else None
+    try:
+        return isinstance(carried, str) and uuid.UUID(carried) == command_id
+    except ValueError:
+        return False
 
 
 def _checked(operator: str) -> str:

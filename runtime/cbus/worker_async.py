@@ -38,9 +38,13 @@ from ._worker_base import (
     Poison,
     ack_params,
     classify,
+    consumer_options,
     encode_result,
     read_query,
+    stub_package,
     triage,
+    unusable_database,
+    with_application_name,
 )
 from .context import AsyncContext
 from .errors import BusinessError, InstallError, PermanentError, TransientError
@@ -145,19 +149,23 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
         async with super().transaction(*args, **kwargs) as tx:
             yield tx
 
+    # A handler that commits or rolls back would do it again on every attempt: a
+    # PermanentError sends its command to the troubleshooting queue at once.
     async def commit(self) -> None:
         if self.in_handler:
-            raise psycopg.ProgrammingError(
+            raise PermanentError(
+                "CONNECTION_MISUSE",
                 "A handler must not commit ctx.conn: the worker commits it with the "
-                "acknowledgement, so the writes apply if and only if the command completes"
+                "acknowledgement, so the writes apply if and only if the command completes",
             )
         await super().commit()
 
     async def rollback(self) -> None:
         if self.in_handler:
-            raise psycopg.ProgrammingError(
+            raise PermanentError(
+                "CONNECTION_MISUSE",
                 "A handler must not roll back ctx.conn: raise an exception instead, and "
-                "the worker rolls back that handler's writes alone"
+                "the worker rolls back that handler's writes alone",
             )
         await super().rollback()
 
@@ -195,8 +203,8 @@ class AsyncWorker:
             raise ValueError("A worker needs at least one handler object")
         if audit not in ("errors", "full"):
             raise ValueError("audit must be `errors` or `full`")
-        self._dsn = dsn
         self._connect_kwargs = connect_kwargs or {}
+        self._dsn = with_application_name(dsn, self._connect_kwargs)
         self.savepoints = savepoints
         self._domains = [DomainRuntime.of(h) for h in handlers]
         names = [d.spec.name for d in self._domains]
@@ -240,12 +248,12 @@ class AsyncWorker:
 
     async def _connect(self) -> _HandlerConnection:
         min_vt = min(d.visibility_timeout for d in self._domains)
-        conn = await _HandlerConnection.connect(
-            self._dsn,
-            autocommit=True,
-            cursor_factory=_HandlerCursor,
-            options=f"-c statement_timeout={max(1000, min_vt * 500)}",
+        kwargs = {
             **self._connect_kwargs,
+            "options": consumer_options(self._dsn, self._connect_kwargs, max(1000, min_vt * 500)),
+        }
+        conn = await _HandlerConnection.connect(
+            self._dsn, autocommit=True, cursor_factory=_HandlerCursor, **kwargs
         )
         conn.server_cursor_factory = _HandlerServerCursor
         return conn
@@ -280,7 +288,10 @@ class AsyncWorker:
             conn = await psycopg.AsyncConnection.connect(
                 self._dsn, autocommit=True, **self._connect_kwargs
             )
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            refused = unusable_database(exc)
+            if refused is not None:
+                raise InstallError(f"Cannot connect: {refused}") from exc
             return
         async with conn:
             cur = await conn.execute(query("schema_installed"))
@@ -290,9 +301,20 @@ class AsyncWorker:
                 cur = await conn.execute(query("schema_version"))
                 row = await cur.fetchone()
                 installed = int(row[0]) if row is not None and row[0] is not None else 0
-        problem = schema_problem(installed)
-        if problem is not None:
-            raise InstallError(problem)
+            problem = schema_problem(installed)
+            if problem is not None:
+                raise InstallError(problem)
+            queues = [runtime.queue for runtime in self._domains]
+            cur = await conn.execute(query("missing_queues"), {"queues": queues})
+            missing = {row[0] for row in await cur.fetchall()}
+        absent = [r for r in self._domains if r.queue in missing]
+        if absent:
+            names = ", ".join(r.spec.name for r in absent)
+            packages = " and ".join(sorted({stub_package(r.handlers) for r in absent}))
+            raise InstallError(
+                f"No PGMQ queue for domain {names}: run `cbus db install --domains "
+                f"{packages}` (or each domain's generated `install(conn)`) first"
+            )
 
     def _install_signals(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
@@ -597,7 +619,11 @@ class AsyncWorker:
         try:
             async with conn.transaction():
                 conn.savepoint_armed = False
-                value = await delivery.method(delivery.command, self._context(conn, delivery))
+                conn.in_handler = True
+                try:
+                    value = await delivery.method(delivery.command, self._context(conn, delivery))
+                finally:
+                    conn.in_handler = False
                 delivery.result = encode_result(delivery, value)
                 if not await self._ack(conn, runtime, [delivery], strict=False):
                     log.warning(

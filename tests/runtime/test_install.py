@@ -109,3 +109,35 @@ def test_worker_refuses_a_schema_older_than_it_needs(dsn: str, testbus: Any) -> 
     with psycopg.connect(dsn, autocommit=True) as conn:
         cbus.install(conn)
     cbus.Worker(dsn, [testbus.TestbusHandlers()], concurrency=1).run(until_idle=True)
+
+
+def test_worker_refuses_a_domain_whose_queue_is_missing(dsn: str, testbus: Any) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pgmq.drop_queue('testbus__commands')")
+    worker = cbus.Worker(dsn, [testbus.TestbusHandlers()], concurrency=1)
+    with pytest.raises(cbus.InstallError) as info:
+        worker.run(until_idle=True)
+    assert str(info.value) == (
+        "No PGMQ queue for domain testbus: run `cbus db install --domains tbpkg` "
+        "(or each domain's generated `install(conn)`) first"
+    )
+
+
+def test_worker_refuses_a_database_that_does_not_exist(server_dsn: str, testbus: Any) -> None:
+    missing = psycopg.conninfo.make_conninfo(server_dsn, dbname="cbus_no_such_database")
+    worker = cbus.Worker(missing, [testbus.TestbusHandlers()], concurrency=1)
+    with pytest.raises(cbus.InstallError, match='database "cbus_no_such_database" does not exist'):
+        worker.run(until_idle=True)
+
+
+def test_worker_sessions_are_named_unless_the_user_named_them(dsn: str, testbus: Any) -> None:
+    from cbus._worker_base import consumer_options, with_application_name
+
+    assert "application_name='cbus worker'" in with_application_name(dsn, {})
+    named = psycopg.conninfo.make_conninfo(dsn, application_name="billing")
+    assert with_application_name(named, {}) == named
+    assert with_application_name(dsn, {"application_name": "x"}) == dsn
+    # The user's own options stay, before the consumers' statement timeout.
+    own = psycopg.conninfo.make_conninfo(dsn, options="-c search_path=app,public")
+    assert consumer_options(own, {}, 5000) == "-c search_path=app,public -c statement_timeout=5000"
+    assert consumer_options(dsn, {}, 5000) == "-c statement_timeout=5000"

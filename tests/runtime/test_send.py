@@ -239,6 +239,26 @@ def test_delay_refuses_naive_datetime(conn: psycopg.Connection[Any], testbus: Mo
         testbus.send_echo(conn, n=1, delay=dt.datetime.now())
 
 
+@pytest.mark.parametrize("delay", [float("nan"), float("inf"), -float("inf")])
+def test_delay_refuses_a_non_finite_number(
+    conn: psycopg.Connection[Any], testbus: ModuleType, delay: float
+) -> None:
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        testbus.send_echo(conn, n=1, delay=delay)
+
+
+def test_ids_must_be_uuids(conn: psycopg.Connection[Any], testbus: ModuleType) -> None:
+    text = str(uuid.uuid4())
+    with pytest.raises(TypeError, match=r"command_id must be a uuid\.UUID, got str"):
+        testbus.send_echo(conn, n=1, command_id=text)
+    with pytest.raises(TypeError, match=r"correlation_id must be a uuid\.UUID, got str"):
+        testbus.send_echo(conn, n=1, correlation_id=text)
+    with pytest.raises(TypeError, match=r"command_ids\[\] must be a uuid\.UUID, got str"):
+        cbus.send_many(conn, [testbus.Echo(n=1)], command_ids=[text])
+    # Nothing was sent, and the caller's transaction is usable.
+    assert conn.execute("SELECT count(*) FROM cbus.command").fetchone() == (0,)
+
+
 def test_reply_to_must_be_a_queue_name(conn: psycopg.Connection[Any], testbus: ModuleType) -> None:
     with pytest.raises(ValueError, match="Invalid queue name"):
         testbus.send_echo(conn, n=1, reply_to="Robert'); DROP TABLE students;--")
@@ -281,3 +301,18 @@ def test_foreign_message_is_recorded_and_processed(
         )
     ]
     assert events == ["duplicate_dropped"]
+
+
+def test_sending_to_a_domain_without_its_queue_says_what_to_run(
+    conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    conn.execute("SELECT pgmq.drop_queue('testbus__commands')")
+    conn.commit()
+    hint = "run `cbus db install --domains tbpkg`"
+    with pytest.raises(cbus.InstallError, match="Cannot send to domain testbus: relation") as info:
+        testbus.send_echo(conn, n=1)
+    assert hint in str(info.value)
+    conn.rollback()
+    with pytest.raises(cbus.InstallError, match="Cannot send to domain testbus") as info:
+        cbus.send_many(conn, [testbus.Echo(n=1), testbus.Echo(n=2)])
+    assert hint in str(info.value)

@@ -460,6 +460,27 @@ def test_retry_without_the_archived_message_changes_nothing(
     assert status(conn, command_id) == "CANCELED"
 
 
+def test_retry_refuses_a_message_that_carries_no_command_id(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, autocommit: Any
+) -> None:
+    """Its id was made up when it was set aside; sent again, it would get another."""
+    conn.execute("SELECT pgmq.send(%s, '{\"n\": 1}'::jsonb)", (QUEUE,))
+    conn.commit()
+    drain(dsn, [make_handlers(testbus)])
+    row = conn.execute(
+        "SELECT command_id FROM cbus.command WHERE status = 'IN_TROUBLESHOOTING_QUEUE'"
+    ).fetchone()
+    conn.commit()
+    assert row is not None
+    (command_id,) = row
+    with pytest.raises(cbus.CannotRetry, match="has no command_id header of its own"):
+        tsq.retry(autocommit, "testbus", command_id, operator="alice")
+    assert status(conn, command_id) == "IN_TROUBLESHOOTING_QUEUE"
+    assert queue_depth(conn, QUEUE) == 0
+    tsq.cancel(autocommit, "testbus", command_id, operator="alice", reason="no headers")
+    assert status(conn, command_id) == "CANCELED"
+
+
 def test_actions_join_the_callers_transaction(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
 ) -> None:

@@ -640,3 +640,28 @@ def test_handler_results_are_checked_against_the_schema(
     assert "Invalid EchoResult" in messages[2]
     written = cbus.get_command(conn, "testbus", row.command_id)
     assert written is not None and written.status == "COMPLETED" and written.result is None
+
+
+@pytest.mark.parametrize("misuse", ["commit", "rollback"])
+def test_a_handler_that_ends_the_transaction_itself_goes_to_troubleshooting(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, misuse: str
+) -> None:
+    """It would do so on every attempt: no retries, and its write is not applied."""
+
+    class Misusing(type(make_handlers(testbus))):  # type: ignore[misc]
+        def write_row(self, cmd: Any, ctx: cbus.Context) -> None:
+            super().write_row(cmd, ctx)
+            if cmd.value < 0:
+                getattr(ctx.conn, misuse)()
+
+    ok = [testbus.send_write_row(conn, value=i) for i in range(4)]
+    bad = testbus.send_write_row(conn, value=-1)
+    conn.commit()
+    drain(dsn, [Misusing()], concurrency=1)
+    assert effects(conn) == {r.command_id: 1 for r in ok}
+    record = cbus.get_command(conn, "testbus", bad.command_id)
+    assert record is not None and record.status == "IN_TROUBLESHOOTING_QUEUE"
+    assert record.attempts == 1 and record.last_error_code == "CONNECTION_MISUSE"
+    assert f"must not {misuse.replace('rollback', 'roll back')} ctx.conn" in (
+        record.last_error_message or ""
+    )

@@ -177,6 +177,11 @@ WHERE EXISTS (
       AND attname = 'last_read_at' AND NOT attisdropped
 )
 
+-- name: missing_queues
+-- The queues among those given that PGMQ has no table for.
+SELECT q FROM unnest(%(queues)s::text[]) AS q
+WHERE to_regclass(quote_ident('pgmq') || '.' || quote_ident('q_' || q)) IS NULL
+
 -- name: still_leased
 -- Whether a delivery still holds its message, and its command's status: a replay
 -- does not run the handler of a message another worker has read since, nor of a
