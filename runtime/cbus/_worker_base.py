@@ -294,14 +294,30 @@ class Failure:
     code: str
     message: str
     backoff: float = 0.0
+    details: RawJson | None = None  # a business error's details, encoded
+
+
+def encode_details(details: Any) -> RawJson | None:
+    """A business error's details as JSON; its repr when they are not JSON data.
+
+    Failing here would lose the outcome itself: the command would be retried for an
+    encoding problem of the error that ended it.
+    """
+    if details is None:
+        return None
+    try:
+        return RawJson(codec.encode(details))
+    except (TypeError, ValueError, msgspec.EncodeError):
+        return RawJson(codec.encode(repr(details)))
 
 
 def classify(delivery: Delivery, exc: BaseException) -> Failure:
     """Decide what a handler's exception means for its command."""
     name = type(exc).__qualname__
     if isinstance(exc, BusinessError):
+        details = encode_details(exc.details)
         if exc.code in delivery.spec.errors:
-            return Failure(Outcome.FAILED, name, exc.code, exc.message)
+            return Failure(Outcome.FAILED, name, exc.code, exc.message, details=details)
         declared = ", ".join(sorted(delivery.spec.errors)) or "none"
         return Failure(
             Outcome.TROUBLESHOOT,
@@ -309,6 +325,7 @@ def classify(delivery: Delivery, exc: BaseException) -> Failure:
             "UNDECLARED_ERROR",
             f"Business error code `{exc.code}` is not declared for `{delivery.spec.kind}` "
             f"(declared: {declared}): {exc.message}",
+            details=details,
         )
     if isinstance(exc, PermanentError):
         return Failure(Outcome.TROUBLESHOOT, name, exc.code, exc.message)

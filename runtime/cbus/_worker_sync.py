@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg import pq
 
@@ -742,7 +743,13 @@ class SyncWorker:
             extra=extra,
             exc_info=None if expected else exc,
         )
-        detail = {"type": failure.error_type, "code": failure.code, "message": failure.message}
+        detail: dict[str, Any] = {
+            "type": failure.error_type,
+            "code": failure.code,
+            "message": failure.message,
+        }
+        if failure.details is not None:
+            detail["details"] = msgspec.Raw(failure.details)
         self._audit(conn, runtime, command_id, "failed", delivery.read_ct, detail)
         if failure.outcome is Outcome.RETRY:
             cur = conn.execute(
@@ -797,13 +804,21 @@ class SyncWorker:
                 "error_type": failure.error_type,
                 "error_code": failure.code,
                 "error_message": failure.message,
+                "error_details": failure.details,
                 "result": None,
                 "msg_id": delivery.msg_id,
                 "done_channel": runtime.done_channel,
             },
         )
         if status == "FAILED":
-            ended = _ended(delivery, "FAILED", failure.code, failure.message, failure.error_type)
+            ended = _ended(
+                delivery,
+                "FAILED",
+                failure.code,
+                failure.message,
+                failure.error_type,
+                failure.details,
+            )
             commands_ended(conn, runtime.spec.name, [ended])
 
     def _set_aside(self, conn: _HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
@@ -976,6 +991,7 @@ def _ended(
     code: str | None = None,
     message: str = "",
     error_type: str | None = None,
+    details: bytes | None = None,
 ) -> Ended:
     return Ended(
         command_id=d.headers.command_id,
@@ -988,4 +1004,5 @@ def _ended(
         error_code=code,
         error_message=message,
         error_type=error_type,
+        error_details=details,
     )

@@ -301,6 +301,7 @@ def tsq_show(domain: str, command_id: uuid.UUID, dsn: str, as_json: bool) -> Non
             "last error",
             _error_of(r.last_error_type, r.last_error_code, r.last_error_message) or "-",
         ),
+        ("error details", "-" if r.last_error_details is None else _json(r.last_error_details)),
         ("result", "-" if r.result is None else _json(r.result)),
         ("created", _when(r.created_at)),
         ("updated", _when(r.updated_at)),

@@ -50,6 +50,7 @@ class ReplyError(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str = ""
     type: str | None = None
+    details: Any = None  # a business error's details, as JSON data
 
 
 class Reply(msgspec.Struct, frozen=True, omit_defaults=True):

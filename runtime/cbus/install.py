@@ -29,7 +29,7 @@ __all__ = [
 MIN_PGMQ_VERSION = (1, 5)
 # The version of cbus's own schema this runtime's queries need (sql/schema.sql
 # records each version it installs). 2: cbus.as_uuid and cbus.as_int for the lease.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _LOCK_KEY = 0x63627573  # "cbus"
 
 _CHECK_EXTENSION = """

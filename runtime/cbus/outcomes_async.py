@@ -41,11 +41,13 @@ class Ended:
     error_code: str | None = None
     error_message: str = ""
     error_type: str | None = None
+    error_details: bytes | None = None  # JSON
 
     def reply(self) -> RawJson:
         error = None
         if self.error_code is not None:
-            error = codec.ReplyError(self.error_code, self.error_message, self.error_type)
+            details = msgspec.Raw(self.error_details) if self.error_details is not None else None
+            error = codec.ReplyError(self.error_code, self.error_message, self.error_type, details)
         return RawJson(
             codec.encode(
                 codec.Reply(

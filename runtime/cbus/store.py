@@ -43,6 +43,7 @@ class CommandRecord:
     last_error_type: str | None
     last_error_code: str | None
     last_error_message: str | None
+    last_error_details: Any
     result: Any
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -60,7 +61,7 @@ class CommandRecord:
 _COLUMNS = (
     "domain, command_id, kind, version, status, attempts, max_attempts, msg_id, "
     "correlation_id, reply_to, batch_id, causation_id, last_error_type, last_error_code, "
-    "last_error_message, result, created_at, updated_at, finished_at"
+    "last_error_message, last_error_details, result, created_at, updated_at, finished_at"
 )
 GET_COMMAND = f"SELECT {_COLUMNS} FROM cbus.command WHERE domain = %s AND command_id = %s"
 TRACE = (
@@ -127,18 +128,20 @@ def result_of(
         outcome, command_id = source.outcome, source.command_id
         code = source.error.code if source.error else ""
         message = source.error.message if source.error else ""
+        details = source.error.details if source.error else None
         raw = source.result
     else:
         outcome = _OUTCOME_OF_STATUS.get(source.status, source.status)
         command_id = source.command_id
         code, message = source.last_error_code or "", source.last_error_message or ""
+        details = source.last_error_details
         raw = source.result
     if outcome == "SUCCESS":
         if result_type is None or raw is None:
             return None
         return msgspec.convert(raw, result_type, strict=False)
     if outcome == "FAILED":
-        exc = (error_type or BusinessError)(code, message)
+        exc = (error_type or BusinessError)(code, message, details)
         exc.command_id = command_id  # type: ignore[attr-defined]
         raise exc
     if outcome == "CANCELED":

@@ -324,7 +324,9 @@ SET status = %(status)s, updated_at = clock_timestamp(),
     last_error_type = CASE WHEN %(status)s = 'COMPLETED' THEN NULL ELSE last_error_type END,
     last_error_code = CASE WHEN %(status)s = 'COMPLETED' THEN NULL ELSE last_error_code END,
     last_error_message = CASE WHEN %(status)s = 'COMPLETED' THEN NULL
-                              ELSE last_error_message END
+                              ELSE last_error_message END,
+    last_error_details = CASE WHEN %(status)s = 'COMPLETED' THEN NULL
+                              ELSE last_error_details END
 WHERE domain = %(domain)s AND command_id = %(command_id)s
   AND status = 'IN_TROUBLESHOOTING_QUEUE'
 RETURNING msg_id, attempts, kind, correlation_id, reply_to, batch_id

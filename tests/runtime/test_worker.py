@@ -178,6 +178,25 @@ def test_declared_business_error_fails_without_retry(
     assert queue_depth(conn, QUEUE) == 0
 
 
+def test_business_error_details_that_are_not_json_are_kept_as_their_repr(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "Opaque(7)"
+
+    class Detailed(type(make_handlers(testbus))):  # type: ignore[misc]
+        def reject(self, cmd: Any, ctx: cbus.Context) -> None:
+            raise testbus.RejectError.rejected("no", details={"why": Opaque()})
+
+    sent = testbus.send_reject(conn, mode="declared")
+    conn.commit()
+    drain(dsn, [Detailed()])
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None and record.status == "FAILED"
+    assert record.last_error_details == "{'why': Opaque(7)}"
+
+
 def _send_raw(conn: psycopg.Connection[Any], message: str, headers: str | None) -> None:
     conn.execute("SELECT pgmq.send('testbus__commands', %s::jsonb, %s::jsonb)", (message, headers))
 

@@ -99,15 +99,20 @@ def test_business_error_fails_at_once_with_a_failed_reply(
     [(message, _)] = read_queue(conn, "replies")
     reply = cbus.decode_reply(message)
     assert reply.outcome == "FAILED"
-    assert reply.error == cbus.ReplyError("OVER_LIMIT", "limit is 3", "RejectError")
+    assert reply.error == cbus.ReplyError("OVER_LIMIT", "limit is 3", "RejectError", {"limit": 3})
     with pytest.raises(testbus.RejectError) as info:
         testbus.reject_result(reply)
     assert info.value.code == "OVER_LIMIT"
     assert info.value.message == "limit is 3"
+    assert info.value.details == {"limit": 3}
     record = cbus.get_command(conn, "testbus", sent.command_id)
     assert record is not None and record.status == "FAILED"
-    with pytest.raises(testbus.RejectError):
+    assert record.last_error_details == {"limit": 3}
+    with pytest.raises(testbus.RejectError) as info:
         testbus.reject_result(record)
+    assert info.value.details == {"limit": 3}
+    [audited] = [e for e in cbus.get_audit(conn, "testbus", sent.command_id) if e.event == "failed"]
+    assert audited.detail is not None and audited.detail["details"] == {"limit": 3}
 
 
 def test_reply_queue_that_does_not_exist_completes_once_and_is_audited(

@@ -153,7 +153,8 @@ logged AS (
     SET status = 'COMPLETED', result = nullif(%(results)s::jsonb -> (a.i::int - 1), 'null'),
         attempts = a.read_ct, msg_id = a.msg_id,
         updated_at = clock_timestamp(), finished_at = clock_timestamp(),
-        last_error_type = NULL, last_error_code = NULL, last_error_message = NULL
+        last_error_type = NULL, last_error_code = NULL, last_error_message = NULL,
+        last_error_details = NULL
     FROM acked AS a
     WHERE c.domain = %(domain)s AND c.command_id = a.command_id
       AND c.status IN ('PENDING', 'IN_PROGRESS')
@@ -204,7 +205,7 @@ WITH leased AS (
 UPDATE cbus.command
 SET status = 'PENDING', attempts = %(read_ct)s, last_error_type = %(error_type)s,
     last_error_code = %(error_code)s, last_error_message = %(error_message)s,
-    updated_at = clock_timestamp()
+    last_error_details = NULL, updated_at = clock_timestamp()
 WHERE domain = %(domain)s AND command_id = %(command_id)s AND EXISTS (SELECT 1 FROM leased)
 RETURNING 1
 
@@ -223,7 +224,8 @@ RETURNING msg_id
 UPDATE cbus.command
 SET status = %(status)s, attempts = greatest(attempts, %(attempts)s),
     last_error_type = %(error_type)s, last_error_code = %(error_code)s,
-    last_error_message = %(error_message)s, result = coalesce(%(result)s, result),
+    last_error_message = %(error_message)s, last_error_details = %(error_details)s,
+    result = coalesce(%(result)s, result),
     msg_id = coalesce(%(msg_id)s, msg_id),
     updated_at = clock_timestamp(),
     finished_at = CASE WHEN %(status)s IN ('COMPLETED', 'FAILED', 'CANCELED')
@@ -336,7 +338,8 @@ ON CONFLICT (domain, command_id) DO UPDATE
     SET status = 'IN_TROUBLESHOOTING_QUEUE', attempts = greatest(c.attempts, excluded.attempts),
         msg_id = excluded.msg_id, last_error_type = 'Poison',
         last_error_code = excluded.last_error_code,
-        last_error_message = excluded.last_error_message, updated_at = clock_timestamp()
+        last_error_message = excluded.last_error_message, last_error_details = NULL,
+        updated_at = clock_timestamp()
 RETURNING pg_notify(%(done_channel)s, '')
 
 -- name: schema_installed

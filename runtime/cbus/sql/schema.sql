@@ -83,6 +83,8 @@ CREATE TRIGGER command_moves_troubleshooting AFTER UPDATE OF status ON cbus.comm
 
 -- Added after the first release of this file; a no-op on a fresh install.
 ALTER TABLE cbus.command ADD COLUMN IF NOT EXISTS causation_id uuid;
+-- Version 3: the `details` a business error carries (JSON), beside its code and message.
+ALTER TABLE cbus.command ADD COLUMN IF NOT EXISTS last_error_details jsonb;
 
 CREATE INDEX IF NOT EXISTS command_correlation ON cbus.command (correlation_id);
 
@@ -141,4 +143,4 @@ END
 $install$;
 
 -- Every version this file brings; install.SCHEMA_VERSION is what the runtime needs.
-INSERT INTO cbus.schema_version (version) VALUES (1), (2) ON CONFLICT DO NOTHING;
+INSERT INTO cbus.schema_version (version) VALUES (1), (2), (3) ON CONFLICT DO NOTHING;
