@@ -828,10 +828,15 @@ class AsyncWorker:
     async def _set_aside(self, conn: _HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
         """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
         log.warning(
-            "message %s set aside: %s",
+            "message %s %s: %s",
             p.msg_id,
+            "dropped" if p.drop else "set aside",
             p.reason,
-            extra={"action": "poison", "code": p.code, "msg_id": p.msg_id},
+            extra={
+                "action": "duplicate" if p.drop else "poison",
+                "code": p.code,
+                "msg_id": p.msg_id,
+            },
         )
         async with conn.transaction():
             if p.drop:
