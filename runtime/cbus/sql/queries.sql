@@ -55,11 +55,14 @@ ORDER BY msg_id
 -- comes back with runnable = false. Header values are checked before any cast
 -- (cbus.as_uuid, cbus.as_int): only the command_id of a message with a log row,
 -- every value the log needs of one without; the worker's decoder checks all headers
--- of every message anyway.
+-- of every message anyway. Due messages go earliest-due first (`vt`, which is the
+-- send time for a message sent without delay): by msg_id, as pgmq.read orders, the
+-- scan stepped over every message other consumers held leased at the head of the
+-- queue (0.40 against 0.11 ms for 100 rows with 700 leased, ADR 0006).
 WITH leasable AS (
     SELECT msg_id FROM {q}
     WHERE vt <= clock_timestamp()
-    ORDER BY msg_id
+    ORDER BY vt
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 ),
