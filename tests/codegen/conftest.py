@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cbus
 import pytest
 from cbgen.cli import main
 from cbgen.render import compile_schemas, format_python, render_package, write_tree
@@ -92,6 +96,43 @@ def generate_case(root: Path, name: str, models: str, case: str = "kitchen") -> 
     target = root / name
     write_tree(target, format_python(render_package(pkg), target))
     return target
+
+
+@contextmanager
+def case_package(
+    factory: pytest.TempPathFactory, case: str, models: str
+) -> Iterator[tuple[Path, str]]:
+    """Generate `cases/CASE` as the package `CASE_MODELS`, importable within the block.
+
+    Gives (root, package name): the package is the folder `root/name`.
+    """
+    root = factory.mktemp(f"{case}_{models}")
+    name = f"{case}_{models}"
+    generate_case(root, name, models, case=case)
+    sys.path.insert(0, str(root))
+    try:
+        yield root, name
+    finally:
+        sys.path.remove(str(root))
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run a command and return its output; the test fails with it unless it exits 0."""
+    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def assert_lint_and_types_pass(root: Path, name: str) -> None:
+    """`ruff check`, `ruff format --check` and `mypy --strict` pass over `root/name`."""
+    ruff = str(Path(sys.executable).parent / "ruff")
+    run(ruff, "check", "--no-cache", ".", cwd=root / name)
+    run(ruff, "format", "--check", "--no-cache", ".", cwd=root / name)
+    runtime = Path(cbus.__file__).resolve().parents[1]
+    env = {**os.environ, "MYPYPATH": os.pathsep.join([str(runtime), str(root)])}
+    cache = str(root / ".mypy_cache")
+    args = ["--strict", "--no-error-summary", "--cache-dir", cache, "-p", name]
+    assert run(sys.executable, "-m", "mypy", *args, cwd=root, env=env) == ""
 
 
 @pytest.fixture(scope="session", params=["dataclass", "struct"])

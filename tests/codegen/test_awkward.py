@@ -9,9 +9,6 @@ pass ruff (this repository's rules) and `mypy --strict`, and keep every text as 
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -20,40 +17,19 @@ import cbus
 import cbus.codec
 import pytest
 
-from .conftest import generate_case
+from .conftest import assert_lint_and_types_pass, case_package
 
 
 @pytest.fixture(scope="module", params=["dataclass", "struct"])
 def awkward(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Path, str]]:
-    models: str = request.param
-    root = tmp_path_factory.mktemp(f"awkward_{models}")
-    name = f"awkward_{models}"
-    generate_case(root, name, models, case="awkward")
-    sys.path.insert(0, str(root))
-    try:
-        yield root, name
-    finally:
-        sys.path.remove(str(root))
-
-
-def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, check=False)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout
+    with case_package(tmp_path_factory, "awkward", request.param) as package:
+        yield package
 
 
 def test_ruff_and_mypy_pass(awkward: tuple[Path, str]) -> None:
-    root, name = awkward
-    ruff = str(Path(sys.executable).parent / "ruff")
-    _run(ruff, "check", "--no-cache", ".", cwd=root / name)
-    _run(ruff, "format", "--check", "--no-cache", ".", cwd=root / name)
-    runtime = Path(cbus.__file__).resolve().parents[1]
-    env = {**os.environ, "MYPYPATH": os.pathsep.join([str(runtime), str(root)])}
-    cache = str(root / ".mypy_cache")
-    args = ["--strict", "--no-error-summary", "--cache-dir", cache, "-p", name]
-    assert _run(sys.executable, "-m", "mypy", *args, cwd=root, env=env) == ""
+    assert_lint_and_types_pass(*awkward)
 
 
 def _module(name: str, domain: str) -> ModuleType:
