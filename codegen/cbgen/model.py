@@ -207,6 +207,13 @@ class Module:
     third_imports: list[str]
     from_imports: list[tuple[str, str]]
     """(domain, alias) of each other domain the module refers to."""
+    late_imports: bool
+    """Import the other domains after this module's enums, not at the top.
+
+    True for a module with enums whose domain is in an import cycle: the other
+    domains of the cycle may read its enums at import time (field and sender
+    defaults) while it is still being imported, so they must exist by then.
+    """
     api: int
     version: str
     enums: list[Enum]
@@ -430,7 +437,7 @@ def _doc(description: str, source: str) -> str:
     return docstring(description or FALLBACK_DOC.format(source=source))
 
 
-def _module(s: Schema, package: str, models: str) -> Module:
+def _module(s: Schema, package: str, models: str, cyclic: bool) -> Module:
     ctx = _Ctx(s.domain, models)
     if models == "dataclass":
         ctx.stdlib.add("dataclasses")
@@ -471,6 +478,7 @@ def _module(s: Schema, package: str, models: str) -> Module:
         stdlib_imports=stdlib,
         third_imports=third,
         from_imports=[(d, domain_alias(d)) for d in sorted(ctx.domains)],
+        late_imports=cyclic and bool(enums) and bool(ctx.domains),
         api=RUNTIME_API,
         version=__version__,
         enums=enums,
@@ -592,9 +600,34 @@ def check_names(schemas: Sequence[Schema], problems: Problems) -> None:
                     )
 
 
+def _cyclic_domains(schemas: Sequence[Schema]) -> set[str]:
+    """The domains that import themselves back, through one other domain or more.
+
+    Their modules import each other; Python allows that as long as nothing reads an
+    attribute of a module that is still being imported. Annotations are postponed
+    (`from __future__ import annotations`) and struct defaults are factories, so only
+    enum members are read at import time: see `Module.late_imports`.
+    """
+    graph = {s.domain: set(s.imports) for s in schemas}
+    found: set[str] = set()
+    for start in graph:
+        seen: set[str] = set()
+        todo = list(graph[start])
+        while todo:
+            d = todo.pop()
+            if d == start:
+                found.add(start)
+                break
+            if d not in seen:
+                seen.add(d)
+                todo.extend(graph.get(d, ()))
+    return found
+
+
 def build(schemas: Sequence[Schema], package: str, models: str) -> Package:
     """The package model of checked schemas, free of name collisions."""
-    modules = [_module(s, package, models) for s in schemas]
+    cyclic = _cyclic_domains(schemas)
+    modules = [_module(s, package, models, s.domain in cyclic) for s in schemas]
     modules.sort(key=lambda m: m.domain)
     sources = comment(", ".join(m.source for m in modules))
     domains = ", ".join(f"`{m.domain}`" for m in modules)

@@ -3,7 +3,9 @@
 Each problem becomes one `FILE:LINE:COL: message`, worded as msgspec words its own
 ("Expected `int` >= 1, got `0`") and with a "did you mean" hint where a key or a
 type name is close to a known one. Checks that need all files at once (cross-file
-references, duplicate domains, cycles) run after every file has been read.
+references, duplicate domains, cycles by value, defaults that build themselves) run
+after every file has been read. Domains may refer to each other's types in a cycle;
+only a type that holds itself by value, in one domain or across several, is refused.
 """
 
 from __future__ import annotations
@@ -1119,40 +1121,6 @@ def _default_cycles(schemas: list[Schema], p: Problems) -> None:
             visit(f)
 
 
-def _import_cycles(schemas: list[Schema], p: Problems) -> None:
-    graph = {s.domain: s for s in schemas if s.domain}
-    state: dict[str, int] = {}
-    stack: list[str] = []
-    reported: set[frozenset[str]] = set()
-
-    def visit(d: str) -> None:
-        state[d] = 1
-        stack.append(d)
-        s = graph[d]
-        for other in sorted(s.imports):
-            if other not in graph:
-                continue
-            if state.get(other) == 1:
-                cycle = stack[stack.index(other) :]
-                key = frozenset(cycle)
-                if key not in reported:
-                    reported.add(key)
-                    shown = " -> ".join(f"`{x}`" for x in [*cycle, other])
-                    p.add(
-                        graph[cycle[-1]].imports[other],
-                        f"Domains reference each other's types in a cycle: {shown} "
-                        "(move the shared types into one domain)",
-                    )
-            elif other not in state:
-                visit(other)
-        stack.pop()
-        state[d] = 2
-
-    for d in sorted(graph):
-        if d not in state:
-            visit(d)
-
-
 def validate(files: Sequence[tuple[str, str, Node | None]], problems: Problems) -> list[Schema]:
     """Check loaded files: (display name, header name, root node) each."""
     schemas: list[Schema] = []
@@ -1189,5 +1157,4 @@ def validate(files: Sequence[tuple[str, str, Node | None]], problems: Problems) 
             f.constraints = {}
     _value_cycles(schemas, problems)
     _default_cycles(schemas, problems)
-    _import_cycles(schemas, problems)
     return schemas
