@@ -206,6 +206,11 @@ class SyncWorker:
             raise ValueError("A worker needs at least one handler object")
         if audit not in ("errors", "full"):
             raise ValueError("audit must be `errors` or `full`")
+        for name, value in (("concurrency", concurrency), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be positive seconds, got {poll_interval!r}")
         self._connect_kwargs = connect_kwargs or {}
         self._dsn = with_application_name(dsn, self._connect_kwargs)
         self.savepoints = savepoints
@@ -213,8 +218,8 @@ class SyncWorker:
         names = [d.spec.name for d in self._domains]
         if len(set(names)) != len(names):
             raise ValueError(f"Two handler objects serve the same domain: {names}")
-        self.concurrency = max(1, concurrency)
-        self.batch_size = max(1, batch_size)
+        self.concurrency = concurrency
+        self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.audit_full = audit == "full"
         self._stopping = Event()

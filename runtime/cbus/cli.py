@@ -45,14 +45,21 @@ def db() -> None:
 def db_install(dsn: str, module: str | None) -> None:
     """Install PGMQ and cbus's schema (idempotent, safe to run concurrently)."""
     from . import install, install_domain, registry
+    from .errors import InstallError
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        install(conn)
-        if module:
+    if module:
+        try:
             _import_generated(module)
-            for domain in registry.all_domains():
-                install_domain(conn, domain)
-                click.echo(f"queue {domain.queue} ready")
+        except ImportError as exc:
+            raise click.BadParameter(f"cannot import `{module}`: {exc}") from exc
+    with _operator_errors(), psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            install(conn)
+        except InstallError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for domain in registry.all_domains() if module else []:
+            install_domain(conn, domain)
+            click.echo(f"queue {domain.queue} ready")
     click.echo("cbus installed")
 
 
@@ -91,9 +98,27 @@ def load_factory(spec: str) -> Iterable[object]:
 @main.command()
 @click.argument("factory")
 @_dsn_option
-@click.option("--concurrency", default=4, show_default=True, help="Consumers (threads or tasks).")
-@click.option("--batch-size", default=100, show_default=True, help="Messages leased at a time.")
-@click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Consumers (threads or tasks).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Most messages leased at a time.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds an idle consumer waits for a notification before it polls.",
+)
 @click.option("--until-idle", is_flag=True, help="Return once no command is due within a minute.")
 @click.option(
     "--audit",
@@ -134,16 +159,19 @@ def worker(
     from .worker import Worker
 
     configure_logs(log_level, log_format)
-    handlers = load_factory(factory)
-    w = Worker(
-        dsn,
-        list(handlers),
-        concurrency=concurrency,
-        batch_size=batch_size,
-        poll_interval=poll_interval,
-        audit=audit,
-        savepoints=savepoints,
-    )
+    handlers: list[Any] = list(load_factory(factory))
+    try:
+        w = Worker(
+            dsn,
+            handlers,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            audit="full" if audit == "full" else "errors",
+            savepoints=savepoints,
+        )
+    except TypeError as exc:
+        raise click.ClickException(f"{factory}: {exc}") from exc
     try:
         w.run(until_idle=until_idle)
     except InstallError as exc:

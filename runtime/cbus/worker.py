@@ -6,7 +6,7 @@ import asyncio
 import signal
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -14,17 +14,29 @@ from ._worker_sync import SyncWorker
 from .registry import AsyncHandlers, Handlers
 from .worker_async import AsyncWorker
 
-__all__ = ["Worker", "dsn_of"]
+__all__ = ["Worker", "connection_of"]
+
+# What a worker sets on its own connections, whatever a pool asks for: autocommit
+# (it opens its transactions itself), tuples as rows, its cursor classes.
+_WORKER_OWNS = frozenset({"autocommit", "row_factory", "cursor_factory"})
 
 
-def dsn_of(dsn_or_pool: str | ConnectionPool[Any] | AsyncConnectionPool[Any]) -> str:
-    """Workers hold dedicated connections; from a pool they take only its conninfo."""
+def connection_of(
+    dsn_or_pool: str | ConnectionPool[Any] | AsyncConnectionPool[Any],
+) -> tuple[str, dict[str, Any]]:
+    """Workers hold dedicated connections; from a pool they take its conninfo and kwargs.
+
+    The kwargs can carry what the conninfo does not (dbname, password, sslmode).
+    """
     if isinstance(dsn_or_pool, str):
-        return dsn_or_pool
+        return dsn_or_pool, {}
     conninfo = dsn_or_pool.conninfo
     if not isinstance(conninfo, str):
         raise TypeError("A worker needs a pool whose conninfo is a string")
-    return conninfo
+    given = dsn_or_pool.kwargs
+    if not isinstance(given, dict):
+        raise TypeError("A worker needs a pool whose kwargs are a dict")
+    return conninfo, {k: v for k, v in given.items() if k not in _WORKER_OWNS}
 
 
 class Worker:
@@ -32,8 +44,10 @@ class Worker:
 
     Sync handlers (subclasses of `OrdersHandlers`) run on `concurrency` threads;
     async handlers (subclasses of `OrdersAsyncHandlers`) on `concurrency` asyncio
-    tasks in a loop of their own. Options (`batch_size`, `poll_interval`, `audit`)
-    are passed to both.
+    tasks in a loop of their own. A consumer leases up to `batch_size` messages at a
+    time; `poll_interval` is how long an idle consumer waits without a notification;
+    `audit="full"` records every delivery in the audit trail, not only failures;
+    `savepoints=False` trades a handler's isolation for speed (ADR 0002).
     """
 
     __module__ = "cbus"
@@ -41,12 +55,15 @@ class Worker:
     def __init__(
         self,
         dsn_or_pool: str | ConnectionPool[Any] | AsyncConnectionPool[Any],
-        handlers: Sequence[object],
+        handlers: Sequence[Handlers | AsyncHandlers],
         *,
         concurrency: int = 4,
-        **options: Any,
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+        audit: Literal["errors", "full"] = "errors",
+        savepoints: bool = True,
     ) -> None:
-        dsn = dsn_of(dsn_or_pool)
+        dsn, connect_kwargs = connection_of(dsn_or_pool)
         sync_handlers = [h for h in handlers if isinstance(h, Handlers)]
         async_handlers = [h for h in handlers if isinstance(h, AsyncHandlers)]
         others = [h for h in handlers if not isinstance(h, Handlers | AsyncHandlers)]
@@ -56,16 +73,16 @@ class Worker:
                 "Worker handlers must subclass a generated handler stub (for example "
                 f"`shop.orders.OrdersHandlers`); got: {names}"
             )
-        self._sync = (
-            SyncWorker(dsn, sync_handlers, concurrency=concurrency, **options)
-            if sync_handlers
-            else None
-        )
-        self._async = (
-            AsyncWorker(dsn, async_handlers, concurrency=concurrency, **options)
-            if async_handlers
-            else None
-        )
+        options: dict[str, Any] = {
+            "concurrency": concurrency,
+            "batch_size": batch_size,
+            "poll_interval": poll_interval,
+            "audit": audit,
+            "savepoints": savepoints,
+            "connect_kwargs": connect_kwargs,
+        }
+        self._sync = SyncWorker(dsn, sync_handlers, **options) if sync_handlers else None
+        self._async = AsyncWorker(dsn, async_handlers, **options) if async_handlers else None
 
     @property
     def completed(self) -> int:

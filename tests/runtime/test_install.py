@@ -141,3 +141,32 @@ def test_worker_sessions_are_named_unless_the_user_named_them(dsn: str, testbus:
     own = psycopg.conninfo.make_conninfo(dsn, options="-c search_path=app,public")
     assert consumer_options(own, {}, 5000) == "-c search_path=app,public -c statement_timeout=5000"
     assert consumer_options(dsn, {}, 5000) == "-c statement_timeout=5000"
+
+
+def test_worker_from_a_pool_connects_with_the_pools_kwargs(dsn: str, testbus: Any) -> None:
+    """A pool may carry the dbname (or a password) in kwargs, not in its conninfo."""
+    from psycopg_pool import ConnectionPool
+
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    dbname = params.pop("dbname")
+    pool = ConnectionPool(
+        psycopg.conninfo.make_conninfo("", **params),
+        kwargs={"dbname": dbname, "autocommit": False},
+        open=False,
+    )
+    with psycopg.connect(dsn) as conn:
+        testbus.send_echo(conn, n=1)
+    cbus.Worker(pool, [testbus.TestbusHandlers()], concurrency=1).run(until_idle=True)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pgmq.q_testbus__commands").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("concurrency", 0), ("concurrency", -1), ("batch_size", 0), ("poll_interval", 0.0)],
+)
+def test_worker_refuses_options_that_cannot_work(
+    dsn: str, testbus: Any, option: str, value: Any
+) -> None:
+    with pytest.raises(ValueError, match=option):
+        cbus.Worker(dsn, [testbus.TestbusHandlers()], **{option: value})
