@@ -77,15 +77,18 @@ def convert(text: str, src: str) -> str:
     text = _WORDS.sub(lambda m: NAMES[m.group(1)], text)
     text = text.replace("The async twin of", "The sync twin of")
     text = HEADER.format(src=src) + text
-    proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", "x.py", "-"],
-        input=text,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return proc.stdout
+    # Renamed imports may no longer be in order: sort them, then format.
+    for args in (["check", "--fix", "--select", "I", "--quiet", "--exit-zero"], ["format"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "--stdin-filename", "x.py", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        text = proc.stdout
+    return text
 
 
 def main(argv: list[str]) -> int:

@@ -31,12 +31,13 @@ import msgspec
 import psycopg
 from psycopg import pq
 
-from ._acompat import Event, Lock, cancelled_by_worker, gather, simple, spawn
+from ._acompat import Event, Lock, cancelled_by_worker, gather, monotonic, simple, spawn
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
     Delivery,
     DomainRuntime,
+    LeaseSize,
     Outcome,
     Poison,
     ack_params,
@@ -220,6 +221,8 @@ class SyncWorker:
             raise ValueError(f"Two handler objects serve the same domain: {names}")
         self.concurrency = concurrency
         self.batch_size = batch_size
+        # Shared by a domain's consumers: the first batches teach all of them.
+        self._lease_sizes = {d.queue: LeaseSize(batch_size) for d in self._domains}
         self.poll_interval = poll_interval
         self.audit_full = audit == "full"
         self._stopping = Event()
@@ -380,7 +383,7 @@ class SyncWorker:
             + self._domains[: index % len(self._domains)]
         )
         wake = self._wakes[index]
-        reads = self._read_queries(conn)
+        modern = self._modern_queues(conn)
         while not self._stopping.is_set():
             # Counted as waiting from before the poll: a notification that comes while
             # this consumer polls sets its event, so the next wait returns at once.
@@ -391,7 +394,9 @@ class SyncWorker:
             for runtime in domains:
                 if self._stopping.is_set():
                     break
-                found = self._poll(conn, runtime, index, reads[runtime.queue])
+                lease = self._lease_sizes[runtime.queue]
+                read = read_query(runtime.queue, lease.size, runtime.queue in modern)
+                found = self._poll(conn, runtime, index, read, lease)
                 worked += found
             if worked:
                 continue
@@ -399,16 +404,15 @@ class SyncWorker:
                 return
             wake.wait_for(self.poll_interval)
 
-    def _read_queries(self, conn: _HandlerConnection) -> dict[str, bytes]:
-        """Each queue's lease statement, for its table as PGMQ made it.
+    def _modern_queues(self, conn: _HandlerConnection) -> set[str]:
+        """The queues whose table has PGMQ 1.10's last_read_at, which the lease sets.
 
         Asked on every connection a consumer opens, so a PGMQ upgraded while the
         worker runs is picked up when the consumer next reconnects.
         """
         queues = [runtime.queue for runtime in self._domains]
         cur = conn.execute(query("pgmq_last_read_at"), {"queues": queues})
-        current = {row[0] for row in cur.fetchall()}
-        return {q: read_query(q, self.batch_size, q in current) for q in queues}
+        return {row[0] for row in cur.fetchall()}
 
     def _idle(self, conn: _HandlerConnection) -> bool:
         """No message due now or within a minute, none waiting for a retry, none in flight."""
@@ -422,7 +426,12 @@ class SyncWorker:
         return not self._busy
 
     def _poll(
-        self, conn: _HandlerConnection, runtime: DomainRuntime, index: int, read: bytes
+        self,
+        conn: _HandlerConnection,
+        runtime: DomainRuntime,
+        index: int,
+        read: bytes,
+        lease: LeaseSize,
     ) -> int:
         cur = conn.cursor()
         register_adapters(cur)
@@ -432,8 +441,8 @@ class SyncWorker:
             return 0
         with self._counter_lock:
             self._waiting.discard(index)
-        if len(rows) >= self.batch_size:
-            self._wake_one()  # a full batch: more is probably waiting
+        if len(rows) >= lease.size:
+            self._wake_one()  # a full lease: more is probably waiting
         with self._counter_lock:
             self._busy += 1
         try:
@@ -452,7 +461,9 @@ class SyncWorker:
                 for p in poison:
                     self._set_aside(conn, runtime, p)
                 if ready:
+                    started = monotonic()
                     self._run_batch(conn, runtime, ready)
+                    lease.record(len(ready), monotonic() - started)
             finally:
                 with self._lease_lock:
                     for d in ready:

@@ -29,12 +29,13 @@ import msgspec
 import psycopg
 from psycopg import pq
 
-from ._acompat import AEvent, ALock, acancelled_by_worker, agather, asimple, aspawn
+from ._acompat import AEvent, ALock, acancelled_by_worker, agather, asimple, aspawn, monotonic
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
     Delivery,
     DomainRuntime,
+    LeaseSize,
     Outcome,
     Poison,
     ack_params,
@@ -218,6 +219,8 @@ class AsyncWorker:
             raise ValueError(f"Two handler objects serve the same domain: {names}")
         self.concurrency = concurrency
         self.batch_size = batch_size
+        # Shared by a domain's consumers: the first batches teach all of them.
+        self._lease_sizes = {d.queue: LeaseSize(batch_size) for d in self._domains}
         self.poll_interval = poll_interval
         self.audit_full = audit == "full"
         self._stopping = AEvent()
@@ -380,7 +383,7 @@ class AsyncWorker:
             + self._domains[: index % len(self._domains)]
         )
         wake = self._wakes[index]
-        reads = await self._read_queries(conn)
+        modern = await self._modern_queues(conn)
         while not self._stopping.is_set():
             # Counted as waiting from before the poll: a notification that comes while
             # this consumer polls sets its event, so the next wait returns at once.
@@ -391,7 +394,9 @@ class AsyncWorker:
             for runtime in domains:
                 if self._stopping.is_set():
                     break
-                found = await self._poll(conn, runtime, index, reads[runtime.queue])
+                lease = self._lease_sizes[runtime.queue]
+                read = read_query(runtime.queue, lease.size, runtime.queue in modern)
+                found = await self._poll(conn, runtime, index, read, lease)
                 worked += found
             if worked:
                 continue
@@ -399,16 +404,15 @@ class AsyncWorker:
                 return
             await wake.wait_for(self.poll_interval)
 
-    async def _read_queries(self, conn: _HandlerConnection) -> dict[str, bytes]:
-        """Each queue's lease statement, for its table as PGMQ made it.
+    async def _modern_queues(self, conn: _HandlerConnection) -> set[str]:
+        """The queues whose table has PGMQ 1.10's last_read_at, which the lease sets.
 
         Asked on every connection a consumer opens, so a PGMQ upgraded while the
         worker runs is picked up when the consumer next reconnects.
         """
         queues = [runtime.queue for runtime in self._domains]
         cur = await conn.execute(query("pgmq_last_read_at"), {"queues": queues})
-        current = {row[0] for row in await cur.fetchall()}
-        return {q: read_query(q, self.batch_size, q in current) for q in queues}
+        return {row[0] for row in await cur.fetchall()}
 
     async def _idle(self, conn: _HandlerConnection) -> bool:
         """No message due now or within a minute, none waiting for a retry, none in flight."""
@@ -422,7 +426,12 @@ class AsyncWorker:
         return not self._busy
 
     async def _poll(
-        self, conn: _HandlerConnection, runtime: DomainRuntime, index: int, read: bytes
+        self,
+        conn: _HandlerConnection,
+        runtime: DomainRuntime,
+        index: int,
+        read: bytes,
+        lease: LeaseSize,
     ) -> int:
         cur = conn.cursor()
         register_adapters(cur)
@@ -432,8 +441,8 @@ class AsyncWorker:
             return 0
         with self._counter_lock:
             self._waiting.discard(index)
-        if len(rows) >= self.batch_size:
-            self._wake_one()  # a full batch: more is probably waiting
+        if len(rows) >= lease.size:
+            self._wake_one()  # a full lease: more is probably waiting
         with self._counter_lock:
             self._busy += 1
         try:
@@ -452,7 +461,9 @@ class AsyncWorker:
                 for p in poison:
                     await self._set_aside(conn, runtime, p)
                 if ready:
+                    started = monotonic()
                     await self._run_batch(conn, runtime, ready)
+                    lease.record(len(ready), monotonic() - started)
             finally:
                 async with self._lease_lock:
                     for d in ready:

@@ -684,3 +684,52 @@ def test_a_handler_that_ends_the_transaction_itself_goes_to_troubleshooting(
     assert f"must not {misuse.replace('rollback', 'roll back')} ctx.conn" in (
         record.last_error_message or ""
     )
+
+
+def test_slow_handlers_run_on_every_consumer_even_with_a_short_backlog(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """One consumer must not lease all eight and run them one after the other."""
+    import threading
+
+    running: set[int] = set()
+    peak = 0
+    lock = threading.Lock()
+
+    class Slow(type(make_handlers(testbus))):  # type: ignore[misc]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            nonlocal peak
+            with lock:
+                running.add(cmd.n)
+                peak = max(peak, len(running))
+            time.sleep(0.3)
+            with lock:
+                running.discard(cmd.n)
+            return testbus.EchoResult(n=cmd.n, text="")
+
+    for i in range(8):
+        testbus.send_echo(conn, n=i)
+    conn.commit()
+    drain(dsn, [Slow()], concurrency=4)
+    assert statuses(conn, "testbus") == {"COMPLETED": 8}
+    assert peak >= 3, peak
+
+
+def test_the_lease_grows_for_quick_handlers_and_shrinks_for_slow_ones() -> None:
+    from cbus._worker_base import LeaseSize
+
+    lease = LeaseSize(100)
+    sizes = []
+    for _ in range(9):
+        sizes.append(lease.size)
+        lease.record(lease.size, lease.size * 0.0001)  # 0.1 ms a message
+    assert sizes == [1, 2, 4, 8, 16, 32, 64, 100, 100]
+    lease.record(100, 100 * 0.01)  # 10 ms a message: 25 fit in 250 ms
+    assert lease.size == 16
+    lease.record(16, 16 * 2.0)  # two seconds each
+    assert lease.size == 1
+    assert LeaseSize(3).size == 1
+    small = LeaseSize(3)
+    small.record(1, 0.0)
+    small.record(2, 0.0)
+    assert small.size == 3
