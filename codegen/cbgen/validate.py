@@ -830,8 +830,8 @@ def _value(ref: TypeRef, node: Node, path: str) -> Any:
     """Check a default against its type; returns it normalised (see `model.literal`)."""
     where = f" at `{path}`" if path else ""
     if isinstance(node, Scalar) and node.value is None:
-        if ref.nullable:
-            return None
+        if ref.nullable or (ref.kind == "scalar" and ref.name == "any"):
+            return None  # `any` holds every JSON value, null included
         raise _BadValue(node.mark, f"Expected `{ref.base()}`, got `null`{where}")
     bad = _BadValue(node.mark, f"Expected `{ref.base()}`, got `{kind_of(node)}`{where}")
     if ref.kind == "list":

@@ -361,6 +361,18 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
         {"a.yaml": HEAD + "types:\n  P: {enum: [low, LOW]}\n" + OK_CMD},
         ["schemas/a.yaml:4:19: Enum value `LOW` repeats member `LOW` (first defined at 4:14)"],
     ),
+    "null_default_of_a_type_that_is_not_nullable": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields:\n"
+            + "      n: {type: int, default: null}\n"
+            + '      l: {type: "list[int]", default: [null]}\n'
+        },
+        [
+            "schemas/a.yaml:6:31: Invalid default for `n`: Expected `int`, got `null`",
+            "schemas/a.yaml:7:40: Invalid default for `l`: Expected `int`, got `null` at `[0]`",
+        ],
+    ),
     "nullable_mutable_default": (
         {
             "a.yaml": HEAD

@@ -187,6 +187,20 @@ def test_struct_models(project: Path) -> None:
     assert "dataclasses" not in text
 
 
+def test_null_is_a_default_of_any(project: Path) -> None:
+    """`any` holds every JSON value, null included, at any depth; `int` does not."""
+    (project / "schemas" / "a.yaml").write_text(
+        "cbus: 1\ndomain: a\ncommands:\n  Ping:\n    fields:\n"
+        "      x: {type: any, default: null}\n"
+        '      xs: {type: "list[any]", default: [null]}\n'
+    )
+    r = cbgen("generate")
+    assert (r.exit_code, r.stderr) == (0, "")
+    text = (project / "generated" / "app" / "a.py").read_text()
+    assert "    x: typing.Any = None\n" in text  # in the class and in the senders
+    assert "    xs: list[typing.Any] = dataclasses.field(default_factory=lambda: [None])\n" in text
+
+
 def test_config_errors(project: Path) -> None:
     (project / "pyproject.toml").write_text('[tool.cbgen]\npakage = "x"\n')
     r = cbgen("generate")
@@ -428,7 +442,7 @@ def test_defaults_of_every_kind(generated: object) -> None:
         datetime.time(12, 30, 15),
         b"hello",
     )
-    assert e.a_def == {"k": [1, "two", None]}
+    assert e.a_def == {"k": [1, "two", None]} and e.a_null is None
     assert (e.li_def, e.di_def, e.e_def) == ([1, 2, 3], {"one": 1}, k.Colour.YES)
     assert e.p_def == k.Point(x=0.0, y=1.5)
     assert e.ext_def == generated.extra.Tag(name="x", weight=1)
