@@ -13,12 +13,13 @@ import builtins
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, final
 
 from .errors import BusinessError, IncompatibleGeneratedCode
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT",
     "AsyncHandlers",
     "CommandSpec",
     "DomainSpec",
@@ -31,8 +32,8 @@ __all__ = [
     "spec_for_kind",
 ]
 
-API_VERSION = 1
-"""Bumped when generated code needs something new from the runtime."""
+API_VERSION = 2
+"""Bumped when generated code needs something new from the runtime (2: `DEFAULT`)."""
 
 DOMAIN_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 QUEUE_SUFFIX = "__commands"
@@ -48,6 +49,29 @@ def require_api(api: int, generator: str) -> None:
             f"installed cbus {__version__} provides API {API_VERSION}: upgrade cbus, or "
             f"regenerate with the cbgen that matches cbus {__version__}"
         )
+
+
+@final
+class _SchemaDefault:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<schema default>"
+
+    def __reduce__(self) -> str:
+        return "DEFAULT"  # copies and pickles are the one object
+
+
+DEFAULT: Final = _SchemaDefault()
+"""An argument a generated sender did not receive: use the schema's default.
+
+A default that must be built per command (a list, dict, struct, `any` object or
+UUID) cannot sit in a signature, so a sender's parameter defaults to this object
+instead, and the sender leaves the argument out: the model's `default_factory`
+builds the value. Generated modules alias it as `_DEFAULT: typing.Any`, so it is the
+default of a parameter of any type; it is a value of no type, so passing it, or
+`None` to a field that is not `T?`, is a type error.
+"""
 
 
 @dataclass(frozen=True, slots=True)
