@@ -11,7 +11,7 @@ __all__ = ["RUNTIME_API", "RUNTIME_OPTIONS", "SchemaError", "__version__"]
 
 __version__ = "0.1.0"
 
-RUNTIME_API = 1
+RUNTIME_API = 2
 """The `cbus.registry.API_VERSION` the generated code needs at least."""
 
 RUNTIME_OPTIONS: dict[str, int | tuple[float, ...]] = {

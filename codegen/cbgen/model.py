@@ -55,6 +55,9 @@ SCALAR_PY = {
 # Attributes of BusinessError and Exception that an error-code classmethod must not hide,
 # and the module its class body's annotations name (mypy looks there first).
 ERROR_RESERVED = ("code", "message", "details", "args", "with_traceback", "add_note", "typing")
+# The private alias of `cbus.registry.DEFAULT`, typed `typing.Any` so it can be the
+# default of a sender parameter of any type; no field starts with `_`.
+SENDER_DEFAULT = "_DEFAULT"
 # Modules the handler stubs' class bodies name in annotations.
 STUB_MODULES = ("cbus", "typing")
 
@@ -135,7 +138,6 @@ class Field:
     factory: bool = False  # default built per instance (default_factory=lambda: ...)
     sender_annotation: str = ""
     sender_default: str | None = None
-    builder_value: str = ""  # expression the private builder passes on
     ref: TypeRef | None = None
     constraints: dict[str, Any] = field(default_factory=dict)
     doc_type: str = ""
@@ -147,6 +149,16 @@ class Struct:
     name: str
     doc: str
     fields: list[Field]
+
+    @property
+    def passed(self) -> list[Field]:
+        """The fields a builder always passes on: all but those built per instance."""
+        return [f for f in self.fields if not f.factory]
+
+    @property
+    def omittable(self) -> list[Field]:
+        """The fields a builder passes on only when given (`_DEFAULT` when not)."""
+        return [f for f in self.fields if f.factory]
 
 
 @dataclass
@@ -207,6 +219,8 @@ class Module:
     third_imports: list[str]
     from_imports: list[tuple[str, str]]
     """(domain, alias) of each other domain the module refers to."""
+    default_alias: str | None
+    """The alias of `cbus.registry.DEFAULT` when a sender parameter defaults to it."""
     late_imports: bool
     """Import the other domains after this module's enums, not at the top.
 
@@ -390,7 +404,6 @@ def _field(ctx: _Ctx, f: FieldDef) -> Field:
         doc_type=str(f.type),
         doc_default=_doc_default(f),
         sender_annotation=annotation,
-        builder_value=f.name,
     )
     if f.required:
         return out
@@ -402,10 +415,10 @@ def _field(ctx: _Ctx, f: FieldDef) -> Field:
         out.factory = True
         factory = {"[]": "list", "{}": "dict"}.get(expr, f"lambda: {expr}")
         out.default = f"{lib}.field(default_factory={factory})"
-        # A sender cannot take a mutable or computed default: None stands for it.
-        out.sender_annotation = f"{annotation} | None"
-        out.sender_default = "None"
-        out.builder_value = f"{expr} if {f.name} is None else {f.name}"
+        # A sender cannot take a mutable or computed default: the sentinel stands for
+        # it, and the builder leaves the argument out so the factory runs. Not None:
+        # it would let None through for a field that is not `T?`, and `any` takes it.
+        out.sender_default = SENDER_DEFAULT
     else:
         out.default = expr
         out.sender_default = expr
@@ -478,6 +491,7 @@ def _module(s: Schema, package: str, models: str, cyclic: bool) -> Module:
         stdlib_imports=stdlib,
         third_imports=third,
         from_imports=[(d, domain_alias(d)) for d in sorted(ctx.domains)],
+        default_alias=SENDER_DEFAULT if any(c.struct.omittable for c in commands) else None,
         late_imports=cyclic and bool(enums) and bool(ctx.domains),
         api=RUNTIME_API,
         version=__version__,

@@ -16,7 +16,7 @@ import cbus.registry
 import msgspec
 import psycopg
 
-cbus.registry.require_api(1, "0.1.0")
+cbus.registry.require_api(2, "0.1.0")
 
 __all__ = [
     "Priority",

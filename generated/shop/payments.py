@@ -21,7 +21,7 @@ import psycopg
 
 from . import orders as _d_orders
 
-cbus.registry.require_api(1, "0.1.0")
+cbus.registry.require_api(2, "0.1.0")
 
 __all__ = [
     "CardBrand",
@@ -56,6 +56,9 @@ __all__ = [
     "install",
     "install_async",
 ]
+
+_DEFAULT: typing.Any = cbus.registry.DEFAULT
+"""A sender argument left out: the model builds the schema's default (never a value)."""
 
 
 class CardBrand(enum.Enum):
@@ -342,8 +345,11 @@ def _build_authorize_payment(
     card: Card,
     requested_at: datetime.datetime,
     capture: bool = False,
-    metadata: typing.Annotated[dict[str, str], msgspec.Meta(max_length=20)] | None = None,
+    metadata: typing.Annotated[dict[str, str], msgspec.Meta(max_length=20)] = _DEFAULT,
 ) -> AuthorizePayment:
+    _given: dict[str, typing.Any] = {}
+    if metadata is not _DEFAULT:
+        _given["metadata"] = metadata
     return AuthorizePayment(
         payment_id=payment_id,
         order_id=order_id,
@@ -351,7 +357,7 @@ def _build_authorize_payment(
         card=card,
         requested_at=requested_at,
         capture=capture,
-        metadata={} if metadata is None else metadata,
+        **_given,
     )
 
 
@@ -364,7 +370,7 @@ def send_authorize_payment(
     card: Card,
     requested_at: datetime.datetime,
     capture: bool = False,
-    metadata: typing.Annotated[dict[str, str], msgspec.Meta(max_length=20)] | None = None,
+    metadata: typing.Annotated[dict[str, str], msgspec.Meta(max_length=20)] = _DEFAULT,
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
@@ -403,7 +409,7 @@ async def send_authorize_payment_async(
     card: Card,
     requested_at: datetime.datetime,
     capture: bool = False,
-    metadata: typing.Annotated[dict[str, str], msgspec.Meta(max_length=20)] | None = None,
+    metadata: typing.Annotated[dict[str, str], msgspec.Meta(max_length=20)] = _DEFAULT,
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
@@ -568,15 +574,14 @@ def _build_refund_payment(
     payment_id: uuid.UUID,
     amount: _d_orders.Money,
     reason: typing.Annotated[str, msgspec.Meta(max_length=500)] = "customer request",
-    tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] | None = None,
+    tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] = _DEFAULT,
     fee_rate: typing.Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0,
 ) -> RefundPayment:
+    _given: dict[str, typing.Any] = {}
+    if tags is not _DEFAULT:
+        _given["tags"] = tags
     return RefundPayment(
-        payment_id=payment_id,
-        amount=amount,
-        reason=reason,
-        tags=[] if tags is None else tags,
-        fee_rate=fee_rate,
+        payment_id=payment_id, amount=amount, reason=reason, fee_rate=fee_rate, **_given
     )
 
 
@@ -586,7 +591,7 @@ def send_refund_payment(
     payment_id: uuid.UUID,
     amount: _d_orders.Money,
     reason: typing.Annotated[str, msgspec.Meta(max_length=500)] = "customer request",
-    tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] | None = None,
+    tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] = _DEFAULT,
     fee_rate: typing.Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0,
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
@@ -617,7 +622,7 @@ async def send_refund_payment_async(
     payment_id: uuid.UUID,
     amount: _d_orders.Money,
     reason: typing.Annotated[str, msgspec.Meta(max_length=500)] = "customer request",
-    tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] | None = None,
+    tags: typing.Annotated[list[str], msgspec.Meta(max_length=10)] = _DEFAULT,
     fee_rate: typing.Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0,
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,

@@ -116,6 +116,38 @@ def case_package(
         sys.path.remove(str(root))
 
 
+class _Cursor:
+    def fetchone(self) -> tuple[int]:
+        return (7,)
+
+
+class FakeConn:
+    """Stands for a connection: records what a sender would execute."""
+
+    def __init__(self) -> None:
+        self.params: list[dict[str, Any]] = []
+
+    def execute(self, query: object, params: dict[str, Any]) -> _Cursor:
+        self.params.append(params)
+        return _Cursor()
+
+
+class _AsyncCursor:
+    async def fetchone(self) -> tuple[int]:
+        return (7,)
+
+
+class FakeAsyncConn:
+    """Stands for an async connection: records what a sender would execute."""
+
+    def __init__(self) -> None:
+        self.params: list[dict[str, Any]] = []
+
+    async def execute(self, query: object, params: dict[str, Any]) -> _AsyncCursor:
+        self.params.append(params)
+        return _AsyncCursor()
+
+
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     """Run a command and return its output; the test fails with it unless it exits 0."""
     p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, check=False)

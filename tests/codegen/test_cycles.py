@@ -24,7 +24,7 @@ import cbus.codec
 import msgspec
 import pytest
 
-from .conftest import assert_lint_and_types_pass, case_package, run
+from .conftest import FakeConn, assert_lint_and_types_pass, case_package, run
 
 DOMAINS = ("left", "right", "ring")
 
@@ -140,26 +140,10 @@ def test_constraints_of_another_domain_are_checked_at_their_path(cycles: Cycles)
     )
 
 
-class _Cursor:
-    def fetchone(self) -> tuple[int]:
-        return (7,)
-
-
-class _Conn:
-    """Stands for a connection: records what a sender would execute."""
-
-    def __init__(self) -> None:
-        self.params: list[dict[str, Any]] = []
-
-    def execute(self, query: object, params: dict[str, Any]) -> _Cursor:
-        self.params.append(params)
-        return _Cursor()
-
-
 def test_senders_and_handler_stubs(cycles: Cycles) -> None:
     left, right = cycles.left, cycles.right
     cmd = _plant(cycles)
-    conn = _Conn()
+    conn = FakeConn()
     sent = left.send_plant(conn, root=cmd.root, by_name=cmd.by_name)
     assert (sent.kind, sent.msg_id) == ("left.Plant", 7)
     (params,) = conn.params

@@ -403,12 +403,14 @@ def test_defaults_of_every_kind(generated: object) -> None:
     import decimal
     import uuid
 
+    import cbus.registry
+
     from .conftest import Generated
 
     assert isinstance(generated, Generated)
     k = generated.kitchen
     builder = k._build_everything
-    assert builder.__kwdefaults__["li_def"] is None  # mutable defaults: None stands for them
+    assert builder.__kwdefaults__["li_def"] is cbus.registry.DEFAULT  # built per command
     fields = dict(
         s="abc",
         i=1,

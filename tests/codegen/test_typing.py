@@ -23,6 +23,7 @@ import uuid
 from typing import Any
 
 import cbus
+import cbus.registry
 import psycopg
 
 import {pkg}
@@ -41,6 +42,37 @@ def use(conn: psycopg.Connection[Any], bus: cbus.Bus) -> cbus.SendResult:
 async def use_async(aconn: psycopg.AsyncConnection[Any]) -> cbus.SendResult:
     await extra.send_ping_async(aconn, tag=extra.Tag(name="x", weight=2))
     return await kitchen.send_empty_async(aconn)
+
+
+# A default built per command is left out, or given a value of the field's own type:
+# None only where the schema says `T?`, or for `any`, which holds null.
+def use_defaults(conn: psycopg.Connection[Any]) -> None:
+    extra.send_tally(conn, n=1)
+    extra.send_tally(
+        conn,
+        n=1,
+        counts={{"b": 2}},
+        items=[3],
+        tag=extra.Tag(name="u"),
+        ref=uuid.uuid4(),
+        blob=None,
+        none=None,
+        one=None,
+        maybe=None,
+    )
+    extra.send_tally(conn, n=1, counts=None)  # type: ignore[arg-type]
+    extra.send_tally(conn, n=1, items=None)  # type: ignore[arg-type]
+    extra.send_tally(conn, n=1, tag=None)  # type: ignore[arg-type]
+    extra.send_tally(conn, n=1, ref=None)  # type: ignore[arg-type]
+    extra.send_tally(conn, n=1, counts=cbus.registry.DEFAULT)  # type: ignore[arg-type]
+    extra.send_tally(conn, counts={{}})  # type: ignore[call-arg]
+
+
+async def use_defaults_async(aconn: psycopg.AsyncConnection[Any]) -> None:
+    await extra.send_tally_async(aconn, n=1)
+    await extra.send_tally_async(aconn, n=1, blob=None, maybe={{"a": 1}})
+    await extra.send_tally_async(aconn, n=1, counts=None)  # type: ignore[arg-type]
+    await extra.send_tally_async(aconn, n=1, tag=None)  # type: ignore[arg-type]
 
 
 class Mine(kitchen.KitchenHandlers):
