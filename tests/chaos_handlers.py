@@ -89,5 +89,10 @@ def make_testbus() -> list[object]:
     return [SlowHandlers()]
 
 
+def make_mixed() -> list[object]:
+    """Sync handlers for one domain, async ones for another: one worker, two halves."""
+    return [SlowHandlers(), ChaosAsyncHandlers()]
+
+
 def make_leases() -> list[object]:
     return [LeasesHandlers()]

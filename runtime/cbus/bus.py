@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ._acompat import Lock
 from ._queries import query
 from ._send_base import SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import Context
@@ -178,6 +179,8 @@ class Bus:
             self._pool = dsn_or_pool
             self._owned = False
         self._opened = False
+        # Sends that start together on a bus nobody opened open its pool once.
+        self._open_lock = Lock()
 
     @property
     def pool(self) -> ConnectionPool[Any]:
@@ -185,15 +188,17 @@ class Bus:
 
     def open(self) -> Bus:
         """Open the pool; the first send does it when nobody did."""
-        if self._owned and not self._opened:
-            self._pool.open(wait=True)
-        self._opened = True
+        with self._open_lock:
+            if self._owned and not self._opened:
+                self._pool.open(wait=True)
+            self._opened = True
         return self
 
     def close(self) -> None:
-        if self._owned and self._opened:
-            self._pool.close()
-        self._opened = False
+        with self._open_lock:
+            if self._owned and self._opened:
+                self._pool.close()
+            self._opened = False
 
     def __enter__(self) -> Bus:
         return self.open()

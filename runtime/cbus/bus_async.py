@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from ._acompat import ALock
 from ._queries import query
 from ._send_base import SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import AsyncContext
@@ -176,6 +177,8 @@ class AsyncBus:
             self._pool = dsn_or_pool
             self._owned = False
         self._opened = False
+        # Sends that start together on a bus nobody opened open its pool once.
+        self._open_lock = ALock()
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
@@ -183,15 +186,17 @@ class AsyncBus:
 
     async def open(self) -> AsyncBus:
         """Open the pool; the first send does it when nobody did."""
-        if self._owned and not self._opened:
-            await self._pool.open(wait=True)
-        self._opened = True
+        async with self._open_lock:
+            if self._owned and not self._opened:
+                await self._pool.open(wait=True)
+            self._opened = True
         return self
 
     async def close(self) -> None:
-        if self._owned and self._opened:
-            await self._pool.close()
-        self._opened = False
+        async with self._open_lock:
+            if self._owned and self._opened:
+                await self._pool.close()
+            self._opened = False
 
     async def __aenter__(self) -> AsyncBus:
         return await self.open()

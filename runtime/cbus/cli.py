@@ -176,7 +176,8 @@ def worker(
         w.run(until_idle=until_idle)
     except InstallError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"worker stopped: {w.completed} completed, {w.failed} failed", err=True)
+    # `failed` counts attempts that failed, retried ones included, not commands.
+    click.echo(f"worker stopped: {w.completed} completed, {w.failed} failed attempts", err=True)
 
 
 # -- the troubleshooting queue and the audit trail -------------------------------

@@ -108,6 +108,9 @@ class Worker:
         if self._sync is None:
             asyncio.run(self._async.run(until_idle=until_idle))
             return
+        # One handler stops both halves; the sync half, run on this thread, would
+        # otherwise replace it with its own and leave the async half running.
+        self._sync.handles_signals = False
         restore = self._install_signals()
         errors: list[BaseException] = []
 

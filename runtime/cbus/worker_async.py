@@ -219,6 +219,8 @@ class AsyncWorker:
             raise ValueError(f"Two handler objects serve the same domain: {names}")
         self.concurrency = concurrency
         self.batch_size = batch_size
+        # False when a `cbus.Worker` runs this beside a twin: its handler stops both.
+        self.handles_signals = True
         # Shared by a domain's consumers: the first batches teach all of them.
         self._lease_sizes = {d.queue: LeaseSize(batch_size) for d in self._domains}
         self.poll_interval = poll_interval
@@ -326,7 +328,7 @@ class AsyncWorker:
             )
 
     def _install_signals(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
+        if not self.handles_signals or threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -756,9 +758,11 @@ class AsyncWorker:
         expected = isinstance(exc, BusinessError | PermanentError | TransientError)
         log.log(
             logging.INFO if expected else logging.WARNING,
-            "%s %s: %s",
+            "%s %s %s (attempt %d): %s",
             delivery.spec.kind,
+            command_id,
             failure.outcome.value,
+            delivery.read_ct,
             failure.message,
             extra=extra,
             exc_info=None if expected else exc,

@@ -467,6 +467,20 @@ def test_sigterm_lets_the_command_in_flight_finish_and_exits_0(
     assert rows == [(slow, 1)]
 
 
+def test_sigterm_stops_a_worker_with_sync_and_async_handlers(
+    dsn: str, testbus: ModuleType, tmp_path: Path
+) -> None:
+    """One SIGTERM stops both halves: the sync half's own handler used to replace it."""
+    with fleet(dsn, testbus, tmp_path) as workers:
+        mixed = workers.start("tests.chaos_handlers:make_mixed", concurrency=2)
+        # Both halves connected: two consumers and a listener each.
+        wait_for(lambda: connections(dsn).get(mixed.name, 0) >= 6)
+        mixed.term()
+        rc, took = mixed.finish(timeout=20)
+        assert rc == 0, mixed.tail()
+        assert took < 10, (took, mixed.tail())
+
+
 def test_heartbeat_keeps_the_lease_when_its_connection_drops(
     dsn: str, testbus: ModuleType, tmp_path: Path
 ) -> None:

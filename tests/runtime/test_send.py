@@ -197,6 +197,39 @@ def test_bus_sends_in_its_own_transaction(dsn: str, testbus: ModuleType) -> None
         assert all(cbus.get_command(conn, "testbus", r.command_id) for r in many)
 
 
+def test_sends_that_start_together_open_a_new_bus_once(dsn: str, testbus: ModuleType) -> None:
+    """Nobody opened the bus: the first sends, from threads or tasks at once, open it."""
+    import threading
+
+    bus = cbus.Bus(dsn)
+    errors: list[BaseException] = []
+
+    def send(n: int) -> None:
+        try:
+            testbus.send_echo(bus, n=n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bus.close()
+
+    async def send_async() -> None:
+        abus = cbus.AsyncBus(dsn)
+        try:
+            await asyncio.gather(*(testbus.send_echo_async(abus, n=n) for n in range(10, 20)))
+        finally:
+            await abus.close()
+
+    asyncio.run(send_async())
+    assert errors == []
+    with psycopg.connect(dsn) as conn:
+        assert queue_depth(conn, "testbus__commands") == 20
+
+
 def test_async_senders(dsn: str, testbus: ModuleType) -> None:
     async def main() -> list[cbus.SendResult]:
         async with await psycopg.AsyncConnection.connect(dsn) as aconn:
