@@ -39,7 +39,7 @@ from .errors import (
 )
 from .install import install, install_async, install_domain, install_domain_async
 from .registry import AsyncHandlers, Handlers
-from .store import CommandRecord, get_command, get_command_async, result_of
+from .store import CommandRecord, CommandStatus, get_command, get_command_async, result_of
 from .troubleshooting import (
     CommandDetail,
     TroubleshootingEntry,
@@ -90,6 +90,7 @@ __all__ = [
     "BusinessError",
     "CommandDetail",
     "CommandRecord",
+    "CommandStatus",
     "CannotRetry",
     "ConcurrentOperationError",
     "Context",

@@ -6,6 +6,7 @@ Shared by Worker and AsyncWorker, so the delivery rules live in one place.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import enum
 import logging
 import os
@@ -54,6 +55,7 @@ class DomainRuntime:
     def of(cls, handlers: object) -> DomainRuntime:
         spec = domain_of(handlers)
         implemented = implemented_methods(handlers)
+        _warn_misspelt_handlers(handlers, spec, implemented)
         return cls(
             spec=spec,
             handlers=handlers,
@@ -80,6 +82,39 @@ class DomainRuntime:
             "max_attempts": self.max_attempts_json,
             "default_max_attempts": self.default_max_attempts,
         }
+
+
+def _warn_misspelt_handlers(
+    handlers: object, spec: DomainSpec, implemented: frozenset[str]
+) -> None:
+    """Say so at start when a public method looks like a handler method with a typo.
+
+    Its commands would otherwise reach the troubleshooting queue (no handler) with
+    nothing to tell why until the first one arrives.
+    """
+    missing = {
+        c.handler_method: c.kind for c in spec.commands if c.handler_method not in implemented
+    }
+    if not missing:
+        return
+    stub = next(b for b in type(handlers).__mro__ if "__cbus_domain__" in b.__dict__)
+    for cls in type(handlers).__mro__:
+        if cls is stub:
+            break
+        for name in vars(cls):
+            if name.startswith("_") or not callable(getattr(cls, name, None)):
+                continue
+            close = difflib.get_close_matches(name, missing, n=1, cutoff=0.7)
+            if close:
+                log.warning(
+                    "%s.%s handles no command; did you mean %s? Commands %s have no handler "
+                    "and go to the troubleshooting queue",
+                    type(handlers).__name__,
+                    name,
+                    close[0],
+                    missing[close[0]],
+                    extra={"action": "handler_misspelt", "kind": missing[close[0]]},
+                )
 
 
 def stub_package(handlers: object) -> str:

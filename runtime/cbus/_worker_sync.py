@@ -25,7 +25,7 @@ import signal
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import psycopg
@@ -1012,7 +1012,7 @@ class SyncWorker:
 
 def _ended(
     d: Delivery,
-    outcome: str,
+    outcome: Literal["SUCCESS", "FAILED", "CANCELED"],
     code: str | None = None,
     message: str = "",
     error_type: str | None = None,

@@ -8,7 +8,8 @@ correlation_id and optional reply_to / batch_id.
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -63,7 +64,7 @@ class Reply(msgspec.Struct, frozen=True, omit_defaults=True):
     command_id: uuid.UUID
     correlation_id: uuid.UUID
     kind: str
-    outcome: str
+    outcome: Literal["SUCCESS", "FAILED", "CANCELED"]
     result: Any = None
     error: ReplyError | None = None
 
@@ -87,9 +88,11 @@ _reply_decoder = msgspec.json.Decoder(Reply)
 _batch_decoder = msgspec.json.Decoder(BatchCompleted)
 
 
-def decode_reply(data: bytes | str) -> Reply:
-    """Decode a reply message read from a reply queue."""
-    return _reply_decoder.decode(data)
+def decode_reply(data: bytes | str | Mapping[str, Any]) -> Reply:
+    """Decode a reply message read from a reply queue (JSON text, or jsonb psycopg loaded)."""
+    if isinstance(data, bytes | str):
+        return _reply_decoder.decode(data)
+    return msgspec.convert(data, Reply, strict=False)
 
 
 def decode_batch_completed(data: bytes | str) -> BatchCompleted:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +21,6 @@ class _ContextBase:
     kind: str
     domain: str
     batch_id: uuid.UUID | None = None
-    # Set by the worker: renews this delivery's lease at once, on its own connection.
-    lease_extender: Any = field(default=None, repr=False)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -34,6 +33,9 @@ class Context(_ContextBase):
     """
 
     conn: psycopg.Connection[Any]
+    # Set by the worker: renews this delivery's lease at once, on its own connection.
+    # None outside a worker (a handler's unit test), where there is no lease to hold.
+    lease_extender: Callable[[float], None] | None = field(default=None, repr=False)
 
     def extend_lease(self, seconds: float) -> None:
         """Hold the message for at least `seconds` from now, at once.
@@ -42,7 +44,8 @@ class Context(_ContextBase):
         that may outlast the visibility timeout, so the message stays held (and,
         after a crash, is redelivered no sooner) for that long.
         """
-        self.lease_extender(seconds)
+        if self.lease_extender is not None:
+            self.lease_extender(seconds)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -50,10 +53,12 @@ class AsyncContext(_ContextBase):
     """The async twin of `Context`, for handlers of an asyncio worker."""
 
     conn: psycopg.AsyncConnection[Any]
+    lease_extender: Callable[[float], Awaitable[None]] | None = field(default=None, repr=False)
 
     async def extend_lease(self, seconds: float) -> None:
         """Hold the message for at least `seconds` from now, at once (see `Context`).
 
         Call it before blocking the event loop: the heartbeat runs on that loop.
         """
-        await self.lease_extender(seconds)
+        if self.lease_extender is not None:
+            await self.lease_extender(seconds)

@@ -5,10 +5,16 @@ One root, `cbus.Error`; each class is worth catching on its own.
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .codec import Reply
+    from .store import CommandRecord
 
 __all__ = [
     "BusinessError",
+    "CannotRetry",
     "CommandCanceled",
     "CommandInTroubleshooting",
     "CommandNotCompleted",
@@ -54,7 +60,7 @@ class DuplicateCommandError(Error):
 
     __module__ = "cbus"
 
-    def __init__(self, domain: str, command_id: Any) -> None:
+    def __init__(self, domain: str, command_id: uuid.UUID) -> None:
         super().__init__(f"Command {command_id} was already sent in domain `{domain}`")
         self.domain = domain
         self.command_id = command_id
@@ -88,7 +94,9 @@ class CommandNotCompleted(Error):
 
     __module__ = "cbus"
 
-    def __init__(self, message: str, status: str, record: Any = None) -> None:
+    def __init__(
+        self, message: str, status: str, record: CommandRecord | Reply | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.record = record

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import psycopg
@@ -34,7 +34,7 @@ class Ended:
     command_id: uuid.UUID
     correlation_id: uuid.UUID
     kind: str
-    outcome: str  # SUCCESS, FAILED or CANCELED
+    outcome: Literal["SUCCESS", "FAILED", "CANCELED"]
     reply_to: str | None
     batch_id: uuid.UUID | None
     result: bytes | None = None

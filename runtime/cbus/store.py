@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 import msgspec
 import psycopg
@@ -21,7 +21,11 @@ from .errors import (
 
 T = TypeVar("T")
 
-__all__ = ["CommandRecord", "get_command", "get_command_async", "result_of"]
+__all__ = ["CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"]
+
+CommandStatus: TypeAlias = Literal[
+    "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "IN_TROUBLESHOOTING_QUEUE", "CANCELED"
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,7 +36,7 @@ class CommandRecord:
     command_id: uuid.UUID
     kind: str
     version: int
-    status: str
+    status: CommandStatus
     attempts: int
     max_attempts: int
     msg_id: int | None
@@ -51,7 +55,7 @@ class CommandRecord:
 
     __module__ = "cbus"
 
-    def result_as(self, type_: type[Any]) -> Any:
+    def result_as(self, type_: type[T]) -> T | None:
         """The stored result decoded into the command's generated result class."""
         if self.result is None:
             return None
@@ -124,6 +128,7 @@ def result_of(
     queue as `CommandInTroubleshooting`, a command still running as
     `CommandNotCompleted`.
     """
+    outcome: str
     if isinstance(source, Reply):
         outcome, command_id = source.outcome, source.command_id
         code = source.error.code if source.error else ""

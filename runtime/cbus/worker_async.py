@@ -23,7 +23,7 @@ import signal
 import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import psycopg
@@ -1020,7 +1020,7 @@ class AsyncWorker:
 
 def _ended(
     d: Delivery,
-    outcome: str,
+    outcome: Literal["SUCCESS", "FAILED", "CANCELED"],
     code: str | None = None,
     message: str = "",
     error_type: str | None = None,

@@ -100,6 +100,21 @@ point: kitchen.Point = {pkg}.kitchen.Point(x=1.0, y=2.0)
 {pkg}.kitchn.Point(x=1.0, y=2.0)  # type: ignore[attr-defined]
 from {pkg} import Point  # type: ignore[attr-defined]  # noqa: E402
 
+# The runtime's records and replies: statuses and outcomes are literals, typed results.
+def read_back(conn: psycopg.Connection[Any], reply: cbus.Reply) -> kitchen.EverythingResult | None:
+    record = cbus.get_command(conn, "kitchen", uuid.uuid4())
+    assert record is not None
+    if record.status == "DONE":  # type: ignore[comparison-overlap]
+        pass
+    if reply.outcome == "OK":  # type: ignore[comparison-overlap]
+        pass
+    result = record.result_as(kitchen.EverythingResult)
+    wrong: kitchen.Point | None = result  # type: ignore[assignment]
+    cbus.Worker("", [object()])  # type: ignore[list-item]
+    cbus.Worker("", [Mine()], concurency=2)  # type: ignore[call-arg]
+    return record.result_as(kitchen.EverythingResult)
+
+
 code: kitchen.EverythingError = kitchen.EverythingError("A1")
 kitchen.EverythingError("NOPE")  # type: ignore[arg-type]
 kitchen.Point(x=1.0)  # type: ignore[call-arg]

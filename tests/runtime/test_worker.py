@@ -733,3 +733,36 @@ def test_the_lease_grows_for_quick_handlers_and_shrinks_for_slow_ones() -> None:
     small.record(1, 0.0)
     small.record(2, 0.0)
     assert small.size == 3
+
+
+def test_a_misspelt_handler_method_is_named_at_start(
+    dsn: str, testbus: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Typo(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def ecko(self, cmd: Any, ctx: cbus.Context) -> None:
+            pass
+
+        def helper(self) -> None:  # unlike any handler method: not named
+            pass
+
+    with caplog.at_level("WARNING", logger="cbus.worker"):
+        cbus.Worker(dsn, [Typo()])
+    [record] = [r for r in caplog.records if getattr(r, "action", "") == "handler_misspelt"]
+    assert record.getMessage() == (
+        "Typo.ecko handles no command; did you mean echo? Commands testbus.Echo have no "
+        "handler and go to the troubleshooting queue"
+    )
+
+
+def test_a_context_outside_a_worker_has_no_lease_to_extend() -> None:
+    """A handler's unit test builds its own Context; extend_lease is then a no-op."""
+    ctx = cbus.Context(
+        command_id=uuid.uuid4(),
+        correlation_id=uuid.uuid4(),
+        attempt=1,
+        max_attempts=3,
+        kind="testbus.Echo",
+        domain="testbus",
+        conn=None,  # type: ignore[arg-type]
+    )
+    ctx.extend_lease(30)
