@@ -24,7 +24,7 @@ from ._queries import query
 from .errors import BusinessError, PermanentError
 from .outcomes import done_channel
 from .pgmq import RawJson
-from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods
+from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods, stub_of
 
 __all__ = ["Delivery", "DomainRuntime", "Outcome", "Poison", "classify", "triage"]
 
@@ -97,7 +97,7 @@ def _warn_misspelt_handlers(
     }
     if not missing:
         return
-    stub = next(b for b in type(handlers).__mro__ if "__cbus_domain__" in b.__dict__)
+    stub = stub_of(handlers)
     for cls in type(handlers).__mro__:
         if cls is stub:
             break
@@ -119,10 +119,10 @@ def _warn_misspelt_handlers(
 
 def stub_package(handlers: object) -> str:
     """The generated package a handler object's stub comes from (`shop` for shop.orders)."""
-    for cls in type(handlers).__mro__:
-        if "__cbus_domain__" in cls.__dict__:
-            return cls.__module__.rpartition(".")[0] or cls.__module__
-    return "PACKAGE"
+    stub = stub_of(handlers)
+    if stub is None:
+        return "PACKAGE"
+    return stub.__module__.rpartition(".")[0] or stub.__module__
 
 
 _UNUSABLE_DATABASE = ("does not exist", "authentication failed", "no pg_hba.conf entry")
@@ -165,8 +165,8 @@ class LeaseSize:
     (concurrency=4 with eight one-second commands took 8.5 s, one after the other).
     A worker's consumers of a domain share one: it starts at one message, doubles
     with each batch while handlers are quick, up to the worker's batch size, and
-    drops at once when they are slow. Sizes are powers of
-    two (and the batch size): each is a statement of its own, prepared once.
+    drops at once when they are slow. Sizes are powers of two (and the batch size):
+    each is a statement of its own, prepared once.
     """
 
     TARGET = 0.25

@@ -193,13 +193,15 @@ def domain_of(handlers: object) -> DomainSpec:
     return domain
 
 
+def stub_of(handlers: object) -> type | None:
+    """The generated stub class a handler object's class derives from."""
+    return next((b for b in type(handlers).__mro__ if "__cbus_domain__" in b.__dict__), None)
+
+
 def implemented_methods(handlers: object) -> frozenset[str]:
     """Names of the handler methods a subclass overrides; the others are stubs."""
     cls = type(handlers)
-    stub = next(
-        (b for b in cls.__mro__ if "__cbus_domain__" in b.__dict__),
-        None,
-    )
+    stub = stub_of(handlers)
     if stub is None:
         return frozenset()
     domain = domain_of(handlers)
