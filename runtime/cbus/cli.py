@@ -442,16 +442,38 @@ def _parse_result(ctx: click.Context, param: click.Parameter, value: str) -> Any
     help="The command's result, as its handler would return it.",
 )
 @click.option("--reason", default=None, help="Why, for the audit trail.")
+@click.option(
+    "--domains",
+    "module",
+    default=None,
+    help="The generated package (for example `shop`): --result is then checked against "
+    "the command's result class.",
+)
 @_operator_option
 def tsq_complete(
-    domain: str, command_id: uuid.UUID, dsn: str, result: Any, reason: str | None, operator: str
+    domain: str,
+    command_id: uuid.UUID,
+    dsn: str,
+    result: Any,
+    reason: str | None,
+    module: str | None,
+    operator: str,
 ) -> None:
     """End the command as COMPLETED with the result an operator supplies."""
+    from .errors import ValidationError
     from .troubleshooting import complete
 
     name = _operator(operator)
+    if module:
+        try:
+            _import_generated(module)
+        except ImportError as exc:
+            raise click.BadParameter(f"cannot import `{module}`: {exc}") from exc
     with _connect(dsn) as conn:
-        complete(conn, domain, command_id, operator=name, result=result, reason=reason)
+        try:
+            complete(conn, domain, command_id, operator=name, result=result, reason=reason)
+        except ValidationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--result") from exc
     click.echo(f"Command {command_id} in domain `{domain}` completed by {name}")
 
 

@@ -37,18 +37,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg import sql
 
 from . import codec
 from ._send_base import channel
 from .audit import AuditEvent, Plan, audit_plan, run, run_async, to_uuid
-from .errors import CannotRetry, ConcurrentOperationError, NotFoundError
+from .errors import CannotRetry, ConcurrentOperationError, NotFoundError, ValidationError
 from .outcomes import Ended, commands_ended
 from .outcomes_async import Ended as AsyncEnded
 from .outcomes_async import commands_ended_async, done_channel
 from .pgmq import RawJson, archive_table, check_queue_name, queue_table
-from .registry import QUEUE_SUFFIX
+from .registry import QUEUE_SUFFIX, spec_for_kind
 from .store import GET_COMMAND, CommandRecord
 
 __all__ = [
@@ -303,7 +304,7 @@ async def show_command_async(
 # -- actions ---------------------------------------------------------------------
 
 _STATUS = """
-SELECT c.status, a.event, a.operator, a.at
+SELECT c.status, c.kind, a.event, a.operator, a.at
 FROM cbus.command AS c
 LEFT JOIN LATERAL (
     SELECT event, operator, at FROM cbus.audit
@@ -367,13 +368,37 @@ def _state_error(
     )
 
 
-def _check_plan(domain: str, command_id: uuid.UUID, event: str) -> Plan[None]:
-    """Before the action's savepoint: fail early, without a lock, when not in the queue."""
+def _check_plan(domain: str, command_id: uuid.UUID, event: str) -> Plan[str]:
+    """Before the action's savepoint: fail early, without a lock, when not in the queue.
+
+    Returns the command's kind.
+    """
     rows = yield _STATUS, {"domain": domain, "command_id": command_id}
     if not rows:
         raise NotFoundError(f"No command {command_id} in domain `{domain}`")
     if rows[0]["status"] != TSQ:
         raise _state_error(domain, command_id, event, rows[0])
+    return str(rows[0]["kind"])
+
+
+def _result_for(kind: str, value: Any) -> RawJson:
+    """An operator's result, encoded as the worker encodes a handler's.
+
+    Checked against the command's result class when its generated module is imported
+    in this process (the CLI imports a package given with `--domains`): a result no
+    reader could decode would only fail later, in whoever reads it. No result (null)
+    is always accepted: an operator may end a command without one.
+    """
+    spec = spec_for_kind(kind)
+    if spec is None or value is None:
+        return RawJson(codec.encode(value))
+    if spec.result_type is None:
+        raise ValidationError(f"`{kind}` declares no result: complete it without one")
+    try:
+        checked = msgspec.convert(value, spec.result_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"Invalid result for `{kind}`: {exc}") from None
+    return RawJson(codec.encode(checked))
 
 
 def _act_plan(
@@ -477,7 +502,9 @@ def _act(
 ) -> None:
     cid = to_uuid(command_id)
     kw["operator"] = _checked(kw["operator"])
-    run(conn, _check_plan(domain, cid, event))
+    kind = run(conn, _check_plan(domain, cid, event))
+    if event == "completed":
+        kw["result"] = _result_for(kind, kw["result"])
     try:
         with conn.transaction():
             ended = run(conn, _act_plan(domain, cid, event, **kw))
@@ -495,7 +522,9 @@ async def _act_async(
 ) -> None:
     cid = to_uuid(command_id)
     kw["operator"] = _checked(kw["operator"])
-    await run_async(conn, _check_plan(domain, cid, event))
+    kind = await run_async(conn, _check_plan(domain, cid, event))
+    if event == "completed":
+        kw["result"] = _result_for(kind, kw["result"])
     try:
         async with conn.transaction():
             ended = await run_async(conn, _act_plan(domain, cid, event, **kw))
@@ -575,7 +604,9 @@ def complete(
     """End the command as COMPLETED with `result` (JSON data, encoded as the worker does).
 
     `cbus.get_command(...).result` then returns it, and `result_as` decodes it into the
-    command's result class. Raises as `retry` does.
+    command's result class. Raises as `retry` does, and `cbus.ValidationError` when
+    the command's generated module is imported and the result does not fit its
+    result class (or the command declares none).
     """
     _act(
         conn,
@@ -584,7 +615,7 @@ def complete(
         "completed",
         operator=operator,
         reason=reason,
-        result=RawJson(codec.encode(result)),
+        result=result,
     )
 
 
@@ -605,5 +636,5 @@ async def complete_async(
         "completed",
         operator=operator,
         reason=reason,
-        result=RawJson(codec.encode(result)),
+        result=result,
     )

@@ -279,3 +279,17 @@ def test_worker_on_a_database_without_cbus_exits_with_the_reason(
     result = runner.invoke(main, ["worker", "cli_handlers:make", "--until-idle"])
     assert result.exit_code == 1
     assert "cbus is not installed in this database" in result.output
+
+
+def test_complete_checks_the_result_with_the_generated_package(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    (command_id,), _ = in_tsq(dsn, conn, testbus, 1)
+    args = ["tsq", "complete", "testbus", str(command_id), "--domains", "tbpkg"]
+    result = cbus_cli(dsn, *args, "--result", '{"n": "seven"}')
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --result: Invalid result for `testbus.Echo`: " in result.stderr
+    result = cbus_cli(dsn, *args, "--result", '{"n": 7, "text": "by hand"}')
+    assert result.exit_code == 0, result.output
+    record = cbus.get_command(conn, "testbus", command_id)
+    assert record is not None and record.result == {"n": 7, "text": "by hand"}

@@ -362,6 +362,29 @@ def test_complete_stores_the_operators_result(
     assert (trail[-1].operator, trail[-1].detail) == ("dora", {"reason": "done manually"})
 
 
+def test_complete_checks_the_result_against_the_commands_result_class(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, autocommit: Any
+) -> None:
+    """The generated module is imported here, so a result no reader could decode is refused."""
+    (echo,), _ = in_tsq(dsn, conn, testbus)
+    with pytest.raises(cbus.ValidationError, match=r"Invalid result for `testbus\.Echo`"):
+        tsq.complete(autocommit, "testbus", echo, operator="dora", result={"n": "seven"})
+    assert status(conn, echo) == "IN_TROUBLESHOOTING_QUEUE"
+    tsq.complete(autocommit, "testbus", echo, operator="dora", result={"n": 7, "text": "x"})
+    record = cbus.get_command(conn, "testbus", echo)
+    assert record is not None and record.result == {"n": 7, "text": "x"}
+    conn.commit()
+
+    flaky = testbus.send_reject(conn, mode="permanent")
+    conn.commit()
+    drain(dsn, [make_handlers(testbus)])
+    assert status(conn, flaky.command_id) == "IN_TROUBLESHOOTING_QUEUE"
+    with pytest.raises(cbus.ValidationError, match="declares no result"):
+        tsq.complete(autocommit, "testbus", flaky.command_id, operator="dora", result={"a": 1})
+    tsq.complete(autocommit, "testbus", flaky.command_id, operator="dora", result=None)
+    assert status(conn, flaky.command_id) == "COMPLETED"
+
+
 def test_cancel_and_complete_reply_and_wake_waiters(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, autocommit: Any
 ) -> None:
