@@ -34,6 +34,9 @@ def channel(domain: str) -> str:
     return f"cbus_{domain}"
 
 
+_MAX_DELAY = 100 * 365 * 86400.0  # a century: beyond it PostgreSQL's intervals overflow
+
+
 def _delay(delay: float | dt.datetime | None) -> tuple[dt.datetime | None, float]:
     if delay is None:
         return None, 0.0
@@ -43,8 +46,8 @@ def _delay(delay: float | dt.datetime | None) -> tuple[dt.datetime | None, float
         return delay, 0.0
     if isinstance(delay, bool) or not isinstance(delay, int | float):
         raise TypeError(f"delay must be seconds or an aware datetime, got {type(delay).__name__}")
-    if not math.isfinite(delay):
-        raise ValueError(f"delay must be a finite number of seconds, got {delay}")
+    if not math.isfinite(delay) or delay > _MAX_DELAY:
+        raise ValueError(f"delay must be a number of seconds up to {_MAX_DELAY:g}, got {delay}")
     return None, max(float(delay), 0.0)
 
 

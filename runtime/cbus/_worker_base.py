@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import codec
 from ._queries import query
-from .errors import BusinessError, PermanentError
+from .errors import BusinessError, PermanentError, ValidationError
 from .outcomes import done_channel
 from .pgmq import RawJson
 from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods, stub_of
@@ -140,18 +140,18 @@ def unusable_database(exc: psycopg.OperationalError) -> str | None:
     return None
 
 
-def consumer_options(dsn: str, connect_kwargs: dict[str, Any], statement_timeout_ms: int) -> str:
-    """The connection's `options`: the user's own, then the consumers' statement timeout."""
-    own = connect_kwargs.get("options") or conninfo_to_dict(dsn).get("options") or ""
-    return f"{own} -c statement_timeout={statement_timeout_ms}".strip()
-
-
 def with_application_name(dsn: str, connect_kwargs: dict[str, Any]) -> str:
-    """Name the worker's sessions in pg_stat_activity, unless the user named them."""
+    """Name the worker's sessions in pg_stat_activity, unless the user named them.
+
+    A service (`service=` or PGSERVICE) may name them in its file, which only libpq reads.
+    """
+    params = conninfo_to_dict(dsn)
     if (
         "application_name" in connect_kwargs
-        or "application_name" in conninfo_to_dict(dsn)
+        or "application_name" in params
+        or "service" in params
         or os.environ.get("PGAPPNAME")
+        or os.environ.get("PGSERVICE")
     ):
         return dsn
     return make_conninfo(dsn, application_name="cbus worker")
@@ -165,14 +165,19 @@ class LeaseSize:
     (concurrency=4 with eight one-second commands took 8.5 s, one after the other).
     A worker's consumers of a domain share one: it starts at one message, doubles
     with each batch while handlers are quick, up to the worker's batch size, and
-    drops at once when they are slow. Sizes are powers of two (and the batch size):
-    each is a statement of its own, prepared once.
+    drops at once when they are slow; an empty lease starts it over, since the
+    commands that end a lull may be slow ones. Sizes are powers of two (and the
+    batch size): each is a statement of its own, prepared once.
     """
 
     TARGET = 0.25
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.size = 1
+
+    def forget(self) -> None:
+        """The queue ran dry: what comes next may be slow, so start small again."""
         self.size = 1
 
     def record(self, count: int, seconds: float) -> None:
@@ -427,9 +432,10 @@ def ack_params(
 def encode_result(delivery: Delivery, value: Any) -> RawJson | None:
     """The handler's result as stored and replied, checked against the schema.
 
-    A result of the wrong type, or breaking its constraints, fails the command like
-    an exception from the handler would: stored, it would only fail later, in
-    whoever reads it. What a handler returns for a command that declares no result
+    A result of the wrong type, or breaking its constraints, sends the command to the
+    troubleshooting queue (a bug in the handler: another attempt would only repeat
+    its effects outside the database); stored, it would only fail later, in whoever
+    reads it. What a handler returns for a command that declares no result
     is not kept.
     """
     spec = delivery.spec
@@ -438,11 +444,15 @@ def encode_result(delivery: Delivery, value: Any) -> RawJson | None:
             _warn_unexpected_result(spec, value)
         return None
     if not isinstance(value, spec.result_type):
-        raise TypeError(
+        raise PermanentError(
+            "BAD_RESULT",
             f"The handler of `{spec.kind}` returned {type(value).__qualname__}, "
-            f"expected {spec.result_type.__qualname__}"
+            f"expected {spec.result_type.__qualname__}",
         )
-    return RawJson(codec.validate(value))
+    try:
+        return RawJson(codec.validate(value))
+    except ValidationError as exc:
+        raise PermanentError("BAD_RESULT", str(exc)) from None
 
 
 _warned_results: set[str] = set()

@@ -108,6 +108,10 @@ class Worker:
         if self._sync is None:
             asyncio.run(self._async.run(until_idle=until_idle))
             return
+        # Both halves check the database before either starts: a half that cannot
+        # start must not leave the other one running.
+        self._sync.check_database()
+        asyncio.run(self._async.check_database())
         # One handler stops both halves; the sync half, run on this thread, would
         # otherwise replace it with its own and leave the async half running.
         self._sync.handles_signals = False
@@ -115,19 +119,23 @@ class Worker:
         errors: list[BaseException] = []
 
         def run_async() -> None:
-            assert self._async is not None
+            assert self._async is not None and self._sync is not None
             try:
                 asyncio.run(self._async.run(until_idle=until_idle))
             except BaseException as exc:
                 errors.append(exc)
+                self._sync.stop()
 
         thread = threading.Thread(target=run_async, name="cbus-async-worker", daemon=True)
         thread.start()
         try:
             self._sync.run(until_idle=until_idle)
+        except BaseException:
+            self._async.stop()  # the sync half failed: the async half must not run on
+            raise
+        finally:
             while thread.is_alive():
                 thread.join(0.2)
-        finally:
             restore()
         if errors:
             raise errors[0]

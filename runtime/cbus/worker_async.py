@@ -40,7 +40,6 @@ from ._worker_base import (
     Poison,
     ack_params,
     classify,
-    consumer_options,
     encode_result,
     read_query,
     stub_package,
@@ -259,19 +258,18 @@ class AsyncWorker:
 
     async def _connect(self) -> _HandlerConnection:
         min_vt = min(d.visibility_timeout for d in self._domains)
-        kwargs = {
-            **self._connect_kwargs,
-            "options": consumer_options(self._dsn, self._connect_kwargs, max(1000, min_vt * 500)),
-        }
         conn = await _HandlerConnection.connect(
-            self._dsn, autocommit=True, cursor_factory=_HandlerCursor, **kwargs
+            self._dsn, autocommit=True, cursor_factory=_HandlerCursor, **self._connect_kwargs
         )
+        # A SET, not `options`: those would replace the user's own (DSN, PGOPTIONS,
+        # service file), search_path included, on the connection handlers write with.
+        await conn.execute(f"SET statement_timeout = {max(1000, min_vt * 500)}".encode())
         conn.server_cursor_factory = _HandlerServerCursor
         return conn
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
-        await self._check_schema()
+        await self.check_database()
         restore = self._install_signals()
         try:
             consumers = [
@@ -289,7 +287,7 @@ class AsyncWorker:
         finally:
             restore()
 
-    async def _check_schema(self) -> None:
+    async def check_database(self) -> None:
         """Refuse to start on a database whose cbus schema is missing or too old.
 
         Without it every lease would fail and each consumer would restart forever.
@@ -440,6 +438,7 @@ class AsyncWorker:
         await cur.execute(read, runtime.read_params(self.audit_full))
         rows = await cur.fetchall()
         if not rows:
+            lease.forget()
             return 0
         with self._counter_lock:
             self._waiting.discard(index)

@@ -131,16 +131,36 @@ def test_worker_refuses_a_database_that_does_not_exist(server_dsn: str, testbus:
 
 
 def test_worker_sessions_are_named_unless_the_user_named_them(dsn: str, testbus: Any) -> None:
-    from cbus._worker_base import consumer_options, with_application_name
+    from cbus._worker_base import with_application_name
 
     assert "application_name='cbus worker'" in with_application_name(dsn, {})
     named = psycopg.conninfo.make_conninfo(dsn, application_name="billing")
     assert with_application_name(named, {}) == named
     assert with_application_name(dsn, {"application_name": "x"}) == dsn
-    # The user's own options stay, before the consumers' statement timeout.
-    own = psycopg.conninfo.make_conninfo(dsn, options="-c search_path=app,public")
-    assert consumer_options(own, {}, 5000) == "-c search_path=app,public -c statement_timeout=5000"
-    assert consumer_options(dsn, {}, 5000) == "-c statement_timeout=5000"
+    service = psycopg.conninfo.make_conninfo(dsn, service="billing")
+    assert with_application_name(service, {}) == service
+
+
+def test_handlers_see_the_users_own_connection_options(
+    dsn: str, testbus: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumers' statement timeout must not replace the user's search_path."""
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=custom,public")
+    seen: list[tuple[str, str]] = []
+
+    class Probe(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            row = ctx.conn.execute(
+                "SELECT current_setting('search_path'), current_setting('statement_timeout')"
+            ).fetchone()
+            seen.append(row)
+            return testbus.EchoResult(n=cmd.n, text="")
+
+    with psycopg.connect(dsn) as conn:
+        testbus.send_echo(conn, n=1)
+    cbus.Worker(dsn, [Probe()], concurrency=1).run(until_idle=True)
+    assert seen and seen[0][0] == "custom,public", seen
+    assert seen[0][1] != "0", seen
 
 
 def test_worker_from_a_pool_connects_with_the_pools_kwargs(dsn: str, testbus: Any) -> None:
@@ -170,3 +190,27 @@ def test_worker_refuses_options_that_cannot_work(
 ) -> None:
     with pytest.raises(ValueError, match=option):
         cbus.Worker(dsn, [testbus.TestbusHandlers()], **{option: value})
+
+
+@pytest.mark.parametrize("missing", ["chaos", "testbus"])
+def test_a_mixed_worker_starts_neither_half_when_one_cannot_start(
+    dsn: str, testbus: Any, missing: str
+) -> None:
+    """Sync handlers for one domain, async for another, one domain's queue missing."""
+    import sys
+
+    chaos = sys.modules[testbus.__name__.rpartition(".")[0] + ".chaos"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        testbus.send_echo(conn, n=1)
+        conn.execute("SELECT pgmq.drop_queue(%s)", (f"{missing}__commands",))
+    if missing == "chaos":
+        handlers = [testbus.TestbusHandlers(), chaos.ChaosAsyncHandlers()]
+    else:
+        handlers = [chaos.ChaosHandlers(), testbus.TestbusAsyncHandlers()]
+    worker = cbus.Worker(dsn, handlers, concurrency=1)
+    with pytest.raises(cbus.InstallError, match=f"No PGMQ queue for domain {missing}"):
+        worker.run(until_idle=True)
+    assert worker.completed + worker.failed == 0
+    if missing == "chaos":  # the other domain's command was left alone
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT read_ct FROM pgmq.q_testbus__commands").fetchall() == [(0,)]

@@ -272,11 +272,11 @@ def test_delay_refuses_naive_datetime(conn: psycopg.Connection[Any], testbus: Mo
         testbus.send_echo(conn, n=1, delay=dt.datetime.now())
 
 
-@pytest.mark.parametrize("delay", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("delay", [float("nan"), float("inf"), -float("inf"), 1e300])
 def test_delay_refuses_a_non_finite_number(
     conn: psycopg.Connection[Any], testbus: ModuleType, delay: float
 ) -> None:
-    with pytest.raises(ValueError, match="finite number of seconds"):
+    with pytest.raises(ValueError, match="number of seconds up to"):
         testbus.send_echo(conn, n=1, delay=delay)
 
 

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from .helpers import archive_depth, drain, queue_depth, running, statuses, wait_for
+from .helpers import running as running_worker
 
 QUEUE = "testbus__commands"
 
@@ -628,7 +629,7 @@ def test_an_async_handler_raising_cancelled_error_fails_its_command_alone(
 def test_handler_results_are_checked_against_the_schema(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
 ) -> None:
-    """A wrong result fails its command at once, not whoever reads it later."""
+    """A wrong result sets its command aside at once, not whoever reads it later."""
 
     class Results(type(make_handlers(testbus))):  # type: ignore[misc]
         def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
@@ -653,6 +654,8 @@ def test_handler_results_are_checked_against_the_schema(
     for record in records[1:]:
         assert record is not None and record.status == "IN_TROUBLESHOOTING_QUEUE", record
         assert record.result is None
+        # A bug in the handler: no second attempt to repeat its outside effects.
+        assert (record.attempts, record.last_error_code) == (1, "BAD_RESULT")
     messages = [r.last_error_message or "" for r in records[1:] if r is not None]
     assert "returned dict, expected EchoResult" in messages[0]
     assert "returned NoneType, expected EchoResult" in messages[1]
@@ -766,3 +769,38 @@ def test_a_context_outside_a_worker_has_no_lease_to_extend() -> None:
         conn=None,  # type: ignore[arg-type]
     )
     ctx.extend_lease(30)
+
+
+def test_slow_commands_after_a_lull_spread_over_consumers_again(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """Quick work grew the lease to the batch size; the slow commands that follow an
+    empty queue must not all go to one consumer."""
+    import threading
+
+    running: set[int] = set()
+    peak = 0
+    lock = threading.Lock()
+
+    class Mixed(type(make_handlers(testbus))):  # type: ignore[misc]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            nonlocal peak
+            if cmd.n >= 1000:
+                with lock:
+                    running.add(cmd.n)
+                    peak = max(peak, len(running))
+                time.sleep(0.3)
+                with lock:
+                    running.discard(cmd.n)
+            return testbus.EchoResult(n=cmd.n, text="")
+
+    with running_worker(dsn, [Mixed()], concurrency=4) as worker:
+        cbus.send_many(conn, [testbus.Echo(n=i) for i in range(600)])
+        conn.commit()
+        wait_for(lambda: worker.completed >= 600)
+        time.sleep(0.3)  # a lull: the consumers find the queue empty
+        for i in range(8):
+            testbus.send_echo(conn, n=1000 + i)
+        conn.commit()
+        wait_for(lambda: worker.completed >= 608)
+    assert peak >= 3, peak
