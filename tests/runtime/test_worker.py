@@ -689,25 +689,34 @@ def test_a_handler_that_ends_the_transaction_itself_goes_to_troubleshooting(
     )
 
 
+class Overlap:
+    """How many slow handlers ran at the same time, at most."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def run(self, seconds: float) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(seconds)
+        with self.lock:
+            self.now -= 1
+
+
 def test_slow_handlers_run_on_every_consumer_even_with_a_short_backlog(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
 ) -> None:
     """One consumer must not lease all eight and run them one after the other."""
-    import threading
-
-    running: set[int] = set()
-    peak = 0
-    lock = threading.Lock()
+    overlap = Overlap()
 
     class Slow(type(make_handlers(testbus))):  # type: ignore[misc]
         def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
-            nonlocal peak
-            with lock:
-                running.add(cmd.n)
-                peak = max(peak, len(running))
-            time.sleep(0.3)
-            with lock:
-                running.discard(cmd.n)
+            overlap.run(0.3)
             return testbus.EchoResult(n=cmd.n, text="")
 
     for i in range(8):
@@ -715,7 +724,7 @@ def test_slow_handlers_run_on_every_consumer_even_with_a_short_backlog(
     conn.commit()
     drain(dsn, [Slow()], concurrency=4)
     assert statuses(conn, "testbus") == {"COMPLETED": 8}
-    assert peak >= 3, peak
+    assert overlap.peak >= 3, overlap.peak
 
 
 def test_the_lease_grows_for_quick_handlers_and_shrinks_for_slow_ones() -> None:
@@ -776,22 +785,12 @@ def test_slow_commands_after_a_lull_spread_over_consumers_again(
 ) -> None:
     """Quick work grew the lease to the batch size; the slow commands that follow an
     empty queue must not all go to one consumer."""
-    import threading
-
-    running: set[int] = set()
-    peak = 0
-    lock = threading.Lock()
+    overlap = Overlap()
 
     class Mixed(type(make_handlers(testbus))):  # type: ignore[misc]
         def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
-            nonlocal peak
             if cmd.n >= 1000:
-                with lock:
-                    running.add(cmd.n)
-                    peak = max(peak, len(running))
-                time.sleep(0.3)
-                with lock:
-                    running.discard(cmd.n)
+                overlap.run(0.3)
             return testbus.EchoResult(n=cmd.n, text="")
 
     with running_worker(dsn, [Mixed()], concurrency=4) as worker:
@@ -803,4 +802,4 @@ def test_slow_commands_after_a_lull_spread_over_consumers_again(
             testbus.send_echo(conn, n=1000 + i)
         conn.commit()
         wait_for(lambda: worker.completed >= 608)
-    assert peak >= 3, peak
+    assert overlap.peak >= 3, overlap.peak
