@@ -42,6 +42,7 @@ NAMES = {
     "aspawn": "spawn",
     "asimple": "simple",
     "acancelled_by_worker": "cancelled_by_worker",
+    "acancel": "cancel",
     "agather": "gather",
     "asleep": "sleep",
     "await_notifies": "wait_notifies",

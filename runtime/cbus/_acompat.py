@@ -18,6 +18,7 @@ from psycopg import pq
 __all__ = [
     "AEvent",
     "ALock",
+    "acancel",
     "acancelled_by_worker",
     "Event",
     "Lock",
@@ -25,6 +26,7 @@ __all__ = [
     "asimple",
     "asleep",
     "aspawn",
+    "cancel",
     "cancelled_by_worker",
     "gather",
     "monotonic",
@@ -77,6 +79,14 @@ def gather(*threads: threading.Thread, timeout: float | None = None) -> None:
 async def agather(*tasks: Awaitable[Any], timeout: float | None = None) -> None:
     if tasks:
         await asyncio.wait([asyncio.ensure_future(t) for t in tasks], timeout=timeout)
+
+
+def cancel(thread: threading.Thread) -> None:
+    """Threads cannot be cancelled: `stop()` ends them once their batch is done."""
+
+
+def acancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
 
 
 def cancelled_by_worker(exc: BaseException) -> bool:

@@ -31,7 +31,16 @@ import msgspec
 import psycopg
 from psycopg import pq
 
-from ._acompat import Event, Lock, cancelled_by_worker, gather, monotonic, simple, spawn
+from ._acompat import (
+    Event,
+    Lock,
+    cancel,
+    cancelled_by_worker,
+    gather,
+    monotonic,
+    simple,
+    spawn,
+)
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -273,6 +282,8 @@ class SyncWorker:
         """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
         self.check_database()
         restore = self._install_signals()
+        consumers: list[Any] = []
+        helpers: list[Any] = []
         try:
             consumers = [
                 spawn(self._consume, i, until_idle, name=f"cbus-consumer-{i}")
@@ -286,6 +297,15 @@ class SyncWorker:
             self.stop()
             self._finished.set()
             gather(*helpers, timeout=5)
+        except BaseException:
+            # Cancelled from outside (or failed): nothing of this worker may run on.
+            # A consumer cancelled mid-batch rolls back; its leases run out and the
+            # messages are delivered again.
+            self.stop()
+            self._finished.set()
+            for task in (*consumers, *helpers):
+                cancel(task)
+            raise
         finally:
             restore()
 

@@ -29,7 +29,16 @@ import msgspec
 import psycopg
 from psycopg import pq
 
-from ._acompat import AEvent, ALock, acancelled_by_worker, agather, asimple, aspawn, monotonic
+from ._acompat import (
+    AEvent,
+    ALock,
+    acancel,
+    acancelled_by_worker,
+    agather,
+    asimple,
+    aspawn,
+    monotonic,
+)
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -271,6 +280,8 @@ class AsyncWorker:
         """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
         await self.check_database()
         restore = self._install_signals()
+        consumers: list[Any] = []
+        helpers: list[Any] = []
         try:
             consumers = [
                 aspawn(self._consume, i, until_idle, name=f"cbus-consumer-{i}")
@@ -284,6 +295,15 @@ class AsyncWorker:
             self.stop()
             self._finished.set()
             await agather(*helpers, timeout=5)
+        except BaseException:
+            # Cancelled from outside (or failed): nothing of this worker may run on.
+            # A consumer cancelled mid-batch rolls back; its leases run out and the
+            # messages are delivered again.
+            self.stop()
+            self._finished.set()
+            for task in (*consumers, *helpers):
+                acancel(task)
+            raise
         finally:
             restore()
 

@@ -803,3 +803,20 @@ def test_slow_commands_after_a_lull_spread_over_consumers_again(
         conn.commit()
         wait_for(lambda: worker.completed >= 608)
     assert overlap.peak >= 3, overlap.peak
+
+
+def test_cancelling_an_async_worker_stops_all_its_tasks(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    class AsyncHandlers(testbus.TestbusAsyncHandlers):  # type: ignore[misc, name-defined]
+        async def echo(self, cmd: Any, ctx: cbus.AsyncContext) -> Any:
+            return testbus.EchoResult(n=cmd.n, text="")
+
+    async def main() -> list[str]:
+        worker = cbus.AsyncWorker(dsn, [AsyncHandlers()], concurrency=2, poll_interval=0.05)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(worker.run(), 1.0)
+        await asyncio.sleep(0.3)
+        return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("cbus-")]
+
+    assert asyncio.run(main()) == []
