@@ -116,6 +116,8 @@ def test_a_hostile_message_is_set_aside_with_its_reason(
     assert queue_depth(conn, QUEUE) == 0
     [item] = cbus.list_troubleshooting(conn, domain="testbus").items
     assert item.command_id == command_id and len(item.kind) <= 200
+    detail = cbus.show_command(conn, "testbus", command_id)  # an operator can look at it
+    assert detail.message is not None
 
 
 def test_the_troubleshooting_index_takes_a_command_of_any_kind(
