@@ -290,3 +290,37 @@ def test_a_worker_facing_every_hostile_message_completes_the_good_ones_and_keeps
     row = conn.execute("SELECT count(*) FROM pgmq.q_replies").fetchone()
     assert row == (500,)
     assert queue_depth(conn, "orders__commands") == 0
+
+
+@pytest.mark.parametrize("raised", [RecursionError("too deep"), MemoryError(), ValueError("odd")])
+def test_whatever_the_decoder_raises_is_a_troubleshooting_entry(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    testbus: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    raised: Exception,
+) -> None:
+    """Not only msgspec's DecodeError: the consumer never sees the decoder's exception."""
+    from cbus import codec
+
+    decode = codec.decode
+
+    def failing(data: bytes | str, type_: Any) -> Any:
+        if b'"poison"' in (data if isinstance(data, bytes) else data.encode()):
+            raise raised
+        return decode(data, type_)
+
+    monkeypatch.setattr(codec, "decode", failing)
+    headers, command_id = _headers()
+    _send(conn, '{"n": 1, "text": "poison"}', headers)
+    good = [testbus.send_echo(conn, n=i) for i in range(5)]
+    conn.commit()
+
+    handlers = make_handlers(testbus)
+    drain(dsn, [handlers], concurrency=1)
+
+    assert handlers.calls == {"echo": 5}
+    assert all(_reason(conn, s.command_id)[0] == "COMPLETED" for s in good)
+    status, code, message = _reason(conn, command_id)
+    assert (status, code) == ("IN_TROUBLESHOOTING_QUEUE", "UNDECODABLE")
+    assert message == f"Cannot decode `testbus.Echo`: {str(raised) or type(raised).__name__}"
