@@ -193,6 +193,7 @@ def send_many_params(
                     "correlation_ids": [],
                 },
                 queue_params={
+                    "domain": spec.domain,
                     "queue": spec.queue,
                     "messages": [],
                     "headers": [],

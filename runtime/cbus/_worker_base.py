@@ -10,6 +10,7 @@ import difflib
 import enum
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -227,18 +228,33 @@ class Poison:
 _POISON_NAMESPACE = uuid.UUID("5f0c1b1e-6c62-4f75-8a8e-2f3d4c5b6a70")
 
 
+_COMMAND_ID = re.compile(rb'"command_id"\s*:\s*"([^"\\]{1,64})"')
+
+
 def _bad_headers(
-    runtime: DomainRuntime, msg_id: int, read_ct: int, raw: bytes | None, why: str
+    runtime: DomainRuntime,
+    msg_id: int,
+    read_ct: int,
+    raw: bytes | None,
+    why: str,
+    conflict: bool = False,
 ) -> Poison:
+    """BAD_HEADERS, on the command_id the headers carry when the log row is this message's.
+
+    A message that names another message's command (`conflict`) gets a row of its
+    own: setting that command aside would let any producer cancel it.
+    """
     loose: Any = None
-    with contextlib.suppress(msgspec.DecodeError):
-        loose = msgspec.json.decode(raw or b"null")
+    if raw is not None and len(raw) <= codec.MAX_HEADERS_BYTES and not codec.shape_problem(raw):
+        with contextlib.suppress(Exception):
+            loose = msgspec.json.decode(raw)
     loose = loose if isinstance(loose, dict) else {}
+    found = _COMMAND_ID.search(raw or b"") if not loose else None
     command_id: uuid.UUID | None = None
     with contextlib.suppress(ValueError):
-        command_id = uuid.UUID(str(loose.get("command_id")))
-    if command_id is None:
-        command_id = uuid.uuid5(_POISON_NAMESPACE, f"{runtime.spec.name}:{msg_id}")
+        command_id = uuid.UUID(found.group(1).decode() if found else str(loose.get("command_id")))
+    if command_id is None or conflict:
+        command_id = poison_id(runtime, msg_id)
     kind = loose.get("kind")
     version = loose.get("version")
     return Poison(
@@ -248,11 +264,22 @@ def _bad_headers(
         "correlation_id (the wire format in cbus's README)",
         "BAD_HEADERS",
         command_id,
-        kind=kind if isinstance(kind, str) else "unknown",
+        kind=kind[: codec.KIND_MAX_CHARS] if isinstance(kind, str) else "unknown",
         version=version
         if isinstance(version, int) and not isinstance(version, bool) and 0 <= version < 2**31
         else 0,
     )
+
+
+def poison_id(runtime: DomainRuntime, msg_id: int) -> uuid.UUID:
+    """The command_id of the log row that stands for a message that has none of its own."""
+    return uuid.uuid5(_POISON_NAMESPACE, f"{runtime.spec.name}:{msg_id}")
+
+
+def _headers_problem(raw: bytes | None) -> str | None:
+    if raw is not None and len(raw) > codec.MAX_HEADERS_BYTES:
+        return f"{len(raw)} bytes, more than the {codec.MAX_HEADERS_BYTES} accepted"
+    return codec.shape_problem(raw) if raw is not None else None
 
 
 def triage(
@@ -261,11 +288,30 @@ def triage(
     """Decode each leased row; split into deliveries to run and poison to set aside."""
     ready: list[Delivery] = []
     poison: list[Poison] = []
-    for msg_id, read_ct, message, raw_headers, runnable, well_formed, max_attempts in rows:
-        try:
-            headers = codec.decode_headers(raw_headers or b"null")
-        except msgspec.DecodeError as exc:
-            poison.append(_bad_headers(runtime, msg_id, read_ct, raw_headers, str(exc)))
+    for (
+        msg_id,
+        read_ct,
+        message,
+        raw_headers,
+        runnable,
+        well_formed,
+        max_attempts,
+        conflict,
+    ) in rows:
+        why = _headers_problem(raw_headers)
+        if why is None:
+            try:
+                headers = codec.decode_headers(raw_headers or b"null")
+            except Exception as exc:  # whatever msgspec raises: RecursionError too
+                why = str(exc) or type(exc).__name__
+            else:
+                if len(headers.kind) > codec.KIND_MAX_CHARS:
+                    why = (
+                        f"a kind of {len(headers.kind)} characters, more than the "
+                        f"{codec.KIND_MAX_CHARS} accepted"
+                    )
+        if why is not None:
+            poison.append(_bad_headers(runtime, msg_id, read_ct, raw_headers, why, conflict))
             continue
         if not well_formed:
             poison.append(_bad_headers(runtime, msg_id, read_ct, raw_headers, "not well formed"))
@@ -280,6 +326,21 @@ def triage(
                     headers.command_id,
                     drop=True,
                     kind=headers.kind,
+                )
+            )
+            continue
+        if conflict:
+            poison.append(
+                Poison(
+                    msg_id,
+                    read_ct,
+                    f"Conflicting duplicate: command_id {headers.command_id} is a pending "
+                    "command sent as another message, or of another kind; not run, the "
+                    "command's own message runs as sent",
+                    "CONFLICTING_DUPLICATE",
+                    poison_id(runtime, msg_id),
+                    kind=headers.kind,
+                    version=headers.version if 0 <= headers.version < 2**31 else 0,
                 )
             )
             continue
@@ -337,13 +398,16 @@ def triage(
             )
             continue
         try:
+            problem = codec.shape_problem(message)
+            if problem is not None:
+                raise ValueError(problem)
             command = codec.decode(message, spec.type)
-        except msgspec.DecodeError as exc:
+        except Exception as exc:  # whatever msgspec raises: RecursionError too
             poison.append(
                 Poison(
                     msg_id,
                     read_ct,
-                    f"Cannot decode `{spec.kind}`: {exc}",
+                    f"Cannot decode `{spec.kind}`: {str(exc) or type(exc).__name__}",
                     "UNDECODABLE",
                     headers.command_id,
                     kind=headers.kind,

@@ -7,6 +7,8 @@ correlation_id and optional reply_to / batch_id.
 
 from __future__ import annotations
 
+import itertools
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
@@ -16,6 +18,11 @@ import msgspec
 from .errors import ValidationError
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "KIND_MAX_CHARS",
+    "MAX_DEPTH",
+    "MAX_HEADERS_BYTES",
     "BatchCompleted",
     "Headers",
     "Reply",
@@ -25,10 +32,62 @@ __all__ = [
     "decode_headers",
     "decode_reply",
     "encode",
+    "int64_problem",
+    "shape_problem",
     "validate",
 ]
 
 T = TypeVar("T")
+
+# The limits on a message's shape (the README's "Wire format"). msgspec decodes by
+# recursion, so a payload nested ~1,000 deep raised RecursionError; JSON integers
+# have no size, while cbus's `int` is PostgreSQL's bigint and cbgen's default range.
+MAX_DEPTH = 64  # levels of arrays and objects, in a command's fields or its headers
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+KIND_MAX_CHARS = 200
+MAX_HEADERS_BYTES = 4096
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_INTEGER = re.compile(rb"(?<![0-9.eE+\\-])-?[0-9]{19,}(?![0-9.eE])")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = [0] * 256
+_DEPTH_STEP[ord("[")] = _DEPTH_STEP[ord("{")] = 1
+_DEPTH_STEP[ord("]")] = _DEPTH_STEP[ord("}")] = -1
+
+
+_INT64_RULE = "outside int64 (-2**63 to 2**63 - 1), cbus's `int`"
+
+
+def int64_problem(value: int) -> str | None:
+    """Why an integer breaks cbus's one rule for `int` (it is an int64), or None."""
+    if INT64_MIN <= value <= INT64_MAX:
+        return None
+    return f"an integer of {value.bit_length()} bits is {_INT64_RULE}"
+
+
+def shape_problem(data: bytes) -> str | None:
+    """Why a JSON document breaks the wire format's limits on shape, or None.
+
+    Checked before msgspec sees the bytes: nesting deeper than MAX_DEPTH and integers
+    outside int64. Two scans in C decide for almost every message; only one with
+    many brackets or a run of 19 digits has its strings stripped and is walked.
+    """
+    long_digits = _LONG_DIGITS.search(data) is not None
+    if not long_digits and data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return None
+    bare = _STRING.sub(b'""', data)
+    steps = map(_DEPTH_STEP.__getitem__, bare.translate(None, _NOT_BRACKET))
+    depth = max(itertools.accumulate(steps, initial=0))
+    if depth > MAX_DEPTH:
+        return f"nested {depth} levels deep, more than the {MAX_DEPTH} accepted"
+    for match in _INTEGER.finditer(bare) if long_digits else ():
+        digits = len(match.group().lstrip(b"-"))
+        if digits > 19 or int64_problem(int(match.group())) is not None:
+            return f"an integer of {digits} digits is {_INT64_RULE}"
+    return None
+
 
 _encoder = msgspec.json.Encoder(decimal_format="string", uuid_format="canonical")
 

@@ -29,7 +29,8 @@ __all__ = [
 MIN_PGMQ_VERSION = (1, 5)
 # The version of cbus's own schema this runtime's queries need (sql/schema.sql
 # records each version it installs). 2: cbus.as_uuid and cbus.as_int for the lease.
-SCHEMA_VERSION = 3
+# 4: the troubleshooting index keeps a kind's first 200 characters.
+SCHEMA_VERSION = 4
 _LOCK_KEY = 0x63627573  # "cbus"
 
 _CHECK_EXTENSION = """

@@ -19,7 +19,7 @@ import psycopg
 
 from . import codec
 from ._queries import query
-from .pgmq import RawJson
+from .pgmq import RawJson, reply_queue_problem
 
 __all__ = ["Ended", "commands_ended", "done_channel"]
 
@@ -75,6 +75,7 @@ def commands_ended(conn: psycopg.Connection[Any], domain: str, ended: Sequence[E
                 "queues": [e.reply_to for e in replies],
                 "messages": [e.reply() for e in replies],
                 "command_ids": [e.command_id for e in replies],
+                "refused": [reply_queue_problem(e.reply_to or "") for e in replies],
             },
         )
     batch_ids = sorted({e.batch_id for e in ended if e.batch_id is not None})

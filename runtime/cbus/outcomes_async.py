@@ -17,7 +17,7 @@ import psycopg
 
 from . import codec
 from ._queries import query
-from .pgmq import RawJson
+from .pgmq import RawJson, reply_queue_problem
 
 __all__ = ["Ended", "commands_ended_async", "done_channel"]
 
@@ -75,6 +75,7 @@ async def commands_ended_async(
                 "queues": [e.reply_to for e in replies],
                 "messages": [e.reply() for e in replies],
                 "command_ids": [e.command_id for e in replies],
+                "refused": [reply_queue_problem(e.reply_to or "") for e in replies],
             },
         )
     batch_ids = sorted({e.batch_id for e in ended if e.batch_id is not None})

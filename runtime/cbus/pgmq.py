@@ -23,6 +23,7 @@ __all__ = [
     "check_queue_name",
     "queue_table",
     "register_adapters",
+    "reply_queue_problem",
 ]
 
 _QUEUE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,46}$")
@@ -36,6 +37,19 @@ def check_queue_name(name: str) -> str:
             "at most 47 characters"
         )
     return name
+
+
+def reply_queue_problem(name: str) -> str | None:
+    """Why a worker refuses to reply to this queue, or None (the README's "Wire format").
+
+    A reply queue is a PGMQ queue that is no domain's command queue: a reply written
+    there would reach that domain's workers as a command.
+    """
+    if not isinstance(name, str) or not _QUEUE_RE.match(name):
+        return "the reply queue's name is not a PGMQ queue name"
+    if name.endswith("__commands"):
+        return "a reply queue must not be a command queue (`__commands`)"
+    return None
 
 
 @lru_cache(maxsize=256)

@@ -232,11 +232,14 @@ async def list_troubleshooting_async(
 # -- show ------------------------------------------------------------------------
 
 _TABLES = "SELECT to_regclass(%(q)s) IS NOT NULL AS q, to_regclass(%(a)s) IS NOT NULL AS a"
-_BY_MSG_ID = "SELECT msg_id, message, headers FROM {t} WHERE msg_id = %(msg_id)s"
+_BY_MSG_ID = (
+    "SELECT msg_id, message::text AS message, headers::text AS headers FROM {t}"
+    " WHERE msg_id = %(msg_id)s"
+)
 # When the log has no msg_id for the command (sent, not received yet): match the
 # headers. A scan of the table, so only then.
 _BY_HEADER = """
-SELECT msg_id, message, headers FROM {t}
+SELECT msg_id, message::text AS message, headers::text AS headers FROM {t}
 WHERE replace(lower(headers ->> 'command_id'), '-', '') = %(hex)s
 ORDER BY msg_id DESC
 LIMIT 1
@@ -265,8 +268,26 @@ def _message_plan(
         if present[source]:
             rows = yield sql.SQL(text).format(t=tables[source]), params
             if rows:
-                return source, rows[0]
+                return source, {
+                    **rows[0],
+                    "message": _json(rows[0]["message"]),
+                    "headers": _json(rows[0]["headers"]),
+                }
     return None
+
+
+def _json(text: str | None) -> Any:
+    """A stored payload as JSON data, or as its text when it breaks the wire format's limits.
+
+    Nested deeper than Python's decoders go, it raised RecursionError in `tsq show`;
+    as text an operator still sees what was sent.
+    """
+    if text is None:
+        return None
+    data = text.encode()
+    if codec.shape_problem(data) is not None:
+        return text
+    return msgspec.json.decode(data)
 
 
 def _show_plan(domain: str, command_id: uuid.UUID) -> Plan[CommandDetail]:

@@ -103,7 +103,7 @@ def test_worker_refuses_a_schema_older_than_it_needs(dsn: str, testbus: Any) -> 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM cbus.schema_version WHERE version >= 2")
     worker = cbus.Worker(dsn, [testbus.TestbusHandlers()], concurrency=1)
-    with pytest.raises(cbus.InstallError, match="version 1; this cbus needs version 3"):
+    with pytest.raises(cbus.InstallError, match="version 1; this cbus needs version 4"):
         worker.run(until_idle=True)
     # Installing again brings the schema up to date, and the worker starts.
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -4,16 +4,20 @@
 -- table as pgmq.send puts it there (its whole body is this INSERT), without the
 -- PL/pgSQL call and the EXECUTE that parses and plans it again on every send:
 -- 1.55x the rate of pgmq.send on its own (ADR 0004).
+-- The log row keeps the message's msg_id (drawn first), so a worker knows another
+-- producer's message that reuses the command_id.
 WITH logged AS (
     INSERT INTO cbus.command (domain, command_id, kind, version, status, max_attempts,
-                              correlation_id, reply_to, batch_id, causation_id)
+                              correlation_id, reply_to, batch_id, causation_id, msg_id)
     VALUES (%(domain)s, %(command_id)s, %(kind)s, %(version)s, 'PENDING', %(max_attempts)s,
-            %(correlation_id)s, %(reply_to)s, %(batch_id)s, %(causation_id)s)
+            %(correlation_id)s, %(reply_to)s, %(batch_id)s, %(causation_id)s,
+            nextval(pg_get_serial_sequence({qname}, 'msg_id')))
     ON CONFLICT DO NOTHING
-    RETURNING command_id
+    RETURNING command_id, msg_id
 )
-INSERT INTO {q} (vt, message, headers)
-SELECT coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s)),
+INSERT INTO {q} (msg_id, vt, message, headers) OVERRIDING SYSTEM VALUE
+SELECT logged.msg_id,
+       coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s)),
        %(message)s, %(headers)s
 FROM logged
 RETURNING msg_id, pg_notify(%(channel)s, '')
@@ -32,14 +36,20 @@ RETURNING command_id
 
 -- name: send_many_queue
 -- Enqueue a group as pgmq.send_batch does (one INSERT ... SELECT), planned once; the
--- msg_ids come back in the order of the arrays.
+-- msg_ids come back in the order of the arrays, and go into the group's log rows (as
+-- `send` keeps them), which send_many_log wrote just before.
 WITH queued AS (
     INSERT INTO {q} (vt, message, headers)
     SELECT coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s)),
            u.message, u.headers
     FROM unnest(%(messages)s::jsonb[], %(headers)s::jsonb[]) WITH ORDINALITY AS u(message, headers, i)
     ORDER BY u.i
-    RETURNING msg_id
+    RETURNING msg_id, (headers ->> 'command_id')::uuid AS command_id
+),
+logged AS (
+    UPDATE cbus.command AS c SET msg_id = queued.msg_id
+    FROM queued
+    WHERE c.domain = %(domain)s AND c.command_id = queued.command_id AND c.msg_id IS NULL
 )
 SELECT msg_id FROM queued, (SELECT pg_notify(%(channel)s, '')) AS woken
 ORDER BY msg_id
@@ -52,7 +62,9 @@ ORDER BY msg_id
 -- rows by primary key (ADR 0006). The log rows of commands cbus sent are only read
 -- (the acknowledgement records the outcome); a command another PGMQ client sent is
 -- recorded on first receipt. A message whose command already ended (a duplicate)
--- comes back with runnable = false. Header values are checked before any cast
+-- comes back with runnable = false, and one whose kind or msg_id is not the log
+-- row's (another producer reusing a pending command's id) with conflict = true.
+-- Header values are checked before any cast
 -- (cbus.as_uuid, cbus.as_int): only the command_id of a message with a log row,
 -- every value the log needs of one without; the worker's decoder checks all headers
 -- of every message anyway. Due messages go earliest-due first (`vt`, which is the
@@ -80,8 +92,9 @@ m AS (
                      THEN cbus.as_uuid(headers ->> 'command_id') END AS command_id
     FROM r
 ),
-known AS (
-    SELECT m.msg_id, c.status, c.max_attempts
+known AS (  -- conflict: the message is not the one the log row was sent as
+    SELECT m.msg_id, c.status, c.max_attempts,
+           c.kind IS DISTINCT FROM (m.headers ->> 'kind') OR c.msg_id <> m.msg_id AS conflict
     FROM m JOIN cbus.command c ON c.domain = %(domain)s AND c.command_id = m.command_id
 ),
 unlogged AS MATERIALIZED (  -- the checks run on these rows only
@@ -97,7 +110,7 @@ unlogged AS MATERIALIZED (  -- the checks run on these rows only
 valid AS (
     SELECT * FROM unlogged u
     WHERE u.correlation_id IS NOT NULL AND u.version >= 0
-      AND jsonb_typeof(u.headers -> 'kind') = 'string'
+      AND jsonb_typeof(u.headers -> 'kind') = 'string' AND length(u.headers ->> 'kind') <= 200
       AND (u.batch_id IS NOT NULL OR coalesce(jsonb_typeof(u.headers -> 'batch_id'), 'null') = 'null')
 ),
 fresh AS (
@@ -132,7 +145,8 @@ SELECT m.msg_id, m.read_ct, m.message, m.headers,
        coalesce(k.status IN ('PENDING', 'IN_PROGRESS'), false) OR f.command_id IS NOT NULL
            AS runnable,
        k.msg_id IS NOT NULL OR v.msg_id IS NOT NULL AS well_formed,
-       coalesce(k.max_attempts, f.max_attempts) AS max_attempts
+       coalesce(k.max_attempts, f.max_attempts) AS max_attempts,
+       coalesce(k.conflict, false) AS conflict
 FROM m LEFT JOIN known k ON k.msg_id = m.msg_id
        LEFT JOIN valid v ON v.msg_id = m.msg_id
        LEFT JOIN fresh f ON f.command_id = m.command_id
@@ -266,25 +280,35 @@ SELECT EXISTS (
 )
 
 -- name: send_replies
--- Replies to the reply_to queues of commands that ended. A queue that does not
--- exist gets no reply (the command still ends; its result stays in the log) and an
--- audit row says why, so a bad reply_to never makes the handler run again.
+-- Replies to the reply_to queues of commands that ended. A queue that breaks the
+-- naming rule (its reason comes from the worker), does not exist or that this role
+-- may not write gets no reply (the command still ends; its result stays in the log)
+-- and an audit row says why, so a bad reply_to never makes the handler run again nor
+-- fails the statement that ends the command with the rest of its batch.
 WITH r AS (
-    SELECT * FROM unnest(%(queues)s::text[], %(messages)s::jsonb[], %(command_ids)s::uuid[])
-        AS r(queue, message, command_id)
+    SELECT r.*, to_regclass(quote_ident('pgmq') || '.' || quote_ident('q_' || r.queue)) AS t
+    FROM unnest(%(queues)s::text[], %(messages)s::jsonb[], %(command_ids)s::uuid[],
+                %(refused)s::text[]) AS r(queue, message, command_id, refused)
 ),
 known AS (
-    SELECT r.*, EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = r.queue) AS ok FROM r
+    SELECT r.*, CASE
+        WHEN r.refused IS NOT NULL THEN r.refused
+        WHEN r.t IS NULL OR NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = r.queue)
+            THEN 'the reply queue does not exist'
+        WHEN NOT (has_table_privilege(r.t, 'INSERT') AND has_column_privilege(r.t, 'msg_id', 'SELECT'))
+            THEN 'the worker may not write to the reply queue'
+    END AS reason
+    FROM r
 ),
 sent AS (
     SELECT pgmq.send(queue, message, '{"kind": "cbus.Reply"}'::jsonb) AS msg_id
-    FROM known WHERE ok
+    FROM known WHERE reason IS NULL
 ),
 undeliverable AS (
     INSERT INTO cbus.audit (domain, command_id, event, detail)
     SELECT %(domain)s, command_id, 'reply_undeliverable',
-           jsonb_build_object('reply_to', queue, 'reason', 'the reply queue does not exist')
-    FROM known WHERE NOT ok
+           jsonb_build_object('reply_to', queue, 'reason', reason)
+    FROM known WHERE reason IS NOT NULL
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM sent), (SELECT count(*) FROM undeliverable)
@@ -322,8 +346,10 @@ sent AS (
             'canceled', canceled, 'correlation_id', correlation_id)),
         '{"kind": "cbus.BatchCompleted"}'::jsonb) AS msg_id
     FROM counted
-    WHERE reply_to IS NOT NULL
+    WHERE reply_to IS NOT NULL AND reply_to NOT LIKE '%%\_\_commands'
       AND EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = counted.reply_to)
+      AND has_table_privilege(
+          to_regclass(quote_ident('pgmq') || '.' || quote_ident('q_' || reply_to)), 'INSERT')
 )
 SELECT d.batch_id, (SELECT count(*) FROM sent), pg_notify('cbus_batch', d.batch_id::text)
 FROM done d

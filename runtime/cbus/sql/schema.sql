@@ -61,7 +61,9 @@ LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.status = 'IN_TROUBLESHOOTING_QUEUE' THEN
         INSERT INTO cbus.troubleshooting (domain, command_id, kind, since)
-        VALUES (NEW.domain, NEW.command_id, NEW.kind, NEW.updated_at)
+        -- Version 4: a btree entry holds about 2.7 kB; a longer kind (any producer
+        -- may send one) failed the statement that sets its command aside, for ever.
+        VALUES (NEW.domain, NEW.command_id, left(NEW.kind, 200), NEW.updated_at)
         ON CONFLICT (domain, command_id) DO UPDATE SET kind = excluded.kind, since = excluded.since;
     ELSE
         DELETE FROM cbus.troubleshooting WHERE domain = NEW.domain AND command_id = NEW.command_id;
@@ -143,4 +145,4 @@ END
 $install$;
 
 -- Every version this file brings; install.SCHEMA_VERSION is what the runtime needs.
-INSERT INTO cbus.schema_version (version) VALUES (1), (2), (3) ON CONFLICT DO NOTHING;
+INSERT INTO cbus.schema_version (version) VALUES (1), (2), (3), (4) ON CONFLICT DO NOTHING;
