@@ -431,7 +431,7 @@ def _ordered(fields: list[Field]) -> list[Field]:
 
 def _options(ctx: _Ctx, values: dict[str, Any]) -> str:
     args = []
-    for key in ("max_attempts", "backoff", "visibility_timeout"):
+    for key in ("max_attempts", "backoff", "visibility_timeout", "timeout"):
         if key in values:
             v = values[key]
             if key == "backoff":

@@ -89,7 +89,7 @@ TOP_KEYS = ("cbus", "domain", "description", "options", "types", "commands")
 TYPE_KEYS = ("description", "fields", "enum")
 COMMAND_KEYS = ("description", "version", "fields", "result", "errors", "options")
 RESULT_KEYS = ("description", "fields")
-OPTION_KEYS = ("max_attempts", "backoff", "visibility_timeout")
+OPTION_KEYS = ("max_attempts", "backoff", "visibility_timeout", "timeout")
 FIELD_KEYS = ("type", "default", "description", *CONSTRAINTS)
 
 
@@ -311,6 +311,17 @@ class _FileChecker:
             return None
         return int(node.value)
 
+    def seconds(self, node: Node, what: str) -> int | float | None:
+        """A positive, finite number of seconds (int or float)."""
+        v = node.value if isinstance(node, Scalar) else None
+        if not isinstance(node, Scalar) or isinstance(v, bool) or not isinstance(v, int | float):
+            self.err(node.mark, f"Expected seconds > 0 for `{what}`, got `{kind_of(node)}`")
+            return None
+        if not math.isfinite(v) or v <= 0:
+            self.err(node.mark, f"Expected seconds > 0 for `{what}`, got `{node.text}`")
+            return None
+        return v
+
     # -- options ---------------------------------------------------------------------
 
     def options(self, node: Node | None) -> dict[str, Any]:
@@ -325,6 +336,11 @@ class _FileChecker:
                 i = self.integer(v, key, 1)
                 if i is not None:
                     out[key] = i
+        t = m.get("timeout")
+        if t is not None:
+            seconds = self.seconds(t, "timeout")
+            if seconds is not None:
+                out["timeout"] = seconds
         b = m.get("backoff")
         if b is not None:
             if not isinstance(b, Seq):

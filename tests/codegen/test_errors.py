@@ -353,6 +353,21 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "schemas/a.yaml:3:66: Expected `int` >= 1 for `visibility_timeout`, got `str`",
         ],
     ),
+    "bad_timeout": (
+        {
+            "a.yaml": HEAD
+            + "options: {timeout: 0}\n"
+            + "commands:\n  Ping: {options: {timeout: soon}}\n  Pong: {options: {timeout: -1.5}}\n"
+            + "  Pang: {options: {timeout: .inf}}\n  Peng: {options: {timeout: true}}\n"
+        },
+        [
+            "schemas/a.yaml:3:20: Expected seconds > 0 for `timeout`, got `0`",
+            "schemas/a.yaml:5:29: Expected seconds > 0 for `timeout`, got `str`",
+            "schemas/a.yaml:6:29: Expected seconds > 0 for `timeout`, got `-1.5`",
+            "schemas/a.yaml:7:29: Expected seconds > 0 for `timeout`, got `.inf`",
+            "schemas/a.yaml:8:29: Expected seconds > 0 for `timeout`, got `bool`",
+        ],
+    ),
     "bad_version": (
         {"a.yaml": HEAD + "commands:\n  Ping: {version: 0}\n"},
         ["schemas/a.yaml:4:19: Expected `int` >= 1 for `version`, got `0`"],
@@ -409,7 +424,7 @@ def test_every_error_is_reported_at_once(project: Path) -> None:
     assert r.exit_code == 1
     assert r.stderr.splitlines() == [
         "schemas/a.yaml:3:11: Unknown key `retries` (expected one of `max_attempts`, "
-        "`backoff` or `visibility_timeout`)",
+        "`backoff`, `visibility_timeout` or `timeout`)",
         "schemas/a.yaml:6:14: Field name `class` is a Python keyword",
         "schemas/a.yaml:6:33: Unknown type `Mony`",
         "schemas/a.yaml:7:14: Invalid error code `bad`: expected ^[A-Z][A-Z0-9_]*$",

@@ -335,7 +335,7 @@ def test_docs_show_the_runtime_defaults_as_numbers(project: Path) -> None:
         "commands:\n"
         "  Plain: {}\n"
         "  Tuned:\n"
-        "    options: {max_attempts: 2, backoff: [0.5, 2]}\n"
+        "    options: {max_attempts: 2, backoff: [0.5, 2], timeout: 1.5}\n"
         "  Eager:\n"
         "    options: {backoff: []}\n"
     )
@@ -345,7 +345,8 @@ def test_docs_show_the_runtime_defaults_as_numbers(project: Path) -> None:
     assert options == [
         "Options: `max_attempts: 5`, `backoff: [1, 10, 60]` s, `visibility_timeout: 90` s.",
         "Options: `max_attempts: 5`, `backoff: [1, 10, 60]` s, `visibility_timeout: 90` s.",
-        "Options: `max_attempts: 2`, `backoff: [0.5, 2]` s, `visibility_timeout: 90` s.",
+        "Options: `max_attempts: 2`, `backoff: [0.5, 2]` s, `visibility_timeout: 90` s, "
+        "`timeout: 1.5` s.",
         "Options: `max_attempts: 5`, `backoff: []` s, `visibility_timeout: 90` s.",
     ]
     assert "runtime default" not in md
@@ -384,6 +385,11 @@ def test_generated_code_at_run_time(generated: object) -> None:
         (0.5,),
         5,
     )
+    # `timeout`: the command's own (2.5 s), else the domain's (30 s), else none.
+    assert spec.options.timeout == 2.5
+    assert k.DOMAIN.by_kind()["kitchen.Empty"].options.timeout == 30
+    assert k.DOMAIN.options.timeout == 30
+    assert generated.extra.DOMAIN.options.timeout is None
     assert k.Colour.BLUE_ISH.value == "BLUE_ish"
     assert k.Colour("yes") is k.Colour.YES
     err = k.EverythingError.too_hot("boiling", {"t": 101})
