@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .load import Map, Mark, Node, Scalar, Seq
+from .load import Map, Mark, Node, Scalar, Seq, one_line
 
 __all__ = [
     "CommandDef",
@@ -117,7 +117,8 @@ class Problems:
                 p[1],
             ),
         )
-        return [f"{m}: {msg}" for m, msg in ordered]
+        # One line each: a key or value echoed from the schema may hold a line break.
+        return [one_line(f"{m}: {msg}") for m, msg in ordered]
 
 
 # -- definitions -------------------------------------------------------------------
