@@ -717,7 +717,10 @@ class _Resolver:
                 dom, _, tname = r.name.partition(".")
                 other = self.by_domain.get(dom)
                 if other is None:
-                    h = hint(dom, self.by_domain)
+                    # No close name: most likely its schema was left off the command line.
+                    h = hint(dom, self.by_domain) or (
+                        f" (pass the schema file that defines `{dom}`, or its folder, too)"
+                    )
                     self.p.add(r.mark, f"Unknown domain `{dom}` in type `{r.name}`{h}")
                     ok = False
                     continue

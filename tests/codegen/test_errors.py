@@ -224,6 +224,13 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "(did you mean `orders`?)"
         ],
     ),
+    "unknown_domain_pass_its_file": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {total: payments.Money}\n"},
+        [
+            "schemas/a.yaml:5:21: Unknown domain `payments` in type `payments.Money` "
+            "(pass the schema file that defines `payments`, or its folder, too)"
+        ],
+    ),
     "bad_type_syntax": (
         {"a.yaml": HEAD + 'commands:\n  Ping:\n    fields: {a: "dict[int, string]"}\n'},
         [

@@ -498,3 +498,18 @@ def test_generated_code_needs_no_newer_runtime() -> None:
     from cbus.registry import API_VERSION
 
     assert RUNTIME_API <= API_VERSION
+
+
+def test_one_schema_file_that_refers_to_another_hints_to_pass_it(project: Path) -> None:
+    _write_schemas(project)
+    (project / "schemas" / "notifications.yaml").write_text(
+        "cbus: 1\ndomain: notifications\ncommands:\n  Notify: {fields: {amount: orders.Money}}\n"
+    )
+    r = cbgen("generate", "schemas/notifications.yaml")
+    assert (r.exit_code, r.stdout) == (1, "")
+    assert r.stderr == (
+        "schemas/notifications.yaml:4:29: Unknown domain `orders` in type `orders.Money` "
+        "(pass the schema file that defines `orders`, or its folder, too)\n"
+        "1 error; nothing written\n"
+    )
+    assert cbgen("generate", "schemas/notifications.yaml", "schemas/orders.yaml").exit_code == 0
