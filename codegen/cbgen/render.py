@@ -11,9 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import difflib
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -121,16 +119,18 @@ def render_package(package: Package) -> dict[str, str]:
 
 
 @cache
-def _ruff() -> str | None:
-    """The ruff of this environment (the pinned one), else the one on PATH."""
-    exe = "ruff.exe" if os.name == "nt" else "ruff"
-    beside = Path(sys.executable).parent / exe
-    if beside.is_file():
-        return str(beside)
-    return shutil.which("ruff")
+def _ruff() -> str:
+    """The ruff binary of the `ruff` package cbgen depends on, never the one on PATH.
+
+    The formatting is part of the output: with one pinned ruff, found from its own
+    package, the bytes do not depend on what else the machine has installed.
+    """
+    from ruff import find_ruff_bin  # type: ignore[import-untyped]
+
+    return os.fsdecode(find_ruff_bin())
 
 
-def _format_one(source: str, filename: Path) -> str:
+def _format_one(ruff: str, source: str, filename: Path) -> str:
     """`ruff format`, then `ruff check --fix`, both on stdin.
 
     Both use the ruff settings that apply to `filename`, so the result passes the
@@ -139,9 +139,6 @@ def _format_one(source: str, filename: Path) -> str:
     patterns, E501; a field named `l`, E741, whose name is its wire name) earns a
     file-level `noqa`, only for the rules the project checks at all.
     """
-    ruff = _ruff()
-    if ruff is None:
-        return source
     common = ["--stdin-filename", str(filename), "-"]
     fmt = subprocess.run(
         [ruff, "format", "--quiet", *common], input=source.encode(), capture_output=True
@@ -166,19 +163,15 @@ def _format_one(source: str, filename: Path) -> str:
 
 _MARKER = "# @generated\n"
 _FILE_NOQA = ("E501", "E741")
-_warned = False
 
 
 def format_python(files: Mapping[str, str], folder: Path) -> dict[str, bytes]:
     """Format Python sources as if they were in `folder` (so its ruff settings apply)."""
-    global _warned
-    if _ruff() is None and not _warned:
-        _warned = True
-        print("cbgen: ruff not found, output left unformatted", file=sys.stderr)
     out: dict[str, bytes] = {}
     py = [name for name in files if name.endswith(".py")]
+    ruff = _ruff()  # here, not in the threads: sysconfig's first use is not thread-safe
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(py) or 1)) as pool:
-        done = pool.map(lambda n: _format_one(files[n], folder / n), py)
+        done = pool.map(lambda n: _format_one(ruff, files[n], folder / n), py)
         formatted = dict(zip(py, done, strict=True))
     for name, text in files.items():
         out[name] = formatted.get(name, text).encode()

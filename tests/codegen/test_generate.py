@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -513,3 +516,31 @@ def test_one_schema_file_that_refers_to_another_hints_to_pass_it(project: Path) 
         "1 error; nothing written\n"
     )
     assert cbgen("generate", "schemas/notifications.yaml", "schemas/orders.yaml").exit_code == 0
+
+
+def test_output_does_not_depend_on_the_ruff_on_path(tmp_path: Path) -> None:
+    """cbgen runs the ruff of its `ruff` dependency, found from that package.
+
+    Here the interpreter has no ruff beside it (the base Python, with this
+    environment's packages on PYTHONPATH), and the only `ruff` on PATH fails: the
+    output is still formatted exactly as the committed tree.
+    """
+    import ruff
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ruff").write_text("#!/bin/sh\necho 'not this ruff' >&2\nexit 3\n")
+    (fake / "ruff").chmod(0o755)
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    assert not (base.parent / "ruff").exists()
+    site = Path(ruff.__file__).resolve().parents[1]
+    path = [site, REPO / "codegen", REPO / "runtime"]
+    env = {"PATH": str(fake), "PYTHONPATH": os.pathsep.join(map(str, path))}
+    p = subprocess.run(
+        [str(base), "-m", "cbgen.cli", "generate", "--check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (p.returncode, p.stdout, p.stderr) == (0, "generated/shop is up to date\n", "")
