@@ -544,3 +544,17 @@ def test_output_does_not_depend_on_the_ruff_on_path(tmp_path: Path) -> None:
         text=True,
     )
     assert (p.returncode, p.stdout, p.stderr) == (0, "generated/shop is up to date\n", "")
+
+
+def test_sender_names_follow_the_documented_rule(project: Path) -> None:
+    """docs/schemas.md: `send_` + snake(Name), also when the name starts with Send."""
+    (project / "schemas" / "a.yaml").write_text(
+        "cbus: 1\ndomain: a\ncommands:\n  SendSms: {}\n  HTTPPing: {}\n"
+    )
+    assert cbgen("generate").exit_code == 0
+    text = (project / "generated" / "app" / "a.py").read_text()
+    for name in ("send_send_sms", "send_send_sms_async", "wait_send_sms", "send_http_ping"):
+        assert f"def {name}(" in text
+    assert "def send_sms(self, cmd: SendSms, ctx: cbus.Context)" in text
+    assert "docs/schemas.md" in (REPO / "README.md").read_text()
+    assert "`SendSms` becomes `send_send_sms`" in (REPO / "docs" / "schemas.md").read_text()
