@@ -7,9 +7,12 @@ The cbus runtime never imports this package.
 
 from __future__ import annotations
 
-__all__ = ["RUNTIME_API", "RUNTIME_OPTIONS", "SchemaError", "__version__"]
+__all__ = ["MODEL_STYLES", "RUNTIME_API", "RUNTIME_OPTIONS", "SchemaError", "__version__"]
 
 __version__ = "0.1.0"
+
+MODEL_STYLES = ("dataclass", "struct")
+"""The model classes cbgen can generate (`models` in [tool.cbgen], `--models`)."""
 
 RUNTIME_API = 2
 """The `cbus.registry.API_VERSION` the generated code needs at least."""
