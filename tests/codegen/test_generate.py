@@ -558,3 +558,24 @@ def test_sender_names_follow_the_documented_rule(project: Path) -> None:
     assert "def send_sms(self, cmd: SendSms, ctx: cbus.Context)" in text
     assert "docs/schemas.md" in (REPO / "README.md").read_text()
     assert "`SendSms` becomes `send_send_sms`" in (REPO / "docs" / "schemas.md").read_text()
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_scaffold_writes_a_make_factory(
+    project: Path, monkeypatch: pytest.MonkeyPatch, is_async: bool
+) -> None:
+    from cbus.cli import load_factory
+
+    _write_schemas(project)
+    assert cbgen("generate").exit_code == 0
+    assert cbgen("scaffold", *(["--async"] if is_async else [])).exit_code == 0
+    text = (project / "handlers" / "orders.py").read_text()
+    assert "\n\ndef make() -> list[object]:\n" in text
+    monkeypatch.syspath_prepend(str(project / "generated"))
+    monkeypatch.syspath_prepend(str(project))
+    for name in ("app", "app.orders", "handlers", "handlers.orders"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    [handler] = load_factory("handlers.orders:make")
+    stub = "OrdersAsyncHandlers" if is_async else "OrdersHandlers"
+    assert type(handler).__name__ == stub
+    assert type(handler).__mro__[1].__module__ == "app.orders"
