@@ -1,7 +1,8 @@
 """cbgen: the code generator of cbus, from YAML schemas to typed Python.
 
-Pipeline: `load` (YAML to nodes with positions) -> `validate` (every error at once)
--> `model` (every Python name decided) -> `render` (jinja2, ruff format, atomic swap).
+Pipeline (`pipeline`): `load` (YAML to nodes with positions) -> `validate` (every
+error at once, into the `defs` model) -> `model` (every Python name decided, by
+`naming`) -> `render` (jinja2) -> `output` (ruff format, diff, atomic write).
 The cbus runtime never imports this package.
 """
 

@@ -73,7 +73,7 @@ def load_config(
         table = data.get("tool", {}).get("cbgen", {})
         for key in table:
             if key not in CONFIG_KEYS:
-                from .validate import hint
+                from .problems import hint
 
                 _fail(f"Unknown key `{key}` in [tool.cbgen] of {pyproject}{hint(key, CONFIG_KEYS)}")
 
@@ -127,7 +127,7 @@ def schema_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def _compile(cfg: Config) -> Any:
-    from .render import compile_schemas
+    from .pipeline import compile_schemas
 
     try:
         return compile_schemas(schema_files(cfg.schemas), cfg.root, cfg.package, cfg.models)
@@ -180,7 +180,8 @@ def generate(
     check: bool,
 ) -> None:
     """Generate the package OUT/PACKAGE from SCHEMA files or folders."""
-    from .render import diff, format_python, render_package, write_tree
+    from .output import diff, write_tree
+    from .pipeline import package_files
 
     cfg = load_config(schemas, out, package, models)
     pkg = _compile(cfg)
@@ -189,7 +190,7 @@ def generate(
     for folder in (target, *target.parents):
         if folder.exists() and not folder.is_dir():
             _fail(f"Cannot write {shown}: {_shown(folder)} is a file, not a folder")
-    files = format_python(render_package(pkg), target)
+    files = package_files(pkg, target)
     if check:
         delta = diff(target, files, shown)
         if delta:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from cbgen import __version__
-from cbgen.render import compile_schemas, format_python, render_package
+from cbgen.output import format_python
+from cbgen.pipeline import compile_schemas
+from cbgen.render import render_package
 
 from .conftest import REPO, cbgen, tree
 
