@@ -9,12 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .defs import (
-    FieldDef,
-    Schema,
-    TypeDef,
-    TypeRef,
-)
+from .defs import FieldDef, Schema, TypeDef, TypeRef
 from .problems import Problems
 
 __all__ = ["default_cycles", "value_cycles"]

@@ -13,12 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import RUNTIME_API, RUNTIME_OPTIONS, __version__
-from .defs import (
-    CommandDef,
-    FieldDef,
-    Schema,
-    TypeRef,
-)
+from .defs import CommandDef, FieldDef, Schema, TypeRef
 from .naming import camel_case, domain_alias, functions_of, snake_case
 from .pyexpr import Expressions, is_factory, py_repr
 from .pytext import comment, docstring

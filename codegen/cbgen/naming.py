@@ -10,9 +10,7 @@ import keyword
 import re
 from collections.abc import Sequence
 
-from .defs import (
-    Schema,
-)
+from .defs import Schema
 from .load import Mark
 from .problems import Problems
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["comment", "docstring", "pystr", "visible"]
+__all__ = ["comment", "docstring", "pystr"]
 
 
 def pystr(value: str) -> str:
@@ -20,7 +20,7 @@ def pystr(value: str) -> str:
     return '"' + r[1:-1].replace("\\'", "'").replace('"', '\\"') + '"'
 
 
-def visible(char: str) -> str:
+def _visible(char: str) -> str:
     return char if char.isprintable() or char == "\n" else repr(char)[1:-1]
 
 
@@ -40,7 +40,7 @@ def docstring(text: str) -> str:
     where it would run into the closing quotes.
     """
     text = "\n".join(line.rstrip() for line in text.strip().splitlines())
-    text = "".join(visible(c) for c in text.replace("\\", "\\\\"))
+    text = "".join(_visible(c) for c in text.replace("\\", "\\\\"))
     text = _CLOSING.sub(r'\\"', text)
     if "\n" in text:
         text += "\n"  # the closing quotes on a line of their own

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from .defs import (
-    SCALARS,
-    Schema,
-    TypeDef,
-    TypeRef,
-)
+from .defs import SCALARS, Schema, TypeDef, TypeRef
 from .problems import Problems, hint
 from .typeexpr import walk
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .defs import (
-    SCALARS,
-    TypeRef,
-)
+from .defs import SCALARS, TypeRef
 from .load import Mark
 
 __all__ = ["TypeSyntaxError", "parse", "set_marks", "walk"]

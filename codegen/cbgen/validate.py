@@ -16,10 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .cycles import default_cycles, value_cycles
-from .defs import (
-    FieldDef,
-    Schema,
-)
+from .defs import FieldDef, Schema
 from .load import Mark, Node
 from .per_file import check_file
 from .problems import Problems

@@ -12,13 +12,7 @@ import uuid
 import warnings
 from typing import Any
 
-from .defs import (
-    INT64,
-    LENGTH,
-    NUMERIC,
-    FieldDef,
-    TypeRef,
-)
+from .defs import INT64, LENGTH, NUMERIC, FieldDef, TypeRef
 from .load import Map, Mark, Node, Scalar, Seq
 from .problems import Problems, hint, joined, kind_of
 
