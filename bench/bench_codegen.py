@@ -22,7 +22,9 @@ from pathlib import Path
 
 from cbgen import __version__
 from cbgen.model import build
-from cbgen.render import format_python, load_sources, render_package, write_tree
+from cbgen.output import format_python, write_tree
+from cbgen.pipeline import load_sources
+from cbgen.render import render_package
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = 10

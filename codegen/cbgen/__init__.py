@@ -1,23 +1,28 @@
 """cbgen: the code generator of cbus, from YAML schemas to typed Python.
 
-Pipeline: `load` (YAML to nodes with positions) -> `validate` (every error at once)
--> `model` (every Python name decided) -> `render` (jinja2, ruff format, atomic swap).
+Pipeline (`pipeline`): `load` (YAML to nodes with positions) -> `validate` (every
+error at once, into the `defs` model) -> `model` (every Python name decided, by
+`naming`) -> `render` (jinja2) -> `output` (ruff format, diff, atomic write).
 The cbus runtime never imports this package.
 """
 
 from __future__ import annotations
 
-__all__ = ["RUNTIME_API", "RUNTIME_OPTIONS", "SchemaError", "__version__"]
+__all__ = ["MODEL_STYLES", "RUNTIME_API", "RUNTIME_OPTIONS", "SchemaError", "__version__"]
 
 __version__ = "0.1.0"
+
+MODEL_STYLES = ("dataclass", "struct")
+"""The model classes cbgen can generate (`models` in [tool.cbgen], `--models`)."""
 
 RUNTIME_API = 2
 """The `cbus.registry.API_VERSION` the generated code needs at least."""
 
-RUNTIME_OPTIONS: dict[str, int | tuple[float, ...]] = {
+RUNTIME_OPTIONS: dict[str, int | float | tuple[float, ...] | None] = {
     "max_attempts": 5,
     "backoff": (1.0, 10.0, 60.0),
     "visibility_timeout": 30,
+    "timeout": None,
 }
 """The defaults of `cbus.registry.Options`, for options a schema leaves out; `cbgen docs`
 shows them. Kept equal to the runtime's by a test (cbgen does not import cbus)."""

@@ -18,11 +18,10 @@ from typing import Any, NoReturn
 
 import click
 
-from . import SchemaError, __version__
-from .docs import render_docs
-from .model import MODEL_STYLES
-from .render import compile_schemas, diff, format_python, render_package, write_tree
-from .scaffold import scaffold
+from . import MODEL_STYLES, SchemaError, __version__, requires
+
+# The modules that need jinja2, PyYAML or ruff are imported by the commands, once
+# `_Main.main` has checked that those are installed.
 
 __all__ = ["main"]
 
@@ -74,7 +73,7 @@ def load_config(
         table = data.get("tool", {}).get("cbgen", {})
         for key in table:
             if key not in CONFIG_KEYS:
-                from .validate import hint
+                from .problems import hint
 
                 _fail(f"Unknown key `{key}` in [tool.cbgen] of {pyproject}{hint(key, CONFIG_KEYS)}")
 
@@ -128,6 +127,8 @@ def schema_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def _compile(cfg: Config) -> Any:
+    from .pipeline import compile_schemas
+
     try:
         return compile_schemas(schema_files(cfg.schemas), cfg.root, cfg.package, cfg.models)
     except SchemaError as exc:
@@ -149,7 +150,17 @@ _schemas_arg = click.argument("schemas", nargs=-1, type=click.Path())
 _package_opt = click.option("--package", help="Import name of the generated package.")
 
 
-@click.group()
+class _Main(click.Group):
+    """The `cbgen` group: says in one line what to install when a package is missing."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        absent = requires.missing()
+        if absent is not None:
+            _fail(f"{absent} is not installed, and cbgen needs it: {requires.INSTALL}")
+        return super().main(*args, **kwargs)
+
+
+@click.group(cls=_Main)
 @click.version_option(__version__, prog_name="cbgen")
 def main() -> None:
     """Generate typed cbus commands, senders and handler stubs from YAML schemas."""
@@ -169,6 +180,9 @@ def generate(
     check: bool,
 ) -> None:
     """Generate the package OUT/PACKAGE from SCHEMA files or folders."""
+    from .output import diff, write_tree
+    from .pipeline import package_files
+
     cfg = load_config(schemas, out, package, models)
     pkg = _compile(cfg)
     target = cfg.out / cfg.package
@@ -176,7 +190,7 @@ def generate(
     for folder in (target, *target.parents):
         if folder.exists() and not folder.is_dir():
             _fail(f"Cannot write {shown}: {_shown(folder)} is a file, not a folder")
-    files = format_python(render_package(pkg), target)
+    files = package_files(pkg, target)
     if check:
         delta = diff(target, files, shown)
         if delta:
@@ -213,6 +227,8 @@ def scaffold_cmd(
     relative to pyproject.toml (default: `handlers`). A file that exists is never
     overwritten.
     """
+    from .scaffold import scaffold
+
     cfg = load_config(schemas, None, package, None, folder)
     pkg = _compile(cfg)
     report = scaffold(pkg, Path(_shown(cfg.handlers)), is_async=is_async)
@@ -228,6 +244,8 @@ def scaffold_cmd(
 @_package_opt
 def docs_cmd(schemas: tuple[str, ...], out: str, package: str | None) -> None:
     """Write a Markdown reference per domain."""
+    from .docs import render_docs
+
     cfg = load_config(schemas, None, package, None)
     pkg = _compile(cfg)
     folder = Path(out)

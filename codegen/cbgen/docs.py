@@ -24,12 +24,16 @@ def _number(x: float) -> str:
 
 
 def options(values: dict[str, Any]) -> str:
-    """`max_attempts: 3`, `backoff: [1, 10, 60]` s, `visibility_timeout: 30` s."""
+    """`max_attempts: 3`, `backoff: [1, 10, 60]` s, `visibility_timeout: 30` s, and
+    `timeout: 5` s where the schema sets one."""
     backoff = ", ".join(_number(x) for x in values["backoff"])
-    return (
+    text = (
         f"`max_attempts: {values['max_attempts']}`, `backoff: [{backoff}]` s, "
         f"`visibility_timeout: {values['visibility_timeout']}` s"
     )
+    if values.get("timeout") is not None:
+        text += f", `timeout: {_number(values['timeout'])}` s"
+    return text
 
 
 def render_docs(package: Package) -> dict[str, str]:

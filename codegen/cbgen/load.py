@@ -4,6 +4,10 @@ PyYAML's `compose` gives a node tree in which every value has a mark; this modul
 turns it into `Map`, `Seq` and `Scalar` nodes carrying `FILE:LINE:COL`, reports
 duplicate keys (PyYAML's loaders silently keep the last one) and turns YAML errors
 into messages with a position. Nothing here knows the schema language.
+
+Aliases and explicit tags are refused: an alias can make a small file expand to
+gigabytes ("billion laughs"), and a schema has no use for either. The builder
+stops at the first node it meets twice, so that refusal takes linear time.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-__all__ = ["Map", "Mark", "Node", "Scalar", "Seq", "load_text", "load_file"]
+__all__ = ["Map", "Mark", "Node", "Scalar", "Seq", "load_file", "load_text", "one_line"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,25 @@ Node = Map | Seq | Scalar
 _MAX_DEPTH = 64
 
 
+_YAML_TAG = "tag:yaml.org,2002:"
+_MAP_TAG = _YAML_TAG + "map"
+_SEQ_TAG = _YAML_TAG + "seq"
+_BREAKS = {"\n": "\\n", "\r": "\\r"}
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() or ch == "\t" else _BREAKS.get(ch) or ascii(ch)[1:-1] for ch in text
+    )
+
+
+def _shown_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
+
+
 class _Constructor(SafeConstructor):
     """Resolves single scalars only; mappings and sequences are walked by `_Builder`."""
 
@@ -86,7 +109,10 @@ class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
         self.errors: list[tuple[Mark, str]] = []
+        self.aliased = False
+        self._seen: set[int] = set()
         self._constructor = _Constructor()
+        self._resolver = yaml.resolver.Resolver()
 
     def mark(self, node: yaml.Node) -> Mark:
         m = node.start_mark
@@ -94,9 +120,20 @@ class _Builder:
 
     def build(self, node: yaml.Node, depth: int = 0) -> Node:
         mark = self.mark(node)
+        if id(node) in self._seen:
+            # An alias: the composer shares the anchored node. Not expanded, ever.
+            self.aliased = True
+            return Scalar(None, "", mark)
+        self._seen.add(id(node))
         if depth > _MAX_DEPTH:
             self.errors.append((mark, f"Nesting deeper than {_MAX_DEPTH} levels"))
             return Scalar(None, "", mark)
+        tag, implied = self._tags(node)
+        if tag != implied:
+            # Refused, then read as if untagged, so that no other error follows from it.
+            shown = _shown_tag(tag)
+            self.errors.append((mark, f"Unsupported YAML tag `{shown}`: write the value untagged"))
+            node.tag = implied
         if isinstance(node, yaml.MappingNode):
             return self._map(node, mark, depth)
         if isinstance(node, yaml.SequenceNode):
@@ -104,12 +141,23 @@ class _Builder:
         assert isinstance(node, yaml.ScalarNode)
         return self._scalar(node, mark)
 
+    def _tags(self, node: yaml.Node) -> tuple[str, str]:
+        """The tag of `node` and the one YAML infers for it; they differ when one is written."""
+        if isinstance(node, yaml.ScalarNode):
+            plain = not node.style  # None (PyYAML) or "" (libyaml)
+            resolve: Any = self._resolver.resolve  # untyped in types-PyYAML
+            implied = str(resolve(yaml.ScalarNode, node.value, (plain, not plain)))
+        else:
+            implied = _SEQ_TAG if isinstance(node, yaml.SequenceNode) else _MAP_TAG
+        return str(node.tag), implied
+
     def _scalar(self, node: yaml.ScalarNode, mark: Mark) -> Scalar:
         text = str(node.value)
         try:
             value = self._constructor.construct_object(node, deep=True)
         except (ConstructorError, ValueError, OverflowError) as exc:
-            self.errors.append((mark, f"Invalid scalar `{text}`: {exc}"))
+            problem = exc.problem if isinstance(exc, ConstructorError) else str(exc)
+            self.errors.append((mark, f"Invalid scalar `{text}`: {problem}"))
             value = text
         if isinstance(value, datetime.datetime | datetime.date):
             # Dates stay text: the schema decides what a value means, not YAML 1.1.
@@ -150,6 +198,38 @@ def _compose(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
+def _first_alias(text: str, file: str) -> tuple[Mark, str]:
+    """The error for the first alias of `text` (which composed without error)."""
+    for e in yaml.parse(text, Loader=_FAST_LOADER or yaml.SafeLoader):
+        if isinstance(e, yaml.AliasEvent) and e.start_mark is not None:
+            where = Mark(file, e.start_mark.line + 1, e.start_mark.column + 1)
+            return where, f"YAML aliases are not supported: write out the value of `*{e.anchor}`"
+    raise AssertionError("a shared node without an alias")  # pragma: no cover
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of `text[index]`, counting line breaks as YAML does."""
+    line, col = 1, 1
+    for i, ch in enumerate(text[:index]):
+        if ch in "\n\x85\u2028\u2029" or (ch == "\r" and text[i + 1 : i + 2] != "\n"):
+            line, col = line + 1, 1
+        elif ch != "\ufeff" or i > 0:
+            col += 1
+    return line, col
+
+
+def _problem(exc: yaml.MarkedYAMLError) -> str:
+    problem = exc.problem or exc.context or "syntax error"
+    if exc.context and problem.startswith("but "):
+        # "expected a single document in the stream, but found another document"
+        problem = f"{exc.context}, {problem}"
+    elif exc.context and exc.context_mark is not None and problem == "second occurrence":
+        # "found duplicate anchor 'a'; first occurrence"
+        m = exc.context_mark
+        problem = f"{exc.context} at {m.line + 1}:{m.column + 1}, {problem} here"
+    return one_line(problem)
+
+
 def load_text(text: str, file: str) -> tuple[Node | None, list[tuple[Mark, str]]]:
     """Parse one YAML document; returns the node (None on syntax errors) and errors."""
     start = Mark(file, 1, 1)
@@ -158,13 +238,13 @@ def load_text(text: str, file: str) -> tuple[Node | None, list[tuple[Mark, str]]
     except yaml.MarkedYAMLError as exc:
         m = exc.problem_mark or exc.context_mark
         where = Mark(file, m.line + 1, m.column + 1) if m is not None else start
-        problem = exc.problem or exc.context or "syntax error"
-        if exc.context and problem.startswith("but "):
-            # "expected a single document in the stream, but found another document"
-            problem = f"{exc.context}, {problem}"
-        return None, [(where, f"Invalid YAML: {problem}")]
+        return None, [(where, f"Invalid YAML: {_problem(exc)}")]
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow, such as NUL: at its place, not at 1:1.
+        where = Mark(file, *_position(text, exc.position))
+        return None, [(where, f"Invalid YAML: {one_line(str(exc).splitlines()[0])}")]
     except yaml.YAMLError as exc:
-        return None, [(start, f"Invalid YAML: {exc}")]
+        return None, [(start, f"Invalid YAML: {one_line(' '.join(str(exc).split()))}")]
     except RecursionError:
         return None, [(start, "Invalid YAML: nesting too deep")]
     if root is None:
@@ -174,6 +254,8 @@ def load_text(text: str, file: str) -> tuple[Node | None, list[tuple[Mark, str]]
         node = builder.build(root)
     except RecursionError:
         return None, [(start, "Invalid YAML: nesting too deep")]
+    if builder.aliased:
+        return None, [_first_alias(text, file)]
     return node, builder.errors
 
 

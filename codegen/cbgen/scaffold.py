@@ -12,7 +12,8 @@ import ast
 from pathlib import Path
 
 from .model import Module, Package
-from .render import environment, format_python
+from .output import format_python
+from .render import environment
 
 __all__ = ["scaffold", "unimplemented"]
 

@@ -45,8 +45,6 @@ __all__ = [
 
 
 class Priority(enum.Enum):
-    """No description in schemas/orders.yaml."""
-
     LOW = "low"
     NORMAL = "normal"
     HIGH = "high"
@@ -62,8 +60,6 @@ class Money:
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class LineItem:
-    """No description in schemas/orders.yaml."""
-
     sku: typing.Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     qty: typing.Annotated[int, msgspec.Meta(ge=1)]
     price: Money
@@ -119,8 +115,6 @@ class CreateOrderError(cbus.BusinessError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class CancelOrder:
-    """No description in schemas/orders.yaml."""
-
     order_id: uuid.UUID
     reason: str = "customer request"
 
@@ -177,7 +171,6 @@ class OrdersHandlers(cbus.registry.Handlers):
         raise NotImplementedError("OrdersHandlers.create_order is not implemented")
 
     def cancel_order(self, cmd: CancelOrder, ctx: cbus.Context) -> None:
-        """No description in schemas/orders.yaml."""
         raise NotImplementedError("OrdersHandlers.cancel_order is not implemented")
 
 
@@ -195,29 +188,7 @@ class OrdersAsyncHandlers(cbus.registry.AsyncHandlers):
         raise NotImplementedError("OrdersAsyncHandlers.create_order is not implemented")
 
     async def cancel_order(self, cmd: CancelOrder, ctx: cbus.AsyncContext) -> None:
-        """No description in schemas/orders.yaml."""
         raise NotImplementedError("OrdersAsyncHandlers.cancel_order is not implemented")
-
-
-def _build_create_order(
-    *,
-    order_id: uuid.UUID,
-    customer_id: typing.Annotated[str, msgspec.Meta(min_length=1)],
-    items: typing.Annotated[list[LineItem], msgspec.Meta(min_length=1)],
-    total: Money,
-    placed_at: datetime.datetime,
-    priority: Priority = Priority.NORMAL,
-    note: str | None = None,
-) -> CreateOrder:
-    return CreateOrder(
-        order_id=order_id,
-        customer_id=customer_id,
-        items=items,
-        total=total,
-        placed_at=placed_at,
-        priority=priority,
-        note=note,
-    )
 
 
 def send_create_order(
@@ -243,7 +214,7 @@ def send_create_order(
     """
     return cbus.send(
         target,
-        _build_create_order(
+        CreateOrder(
             order_id=order_id,
             customer_id=customer_id,
             items=items,
@@ -282,7 +253,7 @@ async def send_create_order_async(
     """
     return await cbus.send_async(
         target,
-        _build_create_order(
+        CreateOrder(
             order_id=order_id,
             customer_id=customer_id,
             items=items,
@@ -334,10 +305,6 @@ async def wait_create_order_async(
     )
 
 
-def _build_cancel_order(*, order_id: uuid.UUID, reason: str = "customer request") -> CancelOrder:
-    return CancelOrder(order_id=order_id, reason=reason)
-
-
 def send_cancel_order(
     target: cbus.SyncTarget,
     *,
@@ -348,15 +315,13 @@ def send_cancel_order(
     reply_to: str | None = None,
     delay: float | datetime.datetime | None = None,
 ) -> cbus.SendResult:
-    """No description in schemas/orders.yaml.
-
-    Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
+    """Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
     With a connection as `target` the command joins its transaction: it is
     delivered if and only if the caller commits.
     """
     return cbus.send(
         target,
-        _build_cancel_order(order_id=order_id, reason=reason),
+        CancelOrder(order_id=order_id, reason=reason),
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,
@@ -374,15 +339,13 @@ async def send_cancel_order_async(
     reply_to: str | None = None,
     delay: float | datetime.datetime | None = None,
 ) -> cbus.SendResult:
-    """No description in schemas/orders.yaml.
-
-    Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
+    """Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
     With a connection as `target` the command joins its transaction: it is
     delivered if and only if the caller commits.
     """
     return await cbus.send_async(
         target,
-        _build_cancel_order(order_id=order_id, reason=reason),
+        CancelOrder(order_id=order_id, reason=reason),
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,

@@ -475,12 +475,6 @@ async def wait_authorize_payment_async(
     )
 
 
-def _build_capture_payment(
-    *, payment_id: uuid.UUID, amount: _d_orders.Money | None = None
-) -> CapturePayment:
-    return CapturePayment(payment_id=payment_id, amount=amount)
-
-
 def send_capture_payment(
     target: cbus.SyncTarget,
     *,
@@ -499,7 +493,7 @@ def send_capture_payment(
     """
     return cbus.send(
         target,
-        _build_capture_payment(payment_id=payment_id, amount=amount),
+        CapturePayment(payment_id=payment_id, amount=amount),
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,
@@ -525,7 +519,7 @@ async def send_capture_payment_async(
     """
     return await cbus.send_async(
         target,
-        _build_capture_payment(payment_id=payment_id, amount=amount),
+        CapturePayment(payment_id=payment_id, amount=amount),
         command_id=command_id,
         correlation_id=correlation_id,
         reply_to=reply_to,

@@ -21,7 +21,9 @@ from typing import Any
 import cbus
 import pytest
 from cbgen.cli import main
-from cbgen.render import compile_schemas, format_python, render_package, write_tree
+from cbgen.output import format_python, write_tree
+from cbgen.pipeline import compile_schemas
+from cbgen.render import render_package
 from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]

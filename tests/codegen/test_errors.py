@@ -6,6 +6,7 @@ exactly the listed `FILE:LINE:COL: message` lines, and no `generated/` folder.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ from .conftest import cbgen
 
 HEAD = "cbus: 1\ndomain: orders\n"
 OK_CMD = "commands:\n  Ping: {}\n"
+
+
+def laughs(levels: int, under: str) -> str:
+    """A "billion laughs" schema: `levels` lists of 9 aliases to the list before."""
+    lines = [f"{under}:", '  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    return HEAD + "\n".join(lines) + "\n" + OK_CMD
+
 
 CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
     "yaml_syntax": (
@@ -30,6 +40,77 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
     "invalid_utf8": (
         {"a.yaml": (HEAD + 'description: "h\u00e9 ').encode() + b'\xff"\n' + OK_CMD.encode()},
         ["schemas/a.yaml:3:18: Invalid UTF-8: unexpected byte 0xff"],
+    ),
+    "nul_byte": (
+        {"a.yaml": HEAD + "description: ab\x00c\n" + OK_CMD},
+        [
+            "schemas/a.yaml:3:16: Invalid YAML: unacceptable character #x0000: "
+            "special characters are not allowed"
+        ],
+    ),
+    "nul_byte_after_cr_line_breaks": (
+        {"a.yaml": (HEAD + OK_CMD).replace("\n", "\r") + "x: \x00\r"},
+        [
+            "schemas/a.yaml:5:4: Invalid YAML: unacceptable character #x0000: "
+            "special characters are not allowed"
+        ],
+    ),
+    "alias": (
+        {"a.yaml": HEAD + "description: &d Hello\ncommands:\n  Ping: {description: *d}\n"},
+        ["schemas/a.yaml:5:23: YAML aliases are not supported: write out the value of `*d`"],
+    ),
+    "merge_key_alias": (
+        {"a.yaml": HEAD + "types:\n  A: &a {fields: {x: int}}\n  B: {<<: *a}\n" + OK_CMD},
+        ["schemas/a.yaml:5:11: YAML aliases are not supported: write out the value of `*a`"],
+    ),
+    "billion_laughs": (
+        {"a.yaml": laughs(9, "commands")},
+        ["schemas/a.yaml:5:12: YAML aliases are not supported: write out the value of `*l0`"],
+    ),
+    "billion_laughs_under_a_rejected_key": (
+        {"a.yaml": laughs(9, "zzz")},
+        ["schemas/a.yaml:5:12: YAML aliases are not supported: write out the value of `*l0`"],
+    ),
+    "recursive_alias": (
+        {"a.yaml": HEAD + "x: &r [*r]\n" + OK_CMD},
+        ["schemas/a.yaml:3:8: YAML aliases are not supported: write out the value of `*r`"],
+    ),
+    "duplicate_anchor": (
+        {"a.yaml": HEAD + "a: &x 1\nb: &x 2\n" + OK_CMD},
+        [
+            "schemas/a.yaml:4:4: Invalid YAML: found duplicate anchor 'x'; "
+            "first occurrence at 3:4, second occurrence here"
+        ],
+    ),
+    "timestamp_tag": (
+        {"a.yaml": HEAD + "description: !!timestamp x\n" + OK_CMD},
+        ["schemas/a.yaml:3:14: Unsupported YAML tag `!!timestamp`: write the value untagged"],
+    ),
+    "bool_tag": (
+        {"a.yaml": HEAD + "description: !!bool x\n" + OK_CMD},
+        ["schemas/a.yaml:3:14: Unsupported YAML tag `!!bool`: write the value untagged"],
+    ),
+    "tags_on_collections_and_local_tags": (
+        {"a.yaml": HEAD + "options: !!set {}\ncommands:\n  Ping: !ping {}\n"},
+        [
+            "schemas/a.yaml:3:10: Unsupported YAML tag `!!set`: write the value untagged",
+            "schemas/a.yaml:5:9: Unsupported YAML tag `!ping`: write the value untagged",
+        ],
+    ),
+    "str_tag_that_changes_the_value": (
+        {"a.yaml": "cbus: !!str 1\ndomain: orders\n" + OK_CMD},
+        ["schemas/a.yaml:1:7: Unsupported YAML tag `!!str`: write the value untagged"],
+    ),
+    "key_with_line_breaks_is_echoed_on_one_line": (
+        {"a.yaml": HEAD + OK_CMD + '"a\\rb\\nc\\u2028": 1\n'},
+        [
+            "schemas/a.yaml:5:1: Unknown key `a\\rb\\nc\\u2028` (expected one of `cbus`, "
+            "`domain`, `description`, `options`, `types` or `commands`)"
+        ],
+    ),
+    "invalid_date": (
+        {"a.yaml": HEAD + "description: 2024-13-45\n" + OK_CMD},
+        ["schemas/a.yaml:3:14: Invalid scalar `2024-13-45`: month must be in 1..12"],
     ),
     "empty_file": (
         {"a.yaml": "# nothing\n"},
@@ -141,6 +222,13 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
         [
             "schemas/b.yaml:5:21: Unknown domain `order` in type `order.Money` "
             "(did you mean `orders`?)"
+        ],
+    ),
+    "unknown_domain_pass_its_file": (
+        {"a.yaml": HEAD + "commands:\n  Ping:\n    fields: {total: payments.Money}\n"},
+        [
+            "schemas/a.yaml:5:21: Unknown domain `payments` in type `payments.Money` "
+            "(pass the schema file that defines `payments`, or its folder, too)"
         ],
     ),
     "bad_type_syntax": (
@@ -353,6 +441,21 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "schemas/a.yaml:3:66: Expected `int` >= 1 for `visibility_timeout`, got `str`",
         ],
     ),
+    "bad_timeout": (
+        {
+            "a.yaml": HEAD
+            + "options: {timeout: 0}\n"
+            + "commands:\n  Ping: {options: {timeout: soon}}\n  Pong: {options: {timeout: -1.5}}\n"
+            + "  Pang: {options: {timeout: .inf}}\n  Peng: {options: {timeout: true}}\n"
+        },
+        [
+            "schemas/a.yaml:3:20: Expected seconds > 0 for `timeout`, got `0`",
+            "schemas/a.yaml:5:29: Expected seconds > 0 for `timeout`, got `str`",
+            "schemas/a.yaml:6:29: Expected seconds > 0 for `timeout`, got `-1.5`",
+            "schemas/a.yaml:7:29: Expected seconds > 0 for `timeout`, got `.inf`",
+            "schemas/a.yaml:8:29: Expected seconds > 0 for `timeout`, got `bool`",
+        ],
+    ),
     "bad_version": (
         {"a.yaml": HEAD + "commands:\n  Ping: {version: 0}\n"},
         ["schemas/a.yaml:4:19: Expected `int` >= 1 for `version`, got `0`"],
@@ -409,9 +512,20 @@ def test_every_error_is_reported_at_once(project: Path) -> None:
     assert r.exit_code == 1
     assert r.stderr.splitlines() == [
         "schemas/a.yaml:3:11: Unknown key `retries` (expected one of `max_attempts`, "
-        "`backoff` or `visibility_timeout`)",
+        "`backoff`, `visibility_timeout` or `timeout`)",
         "schemas/a.yaml:6:14: Field name `class` is a Python keyword",
         "schemas/a.yaml:6:33: Unknown type `Mony`",
         "schemas/a.yaml:7:14: Invalid error code `bad`: expected ^[A-Z][A-Z0-9_]*$",
         "4 errors; nothing written",
     ]
+
+
+def test_billion_laughs_is_refused_fast(project: Path) -> None:
+    """Expanded, this 9-level file is 9**9 strings: it took 36 s and 1.6 GB before."""
+    text = laughs(9, "zzz")
+    assert len(text) < 700
+    (project / "schemas" / "a.yaml").write_text(text)
+    start = time.perf_counter()
+    r = cbgen("generate")
+    assert r.exit_code == 1
+    assert time.perf_counter() - start < 2.0

@@ -15,9 +15,10 @@ from typing import Any
 import cbus.codec
 import pytest
 from cbgen import SchemaError
+from cbgen.defs import FieldDef, TypeDef, TypeRef
 from cbgen.model import build
-from cbgen.render import load_schemas, load_sources, render_package
-from cbgen.validate import FieldDef, TypeDef, TypeRef
+from cbgen.pipeline import load_schemas, load_sources
+from cbgen.render import render_package
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
