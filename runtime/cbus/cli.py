@@ -70,6 +70,15 @@ def _import_generated(name: str) -> None:
         importlib.import_module(f"{name}.{sub}")
 
 
+def _import_domains(module: str | None) -> None:
+    """Import the generated package a `--domains` option names, if any."""
+    if module:
+        try:
+            _import_generated(module)
+        except ImportError as exc:
+            raise click.BadParameter(f"cannot import `{module}`: {exc}") from exc
+
+
 def _add_cwd_to_path() -> None:
     """Import user modules from where the command runs, as `python -m` would."""
     if os.getcwd() not in sys.path:
@@ -464,11 +473,7 @@ def tsq_complete(
     from .troubleshooting import complete
 
     name = _operator(operator)
-    if module:
-        try:
-            _import_generated(module)
-        except ImportError as exc:
-            raise click.BadParameter(f"cannot import `{module}`: {exc}") from exc
+    _import_domains(module)
     with _connect(dsn) as conn:
         try:
             complete(conn, domain, command_id, operator=name, result=result, reason=reason)
@@ -492,6 +497,53 @@ def audit_cmd(domain: str, command_id: uuid.UUID, dsn: str, as_json: bool) -> No
         click.echo(_json(events))
         return
     _echo_audit(events)
+
+
+# -- stats -------------------------------------------------------------------------
+
+
+@main.command("stats")
+@_dsn_option
+@click.option("--domain", default=None, help="Only this domain.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Refresh every SECONDS until Ctrl-C (the table in place; JSON one line each).",
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per domain.")
+def stats_cmd(dsn: str, domain: str | None, watch: float | None, as_json: bool) -> None:
+    """Per domain: queue depth, due, delayed, in flight, troubleshooting, ended lately."""
+    import itertools
+    import time
+
+    from .stats import TABLE_HEADERS, domain_stats, table_rows
+
+    in_place = watch is not None and not as_json and sys.stdout.isatty()
+    try:
+        with _connect(dsn) as conn:
+            for refresh in itertools.count():
+                try:
+                    found = domain_stats(conn, domain)
+                except ValueError as exc:
+                    raise click.BadParameter(str(exc), param_hint="'--domain'") from exc
+                if as_json:
+                    click.echo(_json(found))
+                else:
+                    if in_place:
+                        click.echo("\x1b[H\x1b[2J", nl=False, color=True)  # home, clear
+                    elif refresh:
+                        click.echo("")
+                    if found:
+                        _table(TABLE_HEADERS, table_rows(found))
+                    else:
+                        click.echo(f"No domain `{domain}`" if domain else "No domain installed")
+                if watch is None:
+                    return
+                time.sleep(watch)
+    except KeyboardInterrupt:  # Ctrl-C ends --watch: the expected way out
+        return
 
 
 if __name__ == "__main__":  # pragma: no cover
