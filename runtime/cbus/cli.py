@@ -70,6 +70,16 @@ def _import_generated(name: str) -> None:
         importlib.import_module(f"{name}.{sub}")
 
 
+def _domains_option(checked: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--domains",
+        "module",
+        default=None,
+        help=f"The generated package (for example `shop`): {checked} then checked against "
+        "the command's result class.",
+    )
+
+
 def _import_domains(module: str | None) -> None:
     """Import the generated package a `--domains` option names, if any."""
     if module:
@@ -451,13 +461,7 @@ def _parse_result(ctx: click.Context, param: click.Parameter, value: str) -> Any
     help="The command's result, as its handler would return it.",
 )
 @click.option("--reason", default=None, help="Why, for the audit trail.")
-@click.option(
-    "--domains",
-    "module",
-    default=None,
-    help="The generated package (for example `shop`): --result is then checked against "
-    "the command's result class.",
-)
+@_domains_option("--result is")
 @_operator_option
 def tsq_complete(
     domain: str,
@@ -544,6 +548,39 @@ def stats_cmd(dsn: str, domain: str | None, watch: float | None, as_json: bool) 
                 time.sleep(watch)
     except KeyboardInterrupt:  # Ctrl-C ends --watch: the expected way out
         return
+
+
+# -- console -----------------------------------------------------------------------
+
+
+@main.command("console")
+@_dsn_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8089, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--read-only", is_flag=True, help="Offer and accept no actions.")
+@_domains_option("results given to `complete` are")
+def console_cmd(dsn: str, host: str, port: int, read_only: bool, module: str | None) -> None:
+    """Serve the operator console (token: $CBUS_CONSOLE_TOKEN, or one printed now)."""
+    import importlib.util
+
+    missing = [m for m in ("starlette", "uvicorn", "jinja2") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise click.ClickException(
+            f'The console needs {", ".join(missing)}: pip install "cbus[console]"'
+        )
+    from .console import new_token, serve
+
+    _import_domains(module)
+    token = os.environ.get("CBUS_CONSOLE_TOKEN") or ""
+    shown = "from $CBUS_CONSOLE_TOKEN" if token else (token := new_token())
+    mode = " (read-only)" if read_only else ""
+    click.echo(f"cbus console{mode} on http://{host}:{port}/  token: {shown}", err=True)
+    try:
+        serve(dsn, token, host=host, port=port, read_only=read_only)
+    except KeyboardInterrupt:  # uvicorn stops cleanly, then raises Ctrl-C again
+        pass
+    except OSError as exc:
+        raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 if __name__ == "__main__":  # pragma: no cover
