@@ -31,7 +31,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it, browsers post `Origin: null`, which the check refuses.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
