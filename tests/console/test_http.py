@@ -249,3 +249,25 @@ def test_search_and_the_dsn_never_shown(
         assert DSN_SECRET not in str(page.headers)
     out, err = capfd.readouterr()
     assert DSN_SECRET not in out + err
+
+
+def test_troubleshooting_pages_by_cursor_with_filters(console: Served, mixed: Mixed) -> None:
+    c = console.login("erin")
+    seen: list[str] = []
+    url = "/tsq?domain=testbus&limit=1"
+    while url:
+        page = c.get(url)
+        assert page.status_code == 200
+        seen += re.findall(r'<tr data-command-id="([0-9a-f-]+)"', page.text)
+        found = re.search(r'id="next" href="([^"]+)"', page.text)
+        url = html.unescape(found.group(1)) if found else ""
+        assert not url or ("domain=testbus" in url and "limit=1" in url)
+    expected = mixed.tsq_rejected + mixed.tsq_broken
+    assert sorted(seen) == sorted(str(i) for i in expected)
+    kinds = c.get("/tsq?kind=Reject&error_code=CANNOT").text
+    assert sorted(re.findall(r'<tr data-command-id="([0-9a-f-]+)"', kinds)) == sorted(
+        str(i) for i in mixed.tsq_rejected
+    )
+    assert 'id="empty"' in c.get("/tsq?error_code=NO_SUCH_CODE").text
+    bad = c.get("/tsq?after=garbage")
+    assert bad.status_code == 400 and "Invalid cursor" in bad.text

@@ -50,6 +50,8 @@ async def troubleshooting(request: Request) -> Response:
     console = _console(request)
     filters = filters_of(request.query_params)
     after = request.query_params.get("after") or None
+    limit = request.query_params.get("limit", "")
+    page_size = min(int(limit), 500) if limit.isdigit() and int(limit) > 0 else PAGE_SIZE
     error = None
     async with console.pool.connection() as conn:
         domains = await domain_names_async(conn)
@@ -67,6 +69,7 @@ async def troubleshooting(request: Request) -> Response:
             items=[],
             next_cursor=None,
             after=None,
+            limit="",
             error=error,
         )
     return console.render(
@@ -77,6 +80,7 @@ async def troubleshooting(request: Request) -> Response:
         items=found.items,
         next_cursor=found.next_cursor,
         after=after,
+        limit=limit if page_size != PAGE_SIZE else "",
         error=None,
     )
 
