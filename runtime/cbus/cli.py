@@ -569,7 +569,9 @@ def console_cmd(dsn: str, host: str, port: int, read_only: bool, module: str | N
             f'The console needs {", ".join(missing)}: pip install "cbus[console]"'
         )
     from .console import new_token, serve
+    from .logs import configure as configure_logs
 
+    configure_logs("INFO", "text")  # each action: who, what, which command
     _import_domains(module)
     token = os.environ.get("CBUS_CONSOLE_TOKEN") or ""
     shown = "from $CBUS_CONSOLE_TOKEN" if token else (token := new_token())

@@ -7,12 +7,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from cbus.console.app import create_app
+
+from tests.runtime.mixed import Mixed, populate
 
 TOKEN = "test-token-" + "x" * 20
 
@@ -62,6 +66,12 @@ def serve(dsn: str, *, read_only: bool = False) -> Iterator[Served]:
         server.should_exit = True
         thread.join(20)
         sock.close()
+
+
+@pytest.fixture
+def mixed(dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType) -> Mixed:
+    """The test's database with commands in every status."""
+    return populate(dsn, conn, testbus)
 
 
 @pytest.fixture

@@ -17,16 +17,11 @@ import pytest
 from cbus.stats import domain_stats
 
 from tests.runtime.helpers import drain
-from tests.runtime.mixed import Mixed, populate
+from tests.runtime.mixed import Mixed
 
 from .conftest import Served
 
 DSN_SECRET = "dsn-secret-Zq81"
-
-
-@pytest.fixture
-def mixed(dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType) -> Mixed:
-    return populate(dsn, conn, testbus)
 
 
 def csrf_of(page: httpx.Response) -> str:

@@ -12,6 +12,8 @@ import sys
 
 __all__ = ["new_token", "serve"]
 
+LOOPBACK = ["127.0.0.1", "::1", "[::1]", "localhost"]
+
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
@@ -31,7 +33,9 @@ def serve(
 
     from .app import create_app as make
 
-    app = make(dsn, token, read_only=read_only)
+    # On a loopback address, only loopback names: no DNS-rebound site gets an answer.
+    hosts = LOOPBACK if host in LOOPBACK else None
+    app = make(dsn, token, read_only=read_only, allowed_hosts=hosts)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="info", access_log=False, server_header=False
     )

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import jinja2
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -198,9 +199,18 @@ class SecurityHeaders:
 
 
 def create_app(
-    dsn: str, token: str, *, read_only: bool = False, console: Console | None = None
+    dsn: str,
+    token: str,
+    *,
+    read_only: bool = False,
+    allowed_hosts: list[str] | None = None,
+    console: Console | None = None,
 ) -> Starlette:
-    """The console as an ASGI app; its pool opens and closes with the app's lifespan."""
+    """The console as an ASGI app; its pool opens and closes with the app's lifespan.
+
+    `allowed_hosts`: the Host names it answers (others get 400), against DNS
+    rebinding: a page of another site whose name now points at 127.0.0.1.
+    """
     from . import actions, views
 
     state = console or Console(dsn, token, read_only=read_only)
@@ -229,6 +239,8 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.console = state
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)
     return app
 
