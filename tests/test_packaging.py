@@ -37,5 +37,10 @@ def test_the_wheel_carries_type_markers_sql_and_templates(tmp_path: Path) -> Non
         "cbgen/py.typed",
         *(f"cbus/sql/{p.name}" for p in (REPO / "runtime/cbus/sql").glob("*.sql")),
         *(f"cbgen/templates/{p.name}" for p in (REPO / "codegen/cbgen/templates").glob("*.jinja")),
+        # The console works offline: every template and asset is in the wheel.
+        *(
+            f"cbus/console/{p.parent.name}/{p.name}"
+            for p in (REPO / "runtime/cbus/console").glob("[st]*/*")
+        ),
     }
     assert expected <= names, sorted(expected - names)

@@ -70,6 +70,25 @@ def _import_generated(name: str) -> None:
         importlib.import_module(f"{name}.{sub}")
 
 
+def _domains_option(checked: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--domains",
+        "module",
+        default=None,
+        help=f"The generated package (for example `shop`): {checked} then checked against "
+        "the command's result class.",
+    )
+
+
+def _import_domains(module: str | None) -> None:
+    """Import the generated package a `--domains` option names, if any."""
+    if module:
+        try:
+            _import_generated(module)
+        except ImportError as exc:
+            raise click.BadParameter(f"cannot import `{module}`: {exc}") from exc
+
+
 def _add_cwd_to_path() -> None:
     """Import user modules from where the command runs, as `python -m` would."""
     if os.getcwd() not in sys.path:
@@ -442,13 +461,7 @@ def _parse_result(ctx: click.Context, param: click.Parameter, value: str) -> Any
     help="The command's result, as its handler would return it.",
 )
 @click.option("--reason", default=None, help="Why, for the audit trail.")
-@click.option(
-    "--domains",
-    "module",
-    default=None,
-    help="The generated package (for example `shop`): --result is then checked against "
-    "the command's result class.",
-)
+@_domains_option("--result is")
 @_operator_option
 def tsq_complete(
     domain: str,
@@ -464,11 +477,7 @@ def tsq_complete(
     from .troubleshooting import complete
 
     name = _operator(operator)
-    if module:
-        try:
-            _import_generated(module)
-        except ImportError as exc:
-            raise click.BadParameter(f"cannot import `{module}`: {exc}") from exc
+    _import_domains(module)
     with _connect(dsn) as conn:
         try:
             complete(conn, domain, command_id, operator=name, result=result, reason=reason)
@@ -492,6 +501,88 @@ def audit_cmd(domain: str, command_id: uuid.UUID, dsn: str, as_json: bool) -> No
         click.echo(_json(events))
         return
     _echo_audit(events)
+
+
+# -- stats -------------------------------------------------------------------------
+
+
+@main.command("stats")
+@_dsn_option
+@click.option("--domain", default=None, help="Only this domain.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Refresh every SECONDS until Ctrl-C (the table in place; JSON one line each).",
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per domain.")
+def stats_cmd(dsn: str, domain: str | None, watch: float | None, as_json: bool) -> None:
+    """Per domain: queue depth, due, delayed, in flight, troubleshooting, ended lately."""
+    import itertools
+    import time
+
+    from .stats import TABLE_HEADERS, domain_stats, table_rows
+
+    in_place = watch is not None and not as_json and sys.stdout.isatty()
+    try:
+        with _connect(dsn) as conn:
+            for refresh in itertools.count():
+                try:
+                    found = domain_stats(conn, domain)
+                except ValueError as exc:
+                    raise click.BadParameter(str(exc), param_hint="'--domain'") from exc
+                if as_json:
+                    click.echo(_json(found))
+                else:
+                    if in_place:
+                        click.echo("\x1b[H\x1b[2J", nl=False, color=True)  # home, clear
+                    elif refresh:
+                        click.echo("")
+                    if found:
+                        _table(TABLE_HEADERS, table_rows(found))
+                    else:
+                        click.echo(f"No domain `{domain}`" if domain else "No domain installed")
+                if watch is None:
+                    return
+                time.sleep(watch)
+    except KeyboardInterrupt:  # Ctrl-C ends --watch: the expected way out
+        return
+
+
+# -- console -----------------------------------------------------------------------
+
+
+@main.command("console")
+@_dsn_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8089, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--read-only", is_flag=True, help="Offer and accept no actions.")
+@_domains_option("results given to `complete` are")
+def console_cmd(dsn: str, host: str, port: int, read_only: bool, module: str | None) -> None:
+    """Serve the operator console (token: $CBUS_CONSOLE_TOKEN, or one printed now)."""
+    import importlib.util
+
+    missing = [m for m in ("starlette", "uvicorn", "jinja2") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise click.ClickException(
+            f'The console needs {", ".join(missing)}: pip install "cbus[console]"'
+        )
+    from .console import new_token, serve
+    from .logs import configure as configure_logs
+
+    configure_logs("INFO", "text")  # each action: who, what, which command
+    _import_domains(module)
+    token = os.environ.get("CBUS_CONSOLE_TOKEN") or ""
+    shown = "from $CBUS_CONSOLE_TOKEN" if token else (token := new_token())
+    mode = " (read-only)" if read_only else ""
+    click.echo(f"cbus console{mode} on http://{host}:{port}/  token: {shown}", err=True)
+    try:
+        serve(dsn, token, host=host, port=port, read_only=read_only)
+    except KeyboardInterrupt:  # uvicorn stops cleanly, then raises Ctrl-C again
+        pass
+    except OSError as exc:
+        raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -161,7 +161,11 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str, uuid.UUID]:
 
 
 def _list_plan(
-    domain: str | None, kind: str | None, limit: int, after: str | None
+    domain: str | None,
+    kind: str | None,
+    limit: int,
+    after: str | None,
+    error_code: str | None = None,
 ) -> Plan[TroubleshootingPage]:
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"Invalid limit {limit}: expected 1 to {MAX_LIMIT}")
@@ -177,6 +181,9 @@ def _list_plan(
         else:
             filters.append(sql.SQL("kind = domain || '.' || %(kind)s"))
         params["kind"] = kind
+    if error_code is not None:
+        filters.append(sql.SQL("last_error_code = %(error_code)s"))
+        params["error_code"] = error_code
     if after is not None:
         params["after_at"], params["after_domain"], params["after_id"] = _decode_cursor(after)
         filters.append(
@@ -200,21 +207,23 @@ def list_troubleshooting(
     kind: str | None = None,
     limit: int = 50,
     after: str | None = None,
+    error_code: str | None = None,
 ) -> TroubleshootingPage:
     """A page of the commands in the troubleshooting queue, most recently set aside first.
 
     Parameters
     ----------
-    domain, kind
-        Keep only this domain, or this kind (`orders.CreateOrder`, or `CreateOrder`
-        for that command in any domain).
+    domain, kind, error_code
+        Keep only this domain, this kind (`orders.CreateOrder`, or `CreateOrder`
+        for that command in any domain), or this last error code (`Poison`'s codes,
+        a `PermanentError`'s code, ...).
     limit
         At most this many entries (1 to 1000).
     after
         The `next_cursor` of the previous page. Paging is by key, not offset: entries
         that leave the queue meanwhile never shift a page.
     """
-    return run(conn, _list_plan(domain, kind, limit, after))
+    return run(conn, _list_plan(domain, kind, limit, after, error_code))
 
 
 async def list_troubleshooting_async(
@@ -224,9 +233,10 @@ async def list_troubleshooting_async(
     kind: str | None = None,
     limit: int = 50,
     after: str | None = None,
+    error_code: str | None = None,
 ) -> TroubleshootingPage:
     """The async twin of `list_troubleshooting`."""
-    return await run_async(conn, _list_plan(domain, kind, limit, after))
+    return await run_async(conn, _list_plan(domain, kind, limit, after, error_code))
 
 
 # -- show ------------------------------------------------------------------------

@@ -377,3 +377,55 @@ SELECT to_regclass('cbus.schema_version') IS NOT NULL
 
 -- name: schema_version
 SELECT max(version) FROM cbus.schema_version
+
+-- name: stats_queues
+-- The command queues PGMQ knows, for `cbus stats` and the console's overview.
+SELECT queue_name FROM pgmq.meta WHERE right(queue_name, 10) = '__commands' ORDER BY queue_name
+
+-- name: stats_queue
+-- One domain's messages by state: in flight is leased now, delayed waits for its time
+-- (sent with a delay, or backing off after a failed attempt, whose log row already
+-- counts that attempt); only messages read and not due look their log row up (CASE).
+SELECT {domain} AS domain, count(*) AS depth,
+       count(*) FILTER (WHERE NOT m.waiting) AS due,
+       count(*) FILTER (WHERE m.waiting AND NOT m.leased) AS delayed,
+       count(*) FILTER (WHERE m.leased) AS in_flight,
+       coalesce(extract(epoch FROM now() - min(m.vt) FILTER (WHERE NOT m.waiting)), 0)::float8
+           AS oldest_due_age
+FROM (
+    SELECT q.vt, q.vt > now() AS waiting,
+           CASE WHEN q.vt > now() AND q.read_ct > 0 THEN NOT EXISTS (
+               SELECT 1 FROM cbus.command AS c
+               WHERE c.domain = {domain}
+                 AND c.command_id = cbus.as_uuid(q.headers ->> 'command_id')
+                 AND c.status = 'PENDING' AND c.attempts >= q.read_ct
+           ) ELSE false END AS leased
+    FROM {q} AS q
+) AS m
+
+-- name: stats
+-- Every domain's numbers in one statement: {queues} is one `stats_queue` per queue
+-- (UNION ALL). Commands ended in the last hour are counted from the log, which has no
+-- index on finished_at (its updates stay HOT): a scan of cbus.command.
+WITH queues AS ({queues}),
+tsq AS (SELECT domain, count(*) AS n FROM cbus.troubleshooting GROUP BY domain),
+ended AS (
+    SELECT domain,
+           count(*) FILTER (WHERE status = 'COMPLETED'
+                            AND finished_at >= now() - interval '1 minute') AS completed_1m,
+           count(*) FILTER (WHERE status = 'FAILED'
+                            AND finished_at >= now() - interval '1 minute') AS failed_1m,
+           count(*) FILTER (WHERE status = 'COMPLETED') AS completed_1h,
+           count(*) FILTER (WHERE status = 'FAILED') AS failed_1h
+    FROM cbus.command
+    WHERE finished_at >= now() - interval '1 hour' AND status IN ('COMPLETED', 'FAILED')
+    GROUP BY domain
+)
+SELECT q.domain, q.depth, q.due, q.delayed, q.in_flight, q.oldest_due_age,
+       coalesce(t.n, 0) AS troubleshooting,
+       coalesce(e.completed_1m, 0) AS completed_1m, coalesce(e.failed_1m, 0) AS failed_1m,
+       coalesce(e.completed_1h, 0) AS completed_1h, coalesce(e.failed_1h, 0) AS failed_1h
+FROM queues AS q
+LEFT JOIN tsq AS t USING (domain)
+LEFT JOIN ended AS e USING (domain)
+ORDER BY q.domain

@@ -1,0 +1,134 @@
+"""Per-domain numbers for operators: `cbus stats` and the console's overview read these.
+
+One statement reads every domain (a part per command queue, joined by UNION ALL),
+after one that lists the queues PGMQ knows. Reads only: nothing here commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ._queries import raw
+from .audit import Plan, run, run_async
+from .pgmq import check_queue_name, queue_table
+from .registry import QUEUE_SUFFIX
+
+__all__ = ["DomainStats", "domain_names_async", "domain_stats", "domain_stats_async"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainStats:
+    """One domain's queue and command log, now.
+
+    `depth` is every message in its queue: `due` (may be leased now), `delayed`
+    (sent with a delay, or waiting for the backoff after a failed attempt) and
+    `in_flight` (leased by a worker). `oldest_due_age` is in seconds, 0 when nothing
+    is due. `troubleshooting` counts the commands in the troubleshooting queue;
+    `completed_*` and `failed_*` the commands that ended so in the last minute / hour.
+    """
+
+    domain: str
+    depth: int
+    due: int
+    delayed: int
+    in_flight: int
+    oldest_due_age: float
+    troubleshooting: int
+    completed_1m: int
+    failed_1m: int
+    completed_1h: int
+    failed_1h: int
+
+    __module__ = "cbus"
+
+
+def _stats_plan(domain: str | None) -> Plan[list[DomainStats]]:
+    if domain is not None:
+        check_queue_name(domain + QUEUE_SUFFIX)
+    names = yield from _names_plan()
+    if domain is not None:
+        names = [n for n in names if n == domain]
+    if not names:
+        return []
+    part = sql.SQL(raw("stats_queue"))
+    queues = sql.SQL("\nUNION ALL\n").join(
+        part.format(domain=sql.Literal(n), q=queue_table(check_queue_name(n + QUEUE_SUFFIX)))
+        for n in names
+    )
+    found = yield sql.SQL(raw("stats")).format(queues=queues), {}
+    return [DomainStats(**row) for row in found]
+
+
+def domain_stats(conn: psycopg.Connection[Any], domain: str | None = None) -> list[DomainStats]:
+    """Every domain's numbers (or only `domain`'s), sorted by domain name.
+
+    A domain is one whose command queue exists (`cbus db install --domains`, or a
+    worker's start); a name with no queue gives an empty list.
+    """
+    return run(conn, _stats_plan(domain))
+
+
+async def domain_stats_async(
+    conn: psycopg.AsyncConnection[Any], domain: str | None = None
+) -> list[DomainStats]:
+    """The async twin of `domain_stats`."""
+    return await run_async(conn, _stats_plan(domain))
+
+
+TABLE_HEADERS = [
+    "DOMAIN",
+    "DEPTH",
+    "DUE",
+    "DELAYED",
+    "IN_FLIGHT",
+    "OLDEST_DUE",
+    "TROUBLESHOOTING",
+    "DONE/1M",
+    "FAILED/1M",
+    "DONE/1H",
+    "FAILED/1H",
+]
+
+
+def age(seconds: float) -> str:
+    """An age as an operator reads it: `0s`, `42s`, `3m05s`, `2h07m`."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def table_rows(found: list[DomainStats]) -> list[list[str]]:
+    """The rows of `cbus stats`'s table, in the order of `TABLE_HEADERS`."""
+    return [
+        [
+            d.domain,
+            str(d.depth),
+            str(d.due),
+            str(d.delayed),
+            str(d.in_flight),
+            age(d.oldest_due_age),
+            str(d.troubleshooting),
+            str(d.completed_1m),
+            str(d.failed_1m),
+            str(d.completed_1h),
+            str(d.failed_1h),
+        ]
+        for d in found
+    ]
+
+
+def _names_plan() -> Plan[list[str]]:
+    rows = yield raw("stats_queues"), {}
+    return [r["queue_name"][: -len(QUEUE_SUFFIX)] for r in rows]
+
+
+async def domain_names_async(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """The domains whose command queue exists, by name."""
+    return await run_async(conn, _names_plan())
