@@ -202,6 +202,8 @@ def test_worker_drains_retries_sets_aside_and_replies(
     with roles.connect(roles.producer) as conn:
         poison = testbus.send_echo(conn, n=8)
         conn.commit()
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        cbus.install(admin)  # an upgrade runs schema.sql again: the roles still work
     worker = drain(roles.dsn(roles.worker), [handlers])
     assert worker.completed == 2
     assert _status(dsn, "testbus", done.command_id) == "COMPLETED"
@@ -302,6 +304,16 @@ def test_operator_lists_retries_cancels_and_audits(
     canceled = cbus_cli(op, "tsq", "cancel", "testbus", str(second.command_id), "--reason", "x")
     assert canceled.exit_code == 0, canceled.output
     drain(roles.dsn(roles.worker), [handlers])
+    with roles.connect(roles.producer) as conn:
+        third = testbus.send_echo(conn, n=3)
+        conn.commit()
+    drain(roles.dsn(roles.worker), [handlers])
+    result = '{"n": 3, "text": "by hand"}'
+    completed = cbus_cli(
+        op, "tsq", "complete", "testbus", str(third.command_id), "--result", result
+    )
+    assert completed.exit_code == 0, completed.output
+    assert _status(dsn, "testbus", third.command_id) == "COMPLETED"
     assert _status(dsn, "testbus", first.command_id) == "COMPLETED"
     assert _status(dsn, "testbus", second.command_id) == "CANCELED"
     audit = cbus_cli(op, "audit", "testbus", str(first.command_id))

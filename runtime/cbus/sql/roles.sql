@@ -21,7 +21,8 @@ $$;
 
 -- The troubleshooting table follows cbus.command through a trigger: the trigger runs
 -- with its owner's rights, so a worker needs no grant on that table (the command row
--- it changes has passed its own policy already).
+-- it changes has passed its own policy already). schema.sql defines it so; this
+-- repairs a database installed before it did.
 ALTER FUNCTION cbus.track_troubleshooting() SECURITY DEFINER;
 ALTER FUNCTION cbus.track_troubleshooting() SET search_path = pg_catalog, pg_temp;
 
