@@ -119,6 +119,11 @@ def db_roles(
                 f"{str(exc).strip().splitlines()[0]}: run `cbus db roles` as the role that "
                 "installed cbus (it owns the tables), with CREATEROLE"
             ) from exc
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+            raise click.ClickException(
+                f"{str(exc).strip().splitlines()[0]}: run `cbus db install --domains {module}` "
+                "first (and create the --reply-queue queues)"
+            ) from exc
     if login and not dry_run:
         click.echo("-- set a password with \\password NAME in psql (never on a command line)")
 

@@ -133,6 +133,13 @@ def test_roles_usage_errors_are_one_line(dsn: str) -> None:
     assert "Invalid role name" in result.output
 
 
+def test_roles_needs_cbus_installed(empty_db: str, testbus: ModuleType) -> None:
+    result = cbus_cli(empty_db, "db", "roles", "--domains", "tbpkg", "--worker", "cbus_w_none")
+    assert result.exit_code == 1
+    assert "run `cbus db install --domains tbpkg` first" in result.output
+    assert len(result.output.splitlines()) == 1
+
+
 def test_roles_needs_the_owner(dsn: str, roles: Roles) -> None:
     """Run by a role that does not own cbus's tables: one line saying who should."""
     result = cbus_cli(
