@@ -63,6 +63,7 @@ from .errors import BusinessError, InstallError, PermanentError, TransientError
 from .install import schema_problem
 from .outcomes import Ended, commands_ended
 from .pgmq import RawJson, register_adapters
+from .roles import lacking_message
 
 __all__ = ["SyncWorker"]
 
@@ -336,14 +337,28 @@ class SyncWorker:
             queues = [runtime.queue for runtime in self._domains]
             cur = conn.execute(query("missing_queues"), {"queues": queues})
             missing = {row[0] for row in cur.fetchall()}
-        absent = [r for r in self._domains if r.queue in missing]
-        if absent:
-            names = ", ".join(r.spec.name for r in absent)
-            packages = " and ".join(sorted({stub_package(r.handlers) for r in absent}))
-            raise InstallError(
-                f"No PGMQ queue for domain {names}: run `cbus db install --domains "
-                f"{packages}` (or each domain's generated `install(conn)`) first"
-            )
+            absent = [r for r in self._domains if r.queue in missing]
+            if absent:
+                names = ", ".join(r.spec.name for r in absent)
+                packages = " and ".join(sorted({stub_package(r.handlers) for r in absent}))
+                raise InstallError(
+                    f"No PGMQ queue for domain {names}: run `cbus db install --domains "
+                    f"{packages}` (or each domain's generated `install(conn)`) first"
+                )
+            # A least-privilege role without a grant it needs would fail in odd ways
+            # later (a message that cannot be set aside is delivered again and again).
+            cur = conn.execute(query("worker_missing_grants"), {"queues": queues})
+            lacking = [row[0] for row in cur.fetchall()]
+            cur = conn.execute(query("rls_applies"))
+            rls = cur.fetchone()
+            assert rls is not None
+            if rls[0]:
+                mine = [r.spec.name for r in self._domains]
+                cur = conn.execute(query("worker_missing_domains"), {"domains": mine})
+                lacking += [f"consume rights in domain {row[0]}" for row in cur.fetchall()]
+            if lacking:
+                packages = " ".join(sorted({stub_package(r.handlers) for r in self._domains}))
+                raise InstallError(lacking_message(rls[1], lacking, packages))
 
     def _install_signals(self) -> Any:
         if not self.handles_signals or threading.current_thread() is not threading.main_thread():

@@ -63,6 +63,71 @@ def db_install(dsn: str, module: str | None) -> None:
     click.echo("cbus installed")
 
 
+@db.command("roles")
+@_dsn_option
+@click.option(
+    "--domains",
+    "module",
+    required=True,
+    help="Generated packages or domain modules (`shop`, `shop.orders`), comma-separated.",
+)
+@click.option("--producer", multiple=True, help="A role that sends to these domains.")
+@click.option("--worker", "workers", multiple=True, help="A role that consumes them.")
+@click.option("--operator", multiple=True, help="A role for `cbus tsq` and `cbus audit`.")
+@click.option("--reply-queue", multiple=True, help="A reply queue these roles use (PGMQ name).")
+@click.option("--login", is_flag=True, help="Create missing roles with LOGIN (no password).")
+@click.option("--dry-run", is_flag=True, help="Print the statements; change nothing.")
+def db_roles(
+    dsn: str,
+    module: str,
+    producer: tuple[str, ...],
+    workers: tuple[str, ...],
+    operator: tuple[str, ...],
+    reply_queue: tuple[str, ...],
+    login: bool,
+    dry_run: bool,
+) -> None:
+    """Create or grant least-privilege roles, each held to the domains of --domains."""
+    from . import roles
+
+    wanted = [("producer", producer), ("worker", workers), ("operator", operator)]
+    if not any(names for _, names in wanted):
+        raise click.UsageError("name at least one role: --producer, --worker or --operator")
+    _add_cwd_to_path()
+    try:
+        domains = roles.domains_of(module)
+    except (ImportError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--domains'") from exc
+    with _connect(dsn) as conn:
+        try:
+            for kind, names in wanted:
+                for name in names:
+                    for line in roles.grant(
+                        conn,
+                        kind,  # type: ignore[arg-type]
+                        name,
+                        domains,
+                        login=login,
+                        reply_queues=reply_queue,
+                        dry_run=dry_run,
+                    ):
+                        click.echo(line)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise click.ClickException(
+                f"{str(exc).strip().splitlines()[0]}: run `cbus db roles` as the role that "
+                "installed cbus (it owns the tables), with CREATEROLE"
+            ) from exc
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+            raise click.ClickException(
+                f"{str(exc).strip().splitlines()[0]}: run `cbus db install --domains {module}` "
+                "first (and create the --reply-queue queues)"
+            ) from exc
+    if login and not dry_run:
+        click.echo("-- set a password with \\password NAME in psql (never on a command line)")
+
+
 def _import_generated(name: str) -> None:
     _add_cwd_to_path()
     package = importlib.import_module(name)

@@ -429,3 +429,75 @@ FROM queues AS q
 LEFT JOIN tsq AS t USING (domain)
 LEFT JOIN ended AS e USING (domain)
 ORDER BY q.domain
+
+-- name: worker_missing_grants
+-- The privileges a worker needs on its queues and on cbus's tables that the current
+-- role lacks, as `PRIVILEGE on TABLE` (none for a table's owner). Queues that do not
+-- exist are left to missing_queues.
+SELECT n.privilege || ' on ' || n.tab
+FROM (
+    SELECT 'pgmq.' || quote_ident(p.prefix || q) AS tab, p.privilege
+    FROM unnest(%(queues)s::text[]) AS q,
+         (VALUES ('q_', 'SELECT'), ('q_', 'UPDATE'), ('q_', 'DELETE'),
+                 ('a_', 'SELECT'), ('a_', 'INSERT')) AS p(prefix, privilege)
+    UNION ALL
+    SELECT t.tab, t.privilege
+    FROM (VALUES ('cbus.command', 'SELECT'), ('cbus.command', 'INSERT'),
+                 ('cbus.command', 'UPDATE'), ('cbus.audit', 'INSERT'),
+                 ('cbus.batch', 'SELECT'), ('cbus.batch', 'UPDATE'),
+                 ('pgmq.meta', 'SELECT')) AS t(tab, privilege)
+) AS n
+WHERE to_regclass(n.tab) IS NOT NULL AND NOT has_table_privilege(n.tab, n.privilege)
+ORDER BY 1
+
+-- name: rls_applies
+-- Whether row-level security holds the current role to the domains cbus db roles
+-- granted it (not for the owner of cbus.command, a superuser or a BYPASSRLS role).
+-- Also the current role's name, for messages.
+SELECT to_regclass('cbus.domain_grant') IS NOT NULL AND c.relrowsecurity
+       AND NOT pg_has_role(c.relowner, 'USAGE') AND NOT (r.rolsuper OR r.rolbypassrls),
+       current_user
+FROM pg_class c, pg_roles r
+WHERE c.oid = 'cbus.command'::regclass AND r.rolname = current_user
+
+-- name: worker_missing_domains
+-- The domains among those given that the current role may not consume (run when
+-- rls_applies).
+SELECT d FROM unnest(%(domains)s::text[]) AS d
+WHERE d NOT IN (SELECT cbus.my_domains('consume'))
+ORDER BY d
+
+-- name: role_exists
+-- Whether a role exists.
+SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(role)s)
+
+-- name: create_role
+-- A role for cbus db roles; {login} is LOGIN or NOLOGIN.
+CREATE ROLE {role} {login}
+
+-- name: grant_schemas
+-- The schemas every cbus role works in.
+GRANT USAGE ON SCHEMA cbus, pgmq TO {role}
+
+-- name: grant_table
+-- Table privileges ({privileges}: a fixed list of keywords, maybe with columns).
+GRANT {privileges} ON TABLE {table} TO {role}
+
+-- name: grant_sequence
+-- A queue's msg_id sequence, for the roles that insert messages.
+GRANT USAGE ON SEQUENCE {sequence} TO {role}
+
+-- name: grant_functions
+-- The functions the policies and the worker's lease call.
+GRANT EXECUTE ON FUNCTION cbus.my_domains(text), cbus.as_uuid(text), cbus.as_int(text) TO {role}
+
+-- name: queue_sequence
+-- The sequence behind a queue table's msg_id (identity column).
+SELECT pg_get_serial_sequence(%(table)s, 'msg_id')
+
+-- name: record_domain_grant
+-- What row-level security lets a role do in a domain; a row back when it is new.
+INSERT INTO cbus.domain_grant (grantee, domain, access)
+VALUES (%(role)s, %(domain)s, %(access)s)
+ON CONFLICT DO NOTHING
+RETURNING 1

@@ -56,8 +56,10 @@ CREATE INDEX IF NOT EXISTS troubleshooting_recent
 CREATE INDEX IF NOT EXISTS troubleshooting_kind
     ON cbus.troubleshooting (domain, kind, since DESC);
 
+-- With its owner's rights: a least-privilege worker (`cbus db roles`) has no grant on
+-- cbus.troubleshooting; the command row that fires it has passed its own checks.
 CREATE OR REPLACE FUNCTION cbus.track_troubleshooting() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.status = 'IN_TROUBLESHOOTING_QUEUE' THEN
         INSERT INTO cbus.troubleshooting (domain, command_id, kind, since)
