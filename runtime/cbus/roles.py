@@ -38,7 +38,7 @@ _ACCESS: dict[Kind, str] = {"producer": "send", "worker": "consume", "operator":
 # first three by domain); the keywords are fixed here, never taken from input.
 _SHARED: dict[Kind, list[tuple[str, tuple[str, str]]]] = {
     "producer": [
-        ("INSERT, SELECT", ("cbus", "command")),
+        ("INSERT, SELECT, UPDATE (msg_id)", ("cbus", "command")),
         ("INSERT, SELECT", ("cbus", "batch")),
         ("SELECT", ("cbus", "domain_grant")),
     ],
@@ -62,8 +62,8 @@ _SHARED: dict[Kind, list[tuple[str, tuple[str, str]]]] = {
 }
 # Per domain: (privileges on its queue table, on its archive table, inserts messages).
 _PER_DOMAIN: dict[Kind, tuple[str, str | None, bool]] = {
-    # INSERT ... RETURNING msg_id reads that column only.
-    "producer": ("INSERT, SELECT (msg_id)", None, True),
+    # INSERT ... RETURNING reads msg_id, and send_many the command_id in the headers.
+    "producer": ("INSERT, SELECT (msg_id, headers)", None, True),
     "worker": ("SELECT, UPDATE, DELETE", "SELECT, INSERT", False),
     # `tsq retry` sends the archived message again (pgmq.send); `tsq show` reads both.
     "operator": ("SELECT, INSERT", "SELECT", True),

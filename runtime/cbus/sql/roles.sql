@@ -34,13 +34,21 @@ ALTER TABLE cbus.audit ENABLE ROW LEVEL SECURITY;
 ALTER TABLE cbus.troubleshooting ENABLE ROW LEVEL SECURITY;
 
 -- A producer records new commands of its domains, as PENDING and untouched, and
--- reads them back (RETURNING, get_command, wait_for).
+-- reads them back (RETURNING, get_command, wait_for); the only column it may update
+-- is the msg_id of a command it is enqueueing (send_many writes it after the queue
+-- row).
 DROP POLICY IF EXISTS send_insert ON cbus.command;
 CREATE POLICY send_insert ON cbus.command FOR INSERT
     WITH CHECK (domain = ANY (ARRAY(SELECT d FROM cbus.my_domains('send') AS d))
-                AND status = 'PENDING' AND attempts = 0 AND msg_id IS NULL AND result IS NULL
+                AND status = 'PENDING' AND attempts = 0 AND result IS NULL
                 AND finished_at IS NULL AND last_error_type IS NULL AND last_error_code IS NULL
                 AND last_error_message IS NULL AND last_error_details IS NULL);
+DROP POLICY IF EXISTS send_msg_id ON cbus.command;
+CREATE POLICY send_msg_id ON cbus.command FOR UPDATE
+    USING (domain = ANY (ARRAY(SELECT d FROM cbus.my_domains('send') AS d))
+           AND status = 'PENDING' AND msg_id IS NULL)
+    WITH CHECK (domain = ANY (ARRAY(SELECT d FROM cbus.my_domains('send') AS d))
+                AND status = 'PENDING');
 DROP POLICY IF EXISTS send_select ON cbus.command;
 CREATE POLICY send_select ON cbus.command FOR SELECT
     USING (domain = ANY (ARRAY(SELECT d FROM cbus.my_domains('send') AS d)));
