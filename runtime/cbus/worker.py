@@ -6,13 +6,14 @@ import asyncio
 import signal
 import threading
 from collections.abc import Sequence
-from typing import Any, Literal
-
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._worker_sync import SyncWorker
 from .registry import AsyncHandlers, Handlers
 from .worker_async import AsyncWorker
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 __all__ = ["Worker", "connection_of"]
 
