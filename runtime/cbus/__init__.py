@@ -10,6 +10,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 import importlib
+import sys
+import types
 import typing
 from typing import Any, TypeAlias
 
@@ -103,6 +105,22 @@ if not typing.TYPE_CHECKING:
         value = getattr(importlib.import_module(home, __name__), name)
         globals()[name] = value
         return value
+
+
+class _Package(types.ModuleType):
+    """Keeps a public name that is also a submodule's (`install`) the public object.
+
+    Importing `cbus.install` sets the package's attribute `install` to the module once
+    it has loaded; with the name resolved lazily, that would hide the function.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _HOME and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:

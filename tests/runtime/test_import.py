@@ -32,6 +32,12 @@ def test_importing_generated_code_loads_only_the_registry_and_errors_of_cbus() -
     assert json.loads(out.stdout) == ["cbus", "cbus.errors", "cbus.registry"]
 
 
+def test_a_submodule_named_like_a_function_does_not_hide_it() -> None:
+    script = "import cbus.install, cbus; print(cbus.install.__name__, callable(cbus.install))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["install", "True"]
+
+
 def test_every_public_name_resolves_on_first_use() -> None:
     for name in cbus.__all__:
         assert getattr(cbus, name) is not None, name
