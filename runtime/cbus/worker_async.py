@@ -277,7 +277,12 @@ class AsyncWorker:
         return conn
 
     async def run(self, *, until_idle: bool = False) -> None:
-        """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
+        """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due).
+
+        With `until_idle` the worker does not LISTEN: it drains what is due, polling
+        every `poll_interval` while work is due within a minute, and returns as soon
+        as none is (a listener would hold the return for its wait on notifications).
+        """
         await self.check_database()
         restore = self._install_signals()
         consumers: list[Any] = []
@@ -287,10 +292,9 @@ class AsyncWorker:
                 aspawn(self._consume, i, until_idle, name=f"cbus-consumer-{i}")
                 for i in range(self.concurrency)
             ]
-            helpers = [
-                aspawn(self._listen, name="cbus-listener"),
-                aspawn(self._heartbeat, name="cbus-heartbeat"),
-            ]
+            helpers = [aspawn(self._heartbeat, name="cbus-heartbeat")]
+            if not until_idle:
+                helpers.append(aspawn(self._listen, name="cbus-listener"))
             await agather(*consumers)
             self.stop()
             self._finished.set()
@@ -435,7 +439,11 @@ class AsyncWorker:
         return {row[0] for row in await cur.fetchall()}
 
     async def _idle(self, conn: _HandlerConnection) -> bool:
-        """No message due now or within a minute, none waiting for a retry, none in flight."""
+        """No message due now or within a minute, none waiting for a retry, none in flight.
+
+        A consumer that finds the worker idle wakes the others: those that waited
+        for a busy sibling check again now, not a `poll_interval` later.
+        """
         if self._busy:
             return False
         for runtime in self._domains:
@@ -443,7 +451,11 @@ class AsyncWorker:
             row = await cur.fetchone()
             if row and row[0]:
                 return False
-        return not self._busy
+        if self._busy:
+            return False
+        for wake in self._wakes:
+            wake.set()
+        return True
 
     async def _poll(
         self,

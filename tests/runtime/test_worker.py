@@ -826,6 +826,19 @@ def test_a_misspelt_method_is_named_once_and_the_rest_as_unhandled(
     ]
 
 
+def test_until_idle_returns_when_the_last_busy_consumer_ends_not_a_poll_later(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """Consumers that found the queue empty while a sibling ran a handler waited a
+    whole poll_interval before they checked again; the drain ended that much later."""
+    testbus.send_slow(conn, seconds=0.3)
+    conn.commit()
+    started = time.monotonic()
+    worker = drain(dsn, [make_handlers(testbus)], concurrency=4, poll_interval=20)
+    assert worker.completed == 1
+    assert time.monotonic() - started < 10  # not the poll_interval of 20 s
+
+
 def test_a_context_outside_a_worker_has_no_lease_to_extend() -> None:
     """A handler's unit test builds its own Context; extend_lease is then a no-op."""
     ctx = cbus.Context(
