@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 import threading
 import uuid
@@ -41,6 +42,7 @@ from ._acompat import (
     simple,
     spawn,
 )
+from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -222,6 +224,7 @@ class SyncWorker:
             raise ValueError(f"poll_interval must be positive seconds, got {poll_interval!r}")
         self._connect_kwargs = connect_kwargs or {}
         self._dsn = with_application_name(dsn, self._connect_kwargs)
+        self._outage = Outage(server_of(self._dsn, self._connect_kwargs))
         self.savepoints = savepoints
         self._domains = [DomainRuntime.of(h) for h in handlers]
         names = [d.spec.name for d in self._domains]
@@ -314,18 +317,22 @@ class SyncWorker:
             restore()
 
     def check_database(self) -> None:
-        """Refuse to start on a database whose cbus schema is missing or too old.
+        """Refuse to start on a server that does not answer, or a database whose cbus
+        schema is missing or too old.
 
         Without it every lease would fail and each consumer would restart forever.
-        A server that cannot be reached now is left to the consumers, which retry.
+        Once the worker runs, a server that goes away is waited for (`Outage`).
         """
+        kwargs = dict(self._connect_kwargs)
+        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
+            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
         try:
-            conn = psycopg.Connection.connect(self._dsn, autocommit=True, **self._connect_kwargs)
+            conn = psycopg.Connection.connect(self._dsn, autocommit=True, **kwargs)
         except psycopg.OperationalError as exc:
             refused = unusable_database(exc)
             if refused is not None:
                 raise InstallError(f"Cannot connect: {refused}") from exc
-            return
+            raise InstallError(unreachable_message(self._outage.where, exc)) from exc
         with conn:
             cur = conn.execute(query("schema_installed"))
             row = cur.fetchone()
@@ -371,22 +378,23 @@ class SyncWorker:
             try:
                 conn = self._connect()
             except psycopg.OperationalError as exc:
-                log.warning("connect failed: %s", exc, extra={"action": "connect_failed"})
+                self._outage.lost(exc)
                 self._stopping.wait_for(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, RETRY_MAX)
                 continue
+            self._outage.back()
             backoff = 0.1
             try:
                 with conn:
                     self._consume_on(conn, index, until_idle)
                     return
             except psycopg.OperationalError as exc:
-                what = (
-                    "statement timed out"
-                    if isinstance(exc, psycopg.errors.QueryCanceled)
-                    else "connection lost"
-                )
-                log.warning("%s: %s", what, exc, extra={"action": "connection_lost"})
+                if isinstance(exc, psycopg.errors.QueryCanceled):
+                    log.warning(
+                        "statement timed out: %s", exc, extra={"action": "statement_timeout"}
+                    )
+                else:
+                    self._outage.lost(exc)
                 self._stopping.wait_for(backoff)
             except psycopg.Error as exc:
                 # A statement of the worker's own failed (not a handler's: those are
@@ -957,11 +965,13 @@ class SyncWorker:
                                 psycopg.sql.Identifier(channel(runtime.spec.name))
                             )
                         )
+                    self._outage.back()
                     self._wake_one()
                     while not self._stopping.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake_one()
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
+                self._outage.lost(exc)
                 self._stopping.wait_for(1.0)
 
     def _heartbeat(self) -> None:
@@ -980,13 +990,14 @@ class SyncWorker:
                         conn = psycopg.Connection.connect(
                             self._dsn, autocommit=True, **self._connect_kwargs
                         )
+                        self._outage.back()
                     self._extend_all(conn)
                     retry = 0.05
                     wait = interval
                 except psycopg.OperationalError as exc:
                     # A dropped connection must not cost a lease: reconnect at once,
                     # backing off only while the server stays away.
-                    log.warning("heartbeat: %s", exc, extra={"action": "heartbeat_failed"})
+                    self._outage.lost(exc)
                     if conn is not None:
                         conn.close()
                     conn = None
