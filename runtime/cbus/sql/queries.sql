@@ -368,14 +368,15 @@ WHERE domain = %(domain)s AND command_id = %(command_id)s
 -- IN_PROGRESS without a write on the worker's hot path: read (read_ct > 0), its lease
 -- not run out (vt ahead), and not waiting for a retry (retry_later records the attempt
 -- that failed, with its error). By msg_id when the log has it, else among the
--- messages whose vt is ahead (PGMQ's vt index).
+-- messages whose vt is ahead (PGMQ's vt index: `vt > now()` can use it, and
+-- clock_timestamp(), which cannot, still decides in a long transaction).
 SELECT EXISTS (
     SELECT 1 FROM {q} AS q
     WHERE q.msg_id = %(msg_id)s AND q.vt > clock_timestamp() AND q.read_ct > 0
       AND (q.read_ct > %(attempts)s OR NOT %(failed)s)
 ) OR (%(msg_id)s::bigint IS NULL AND EXISTS (
     SELECT 1 FROM {q} AS q
-    WHERE q.vt > clock_timestamp() AND q.read_ct > 0
+    WHERE q.vt > now() AND q.vt > clock_timestamp() AND q.read_ct > 0
       AND q.headers ->> 'command_id' = %(command_id)s::text
       AND (q.read_ct > %(attempts)s OR NOT %(failed)s)
 )) AS leased
