@@ -393,8 +393,8 @@ class SyncWorker:
                     log.warning(
                         "statement timed out: %s", exc, extra={"action": "statement_timeout"}
                     )
-                else:
-                    self._outage.lost(exc)
+                else:  # an outage is said when reconnecting fails (`Outage`)
+                    log.debug("connection lost: %s", exc, extra={"action": "connection_lost"})
                 self._stopping.wait_for(backoff)
             except psycopg.Error as exc:
                 # A statement of the worker's own failed (not a handler's: those are
@@ -955,10 +955,12 @@ class SyncWorker:
     def _listen(self) -> None:
         """LISTEN on each domain's channel and wake the consumers on every notification."""
         while not self._stopping.is_set():
+            conn = None
             try:
-                with psycopg.Connection.connect(
+                conn = psycopg.Connection.connect(
                     self._dsn, autocommit=True, **self._connect_kwargs
-                ) as conn:
+                )
+                with conn:
                     for runtime in self._domains:
                         conn.execute(
                             psycopg.sql.SQL("LISTEN {}").format(
@@ -971,7 +973,8 @@ class SyncWorker:
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake_one()
             except psycopg.OperationalError as exc:
-                self._outage.lost(exc)
+                if conn is None:  # a dropped connection is tried again first
+                    self._outage.lost(exc)
                 self._stopping.wait_for(1.0)
 
     def _heartbeat(self) -> None:
@@ -987,6 +990,7 @@ class SyncWorker:
             while True:
                 try:
                     if conn is None or conn.closed:
+                        conn = None
                         conn = psycopg.Connection.connect(
                             self._dsn, autocommit=True, **self._connect_kwargs
                         )
@@ -997,8 +1001,9 @@ class SyncWorker:
                 except psycopg.OperationalError as exc:
                     # A dropped connection must not cost a lease: reconnect at once,
                     # backing off only while the server stays away.
-                    self._outage.lost(exc)
-                    if conn is not None:
+                    if conn is None:  # said once the server does not answer a new one
+                        self._outage.lost(exc)
+                    else:
                         conn.close()
                     conn = None
                     wait, retry = retry, min(retry * 2, interval)

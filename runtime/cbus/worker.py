@@ -84,6 +84,8 @@ class Worker:
         }
         self._sync = SyncWorker(dsn, sync_handlers, **options) if sync_handlers else None
         self._async = AsyncWorker(dsn, async_handlers, **options) if async_handlers else None
+        if self._sync is not None and self._async is not None:
+            self._async._outage = self._sync._outage  # one server, one line per outage
 
     @property
     def completed(self) -> int:

@@ -391,8 +391,8 @@ class AsyncWorker:
                     log.warning(
                         "statement timed out: %s", exc, extra={"action": "statement_timeout"}
                     )
-                else:
-                    self._outage.lost(exc)
+                else:  # an outage is said when reconnecting fails (`Outage`)
+                    log.debug("connection lost: %s", exc, extra={"action": "connection_lost"})
                 await self._stopping.wait_for(backoff)
             except psycopg.Error as exc:
                 # A statement of the worker's own failed (not a handler's: those are
@@ -961,10 +961,12 @@ class AsyncWorker:
     async def _listen(self) -> None:
         """LISTEN on each domain's channel and wake the consumers on every notification."""
         while not self._stopping.is_set():
+            conn = None
             try:
-                async with await psycopg.AsyncConnection.connect(
+                conn = await psycopg.AsyncConnection.connect(
                     self._dsn, autocommit=True, **self._connect_kwargs
-                ) as conn:
+                )
+                async with conn:
                     for runtime in self._domains:
                         await conn.execute(
                             psycopg.sql.SQL("LISTEN {}").format(
@@ -977,7 +979,8 @@ class AsyncWorker:
                         async for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake_one()
             except psycopg.OperationalError as exc:
-                self._outage.lost(exc)
+                if conn is None:  # a dropped connection is tried again first
+                    self._outage.lost(exc)
                 await self._stopping.wait_for(1.0)
 
     async def _heartbeat(self) -> None:
@@ -993,6 +996,7 @@ class AsyncWorker:
             while True:
                 try:
                     if conn is None or conn.closed:
+                        conn = None
                         conn = await psycopg.AsyncConnection.connect(
                             self._dsn, autocommit=True, **self._connect_kwargs
                         )
@@ -1003,8 +1007,9 @@ class AsyncWorker:
                 except psycopg.OperationalError as exc:
                     # A dropped connection must not cost a lease: reconnect at once,
                     # backing off only while the server stays away.
-                    self._outage.lost(exc)
-                    if conn is not None:
+                    if conn is None:  # said once the server does not answer a new one
+                        self._outage.lost(exc)
+                    else:
                         await conn.close()
                     conn = None
                     wait, retry = retry, min(retry * 2, interval)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 from types import ModuleType
@@ -63,14 +64,24 @@ def test_a_worker_refuses_to_start_when_the_server_does_not_answer(
     ] == []
 
 
+@pytest.mark.parametrize("halves", ["sync", "sync and async"])
 def test_a_server_lost_while_running_is_logged_once_and_so_is_its_return(
-    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, caplog: pytest.LogCaptureFixture
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    testbus: ModuleType,
+    caplog: pytest.LogCaptureFixture,
+    halves: str,
 ) -> None:
+    """Both halves of a worker that runs sync and async handlers see the outage too."""
+    handlers = [_echo(testbus)]
+    if halves == "sync and async":
+        chaos = sys.modules[testbus.__name__.rpartition(".")[0] + ".chaos"]
+        handlers.append(chaos.ChaosAsyncHandlers())
     proxy = Proxy(dsn).start()
     try:
         with (
             caplog.at_level("INFO", logger="cbus.worker"),
-            running(proxy.dsn, [_echo(testbus)], concurrency=4) as worker,
+            running(proxy.dsn, handlers, concurrency=4) as worker,
         ):
             testbus.send_echo(conn, n=1)
             conn.commit()
