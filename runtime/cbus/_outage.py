@@ -1,7 +1,8 @@
 """What a worker says about its server: why it cannot start, and when it goes away.
 
-A server that does not answer at start is a mistake to report at once (host, port
-and what to check). Once the worker runs, every consumer, the listener and the
+A server that does not answer at start is waited for a few seconds (it may be
+restarting), said once, then reported as a mistake (host, port and what to check).
+Once the worker runs, every consumer, the listener and the
 heartbeat reconnect on their own; the outage they all see is logged once, with the
 retry interval, and once more when the server answers again.
 """
@@ -17,10 +18,13 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-__all__ = ["RETRY_MAX", "Outage", "server_of", "unreachable_message"]
+__all__ = ["RETRY_MAX", "START_WAIT", "Outage", "server_of", "unreachable_message"]
 
 RETRY_MAX = 5.0
 """The longest a consumer waits between two attempts to reconnect (seconds)."""
+
+START_WAIT = 10.0
+"""How long a worker that starts waits for a server that does not answer (seconds)."""
 
 log = logging.getLogger("cbus.worker")
 
@@ -41,6 +45,17 @@ def _reason(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     first = lines[0] if lines else type(exc).__name__
     return first.rpartition(" failed: ")[2].strip() or first
+
+
+def waiting_for(where: str, exc: BaseException, seconds: float) -> None:
+    """Said once at start, while the first connection is tried again."""
+    log.warning(
+        "no PostgreSQL at %s (%s): trying again for %g s before giving up",
+        where,
+        _reason(exc),
+        seconds,
+        extra={"action": "server_waited_for"},
+    )
 
 
 def unreachable_message(where: str, exc: BaseException) -> str:

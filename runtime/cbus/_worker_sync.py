@@ -32,6 +32,7 @@ import msgspec
 import psycopg
 from psycopg import pq
 
+from . import _outage as outages
 from ._acompat import (
     Event,
     Lock,
@@ -40,6 +41,7 @@ from ._acompat import (
     gather,
     monotonic,
     simple,
+    sleep,
     spawn,
 )
 from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
@@ -321,18 +323,11 @@ class SyncWorker:
         schema is missing or too old.
 
         Without it every lease would fail and each consumer would restart forever.
-        Once the worker runs, a server that goes away is waited for (`Outage`).
+        A server that does not answer is tried again for `START_WAIT` seconds (it
+        may be restarting), said once; once the worker runs, a server that goes
+        away is waited for (`Outage`).
         """
-        kwargs = dict(self._connect_kwargs)
-        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
-            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
-        try:
-            conn = psycopg.Connection.connect(self._dsn, autocommit=True, **kwargs)
-        except psycopg.OperationalError as exc:
-            refused = unusable_database(exc)
-            if refused is not None:
-                raise InstallError(f"Cannot connect: {refused}") from exc
-            raise InstallError(unreachable_message(self._outage.where, exc)) from exc
+        conn = self._first_connection()
         with conn:
             cur = conn.execute(query("schema_installed"))
             row = cur.fetchone()
@@ -355,6 +350,26 @@ class SyncWorker:
                 f"No PGMQ queue for domain {names}: run `cbus db install --domains "
                 f"{packages}` (or each domain's generated `install(conn)`) first"
             )
+
+    def _first_connection(self) -> psycopg.Connection[Any]:
+        kwargs = dict(self._connect_kwargs)
+        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
+            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
+        wait = outages.START_WAIT
+        deadline, delay = monotonic() + wait, 0.1
+        while True:
+            try:
+                return psycopg.Connection.connect(self._dsn, autocommit=True, **kwargs)
+            except psycopg.OperationalError as exc:
+                refused = unusable_database(exc)
+                if refused is not None:
+                    raise InstallError(f"Cannot connect: {refused}") from exc
+                if monotonic() + delay > deadline:
+                    raise InstallError(unreachable_message(self._outage.where, exc)) from exc
+                if delay == 0.1:
+                    outages.waiting_for(self._outage.where, exc, wait)
+                sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def _install_signals(self) -> Any:
         if not self.handles_signals or threading.current_thread() is not threading.main_thread():

@@ -30,6 +30,7 @@ import msgspec
 import psycopg
 from psycopg import pq
 
+from . import _outage as outages
 from ._acompat import (
     AEvent,
     ALock,
@@ -37,6 +38,7 @@ from ._acompat import (
     acancelled_by_worker,
     agather,
     asimple,
+    asleep,
     aspawn,
     monotonic,
 )
@@ -319,18 +321,11 @@ class AsyncWorker:
         schema is missing or too old.
 
         Without it every lease would fail and each consumer would restart forever.
-        Once the worker runs, a server that goes away is waited for (`Outage`).
+        A server that does not answer is tried again for `START_WAIT` seconds (it
+        may be restarting), said once; once the worker runs, a server that goes
+        away is waited for (`Outage`).
         """
-        kwargs = dict(self._connect_kwargs)
-        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
-            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
-        try:
-            conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **kwargs)
-        except psycopg.OperationalError as exc:
-            refused = unusable_database(exc)
-            if refused is not None:
-                raise InstallError(f"Cannot connect: {refused}") from exc
-            raise InstallError(unreachable_message(self._outage.where, exc)) from exc
+        conn = await self._first_connection()
         async with conn:
             cur = await conn.execute(query("schema_installed"))
             row = await cur.fetchone()
@@ -353,6 +348,26 @@ class AsyncWorker:
                 f"No PGMQ queue for domain {names}: run `cbus db install --domains "
                 f"{packages}` (or each domain's generated `install(conn)`) first"
             )
+
+    async def _first_connection(self) -> psycopg.AsyncConnection[Any]:
+        kwargs = dict(self._connect_kwargs)
+        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
+            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
+        wait = outages.START_WAIT
+        deadline, delay = monotonic() + wait, 0.1
+        while True:
+            try:
+                return await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **kwargs)
+            except psycopg.OperationalError as exc:
+                refused = unusable_database(exc)
+                if refused is not None:
+                    raise InstallError(f"Cannot connect: {refused}") from exc
+                if monotonic() + delay > deadline:
+                    raise InstallError(unreachable_message(self._outage.where, exc)) from exc
+                if delay == 0.1:
+                    outages.waiting_for(self._outage.where, exc, wait)
+                await asleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def _install_signals(self) -> Any:
         if not self.handles_signals or threading.current_thread() is not threading.main_thread():

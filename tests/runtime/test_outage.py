@@ -33,8 +33,12 @@ def _echo(testbus: ModuleType) -> Any:
 
 
 def test_a_worker_refuses_to_start_when_the_server_does_not_answer(
-    dsn: str, testbus: ModuleType, caplog: pytest.LogCaptureFixture
+    dsn: str, testbus: ModuleType, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """It waits a little (a restart), says so once, then gives up with what to check."""
+    import cbus._outage
+
+    monkeypatch.setattr(cbus._outage, "START_WAIT", 1.5)  # 10 s by default
     port = _closed_port()
     nowhere = psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=port)
     worker = cbus.Worker(nowhere, [_echo(testbus)])
@@ -59,9 +63,30 @@ def test_a_worker_refuses_to_start_when_the_server_does_not_answer(
         "the server is running and accepts connections there, and the host and port of "
         "the DSN (or PGHOST/PGPORT)"
     )
-    assert [
-        r for r in caplog.records if r.levelno >= logging.WARNING and r.name != "cbus.worker"
-    ] == []
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "PostgreSQL" in r.getMessage()]
+    assert said == [
+        (
+            "WARNING",
+            f"no PostgreSQL at 127.0.0.1:{port} (Connection refused): trying again for 1.5 s "
+            "before giving up",
+        )
+    ]
+
+
+def test_a_worker_that_starts_while_the_server_restarts_waits_for_it(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    proxy = Proxy(dsn).start()
+    proxy.stop()
+    testbus.send_echo(conn, n=1)
+    conn.commit()
+    worker = cbus.Worker(proxy.dsn, [_echo(testbus)], poll_interval=0.05)
+    threading.Timer(1.0, proxy.start).start()
+    try:
+        worker.run(until_idle=True)
+    finally:
+        proxy.stop()
+    assert worker.completed == 1
 
 
 @pytest.mark.parametrize("halves", ["sync", "sync and async"])
