@@ -9,17 +9,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
+import sys
+import types
+import typing
 from typing import Any, TypeAlias
 
-import psycopg
-
-from . import codec, registry, troubleshooting
-from ._send_base import SendResult
-from .audit import AuditEvent, get_audit, get_audit_async
-from .bus import Bus, send, send_many
-from .bus_async import AsyncBus, send_async, send_many_async
-from .codec import BatchCompleted, Reply, ReplyError, decode_batch_completed, decode_reply
-from .context import AsyncContext, Context
+# Generated modules need these two at import: their handler stubs and error classes
+# derive from them. Everything else loads on first use (`__getattr__` below), so a
+# process that imports generated code pays for psycopg and msgspec, not for the
+# worker, the senders and the operator tools it may never call.
+from . import registry
 from .errors import (
     BusinessError,
     CannotRetry,
@@ -37,22 +37,96 @@ from .errors import (
     TransientError,
     ValidationError,
 )
-from .install import install, install_async, install_domain, install_domain_async
 from .registry import AsyncHandlers, Handlers
-from .store import CommandRecord, CommandStatus, get_command, get_command_async, result_of
-from .troubleshooting import (
-    CommandDetail,
-    TroubleshootingEntry,
-    TroubleshootingPage,
-    list_troubleshooting,
-    list_troubleshooting_async,
-    show_command,
-    show_command_async,
-)
-from .waiting import BatchStatus, batch_status, trace, wait_batch, wait_for
-from .waiting_async import batch_status_async, trace_async, wait_batch_async, wait_for_async
-from .worker import Worker
-from .worker_async import AsyncWorker
+
+if typing.TYPE_CHECKING:
+    import psycopg
+
+    from . import codec, troubleshooting
+    from ._send_base import SendResult
+    from .audit import AuditEvent, get_audit, get_audit_async
+    from .bus import Bus, send, send_many
+    from .bus_async import AsyncBus, send_async, send_many_async
+    from .codec import BatchCompleted, Reply, ReplyError, decode_batch_completed, decode_reply
+    from .context import AsyncContext, Context
+    from .install import install, install_async, install_domain, install_domain_async
+    from .store import CommandRecord, CommandStatus, get_command, get_command_async, result_of
+    from .troubleshooting import (
+        CommandDetail,
+        TroubleshootingEntry,
+        TroubleshootingPage,
+        list_troubleshooting,
+        list_troubleshooting_async,
+        show_command,
+        show_command_async,
+    )
+    from .waiting import BatchStatus, batch_status, trace, wait_batch, wait_for
+    from .waiting_async import batch_status_async, trace_async, wait_batch_async, wait_for_async
+    from .worker import Worker
+    from .worker_async import AsyncWorker
+
+_LAZY: dict[str, tuple[str, ...]] = {
+    "._send_base": ("SendResult",),
+    ".audit": ("AuditEvent", "get_audit", "get_audit_async"),
+    ".bus": ("Bus", "send", "send_many"),
+    ".bus_async": ("AsyncBus", "send_async", "send_many_async"),
+    ".codec": ("BatchCompleted", "Reply", "ReplyError", "decode_batch_completed", "decode_reply"),
+    ".context": ("AsyncContext", "Context"),
+    ".install": ("install", "install_async", "install_domain", "install_domain_async"),
+    ".store": ("CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"),
+    ".troubleshooting": (
+        "CommandDetail",
+        "TroubleshootingEntry",
+        "TroubleshootingPage",
+        "list_troubleshooting",
+        "list_troubleshooting_async",
+        "show_command",
+        "show_command_async",
+    ),
+    ".waiting": ("BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"),
+    ".waiting_async": ("batch_status_async", "trace_async", "wait_batch_async", "wait_for_async"),
+    ".worker": ("Worker",),
+    ".worker_async": ("AsyncWorker",),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+_SUBMODULES = frozenset({"codec", "troubleshooting"})
+
+if not typing.TYPE_CHECKING:
+    # Type checkers see the imports above instead: a visible module `__getattr__`
+    # would let every misspelt `cbus.name` type-check.
+
+    def __getattr__(name: str) -> Any:
+        """Import a public name's module on first use, and keep the name."""
+        if name in _SUBMODULES:
+            return importlib.import_module(f".{name}", __name__)
+        home = _HOME.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(home, __name__), name)
+        globals()[name] = value
+        return value
+
+
+class _Package(types.ModuleType):
+    """Keeps a public name that is also a submodule's (`install`) the public object.
+
+    Importing `cbus.install` sets the package's attribute `install` to the module once
+    it has loaded; with the name resolved lazily, that would hide the function.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _HOME and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __dir__() -> list[str]:
+    """The package's names, the lazy ones included before their first use."""
+    return sorted({*globals(), *__all__})
+
 
 SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus | Context"
 WaitTarget: TypeAlias = "psycopg.Connection[Any] | Bus"

@@ -88,34 +88,48 @@ class DomainRuntime:
 def _warn_misspelt_handlers(
     handlers: object, spec: DomainSpec, implemented: frozenset[str]
 ) -> None:
-    """Say so at start when a public method looks like a handler method with a typo.
+    """Say so at start when commands of the domain have no handler method.
 
-    Its commands would otherwise reach the troubleshooting queue (no handler) with
-    nothing to tell why until the first one arrives.
+    Their messages would otherwise reach the troubleshooting queue (no handler)
+    with nothing to tell why until the first one arrives. A public method that
+    looks like a missing handler method with a typo is named with its likely
+    target; a handler method the class does override is never a typo.
     """
     missing = {
         c.handler_method: c.kind for c in spec.commands if c.handler_method not in implemented
     }
     if not missing:
         return
+    name_of = type(handlers).__name__
+    methods = {c.handler_method for c in spec.commands}
+    explained: set[str] = set()
     stub = stub_of(handlers)
     for cls in type(handlers).__mro__:
         if cls is stub:
             break
         for name in vars(cls):
-            if name.startswith("_") or not callable(getattr(cls, name, None)):
+            if name.startswith("_") or name in methods or not callable(getattr(cls, name, None)):
                 continue
             close = difflib.get_close_matches(name, missing, n=1, cutoff=0.7)
-            if close:
+            if close and close[0] not in explained:
+                explained.add(close[0])
                 log.warning(
                     "%s.%s handles no command; did you mean %s? Commands %s have no handler "
                     "and go to the troubleshooting queue",
-                    type(handlers).__name__,
+                    name_of,
                     name,
                     close[0],
                     missing[close[0]],
                     extra={"action": "handler_misspelt", "kind": missing[close[0]]},
                 )
+    unhandled = [(m, kind) for m, kind in missing.items() if m not in explained]
+    if unhandled:
+        log.warning(
+            "%s has no handler for %s: these commands go to the troubleshooting queue",
+            name_of,
+            ", ".join(f"{kind} ({m})" for m, kind in unhandled),
+            extra={"action": "handler_missing", "kind": unhandled[0][1]},
+        )
 
 
 def stub_package(handlers: object) -> str:

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 import threading
 import uuid
@@ -31,6 +32,7 @@ import msgspec
 import psycopg
 from psycopg import pq
 
+from . import _outage as outages
 from ._acompat import (
     Event,
     Lock,
@@ -39,8 +41,10 @@ from ._acompat import (
     gather,
     monotonic,
     simple,
+    sleep,
     spawn,
 )
+from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -223,6 +227,7 @@ class SyncWorker:
             raise ValueError(f"poll_interval must be positive seconds, got {poll_interval!r}")
         self._connect_kwargs = connect_kwargs or {}
         self._dsn = with_application_name(dsn, self._connect_kwargs)
+        self._outage = Outage(server_of(self._dsn, self._connect_kwargs))
         self.savepoints = savepoints
         self._domains = [DomainRuntime.of(h) for h in handlers]
         names = [d.spec.name for d in self._domains]
@@ -280,7 +285,12 @@ class SyncWorker:
         return conn
 
     def run(self, *, until_idle: bool = False) -> None:
-        """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
+        """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due).
+
+        With `until_idle` the worker does not LISTEN: it drains what is due, polling
+        every `poll_interval` while work is due within a minute, and returns as soon
+        as none is (a listener would hold the return for its wait on notifications).
+        """
         self.check_database()
         restore = self._install_signals()
         consumers: list[Any] = []
@@ -290,10 +300,9 @@ class SyncWorker:
                 spawn(self._consume, i, until_idle, name=f"cbus-consumer-{i}")
                 for i in range(self.concurrency)
             ]
-            helpers = [
-                spawn(self._listen, name="cbus-listener"),
-                spawn(self._heartbeat, name="cbus-heartbeat"),
-            ]
+            helpers = [spawn(self._heartbeat, name="cbus-heartbeat")]
+            if not until_idle:
+                helpers.append(spawn(self._listen, name="cbus-listener"))
             gather(*consumers)
             self.stop()
             self._finished.set()
@@ -311,18 +320,15 @@ class SyncWorker:
             restore()
 
     def check_database(self) -> None:
-        """Refuse to start on a database whose cbus schema is missing or too old.
+        """Refuse to start on a server that does not answer, or a database whose cbus
+        schema is missing or too old.
 
         Without it every lease would fail and each consumer would restart forever.
-        A server that cannot be reached now is left to the consumers, which retry.
+        A server that does not answer is tried again for `START_WAIT` seconds (it
+        may be restarting), said once; once the worker runs, a server that goes
+        away is waited for (`Outage`).
         """
-        try:
-            conn = psycopg.Connection.connect(self._dsn, autocommit=True, **self._connect_kwargs)
-        except psycopg.OperationalError as exc:
-            refused = unusable_database(exc)
-            if refused is not None:
-                raise InstallError(f"Cannot connect: {refused}") from exc
-            return
+        conn = self._first_connection()
         with conn:
             cur = conn.execute(query("schema_installed"))
             row = cur.fetchone()
@@ -360,6 +366,26 @@ class SyncWorker:
                 packages = " ".join(sorted({stub_package(r.handlers) for r in self._domains}))
                 raise InstallError(lacking_message(rls[1], lacking, packages))
 
+    def _first_connection(self) -> psycopg.Connection[Any]:
+        kwargs = dict(self._connect_kwargs)
+        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
+            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
+        wait = outages.START_WAIT
+        deadline, delay = monotonic() + wait, 0.1
+        while True:
+            try:
+                return psycopg.Connection.connect(self._dsn, autocommit=True, **kwargs)
+            except psycopg.OperationalError as exc:
+                refused = unusable_database(exc)
+                if refused is not None:
+                    raise InstallError(f"Cannot connect: {refused}") from exc
+                if monotonic() + delay > deadline:
+                    raise InstallError(unreachable_message(self._outage.where, exc)) from exc
+                if delay == 0.1:
+                    outages.waiting_for(self._outage.where, exc, wait)
+                sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     def _install_signals(self) -> Any:
         if not self.handles_signals or threading.current_thread() is not threading.main_thread():
             return lambda: None
@@ -382,22 +408,23 @@ class SyncWorker:
             try:
                 conn = self._connect()
             except psycopg.OperationalError as exc:
-                log.warning("connect failed: %s", exc, extra={"action": "connect_failed"})
+                self._outage.lost(exc)
                 self._stopping.wait_for(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, RETRY_MAX)
                 continue
+            self._outage.back()
             backoff = 0.1
             try:
                 with conn:
                     self._consume_on(conn, index, until_idle)
                     return
             except psycopg.OperationalError as exc:
-                what = (
-                    "statement timed out"
-                    if isinstance(exc, psycopg.errors.QueryCanceled)
-                    else "connection lost"
-                )
-                log.warning("%s: %s", what, exc, extra={"action": "connection_lost"})
+                if isinstance(exc, psycopg.errors.QueryCanceled):
+                    log.warning(
+                        "statement timed out: %s", exc, extra={"action": "statement_timeout"}
+                    )
+                else:  # an outage is said when reconnecting fails (`Outage`)
+                    log.debug("connection lost: %s", exc, extra={"action": "connection_lost"})
                 self._stopping.wait_for(backoff)
             except psycopg.Error as exc:
                 # A statement of the worker's own failed (not a handler's: those are
@@ -450,7 +477,11 @@ class SyncWorker:
         return {row[0] for row in cur.fetchall()}
 
     def _idle(self, conn: _HandlerConnection) -> bool:
-        """No message due now or within a minute, none waiting for a retry, none in flight."""
+        """No message due now or within a minute, none waiting for a retry, none in flight.
+
+        A consumer that finds the worker idle wakes the others: those that waited
+        for a busy sibling check again now, not a `poll_interval` later.
+        """
         if self._busy:
             return False
         for runtime in self._domains:
@@ -458,7 +489,11 @@ class SyncWorker:
             row = cur.fetchone()
             if row and row[0]:
                 return False
-        return not self._busy
+        if self._busy:
+            return False
+        for wake in self._wakes:
+            wake.set()
+        return True
 
     def _poll(
         self,
@@ -950,21 +985,26 @@ class SyncWorker:
     def _listen(self) -> None:
         """LISTEN on each domain's channel and wake the consumers on every notification."""
         while not self._stopping.is_set():
+            conn = None
             try:
-                with psycopg.Connection.connect(
+                conn = psycopg.Connection.connect(
                     self._dsn, autocommit=True, **self._connect_kwargs
-                ) as conn:
+                )
+                with conn:
                     for runtime in self._domains:
                         conn.execute(
                             psycopg.sql.SQL("LISTEN {}").format(
                                 psycopg.sql.Identifier(channel(runtime.spec.name))
                             )
                         )
+                    self._outage.back()
                     self._wake_one()
                     while not self._stopping.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake_one()
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
+                if conn is None:  # a dropped connection is tried again first
+                    self._outage.lost(exc)
                 self._stopping.wait_for(1.0)
 
     def _heartbeat(self) -> None:
@@ -980,17 +1020,20 @@ class SyncWorker:
             while True:
                 try:
                     if conn is None or conn.closed:
+                        conn = None
                         conn = psycopg.Connection.connect(
                             self._dsn, autocommit=True, **self._connect_kwargs
                         )
+                        self._outage.back()
                     self._extend_all(conn)
                     retry = 0.05
                     wait = interval
                 except psycopg.OperationalError as exc:
                     # A dropped connection must not cost a lease: reconnect at once,
                     # backing off only while the server stays away.
-                    log.warning("heartbeat: %s", exc, extra={"action": "heartbeat_failed"})
-                    if conn is not None:
+                    if conn is None:  # said once the server does not answer a new one
+                        self._outage.lost(exc)
+                    else:
                         conn.close()
                     conn = None
                     wait, retry = retry, min(retry * 2, interval)

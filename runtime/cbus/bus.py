@@ -11,16 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from ._acompat import Lock
 from ._queries import query
 from ._send_base import SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import Context
 from .errors import DuplicateCommandError
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 __all__ = ["Bus", "SyncTarget", "send", "send_many"]
 
@@ -165,6 +167,8 @@ class Bus:
 
     def __init__(self, dsn_or_pool: str | ConnectionPool[Any], *, max_size: int = 4) -> None:
         if isinstance(dsn_or_pool, str):
+            from psycopg_pool import ConnectionPool  # imported when first needed
+
             # Autocommit: a send is one statement, its own transaction; send_many
             # opens one explicitly. Saves the BEGIN and COMMIT round trips.
             self._pool: ConnectionPool[Any] = ConnectionPool(

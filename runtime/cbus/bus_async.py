@@ -9,16 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from ._acompat import ALock
 from ._queries import query
 from ._send_base import SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import AsyncContext
 from .errors import DuplicateCommandError
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 __all__ = ["AsyncBus", "AsyncTarget", "send_async", "send_many_async"]
 
@@ -163,6 +165,8 @@ class AsyncBus:
 
     def __init__(self, dsn_or_pool: str | AsyncConnectionPool[Any], *, max_size: int = 4) -> None:
         if isinstance(dsn_or_pool, str):
+            from psycopg_pool import AsyncConnectionPool  # imported when first needed
+
             # Autocommit: a send is one statement, its own transaction; send_many
             # opens one explicitly. Saves the BEGIN and COMMIT round trips.
             self._pool: AsyncConnectionPool[Any] = AsyncConnectionPool(

@@ -9,8 +9,9 @@ from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 import msgspec
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import DictRow, dict_row
 
+from ._queries import query
 from .codec import Reply
 from .errors import (
     BusinessError,
@@ -18,6 +19,7 @@ from .errors import (
     CommandInTroubleshooting,
     CommandNotCompleted,
 )
+from .registry import QUEUE_SUFFIX
 
 T = TypeVar("T")
 
@@ -78,19 +80,57 @@ ENDED = ("COMPLETED", "FAILED", "CANCELED")
 def get_command(
     conn: psycopg.Connection[Any], domain: str, command_id: uuid.UUID | str
 ) -> CommandRecord | None:
-    """The command's record, or None when the domain never saw this command_id."""
-    with conn.cursor(row_factory=class_row(CommandRecord)) as cur:
-        cur.execute(GET_COMMAND, (domain, _uuid(command_id)))
-        return cur.fetchone()
+    """The command's record, or None when the domain never saw this command_id.
+
+    A PENDING command whose message a worker holds now reads IN_PROGRESS, even
+    before the worker's heartbeat has written that to the log.
+    """
+    params = {"domain": domain, "command_id": _uuid(command_id)}
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query("get_command"), params)
+        row = cur.fetchone()
+        if row is None or not _may_be_leased(row):
+            return _record(row)
+        cur.execute(query("command_leased", row["domain"] + QUEUE_SUFFIX), _lease_params(row))
+        leased = cur.fetchone()
+        return _record(row, leased is not None and bool(leased["leased"]))
 
 
 async def get_command_async(
     conn: psycopg.AsyncConnection[Any], domain: str, command_id: uuid.UUID | str
 ) -> CommandRecord | None:
     """The async twin of `get_command`."""
-    async with conn.cursor(row_factory=class_row(CommandRecord)) as cur:
-        await cur.execute(GET_COMMAND, (domain, _uuid(command_id)))
-        return await cur.fetchone()
+    params = {"domain": domain, "command_id": _uuid(command_id)}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("get_command"), params)
+        row = await cur.fetchone()
+        if row is None or not _may_be_leased(row):
+            return _record(row)
+        await cur.execute(query("command_leased", row["domain"] + QUEUE_SUFFIX), _lease_params(row))
+        leased = await cur.fetchone()
+        return _record(row, leased is not None and bool(leased["leased"]))
+
+
+def _may_be_leased(row: DictRow) -> bool:
+    return bool(row["status"] == "PENDING" and row["queued"])
+
+
+def _lease_params(row: DictRow) -> dict[str, Any]:
+    return {
+        "msg_id": row["msg_id"],
+        "command_id": str(row["command_id"]),
+        "attempts": row["attempts"],
+        "failed": row["last_error_type"] is not None,
+    }
+
+
+def _record(row: DictRow | None, leased: bool = False) -> CommandRecord | None:
+    if row is None:
+        return None
+    del row["queued"]
+    if leased:
+        row["status"] = "IN_PROGRESS"
+    return CommandRecord(**row)
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:

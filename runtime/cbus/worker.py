@@ -6,13 +6,14 @@ import asyncio
 import signal
 import threading
 from collections.abc import Sequence
-from typing import Any, Literal
-
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._worker_sync import SyncWorker
 from .registry import AsyncHandlers, Handlers
 from .worker_async import AsyncWorker
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 __all__ = ["Worker", "connection_of"]
 
@@ -83,6 +84,8 @@ class Worker:
         }
         self._sync = SyncWorker(dsn, sync_handlers, **options) if sync_handlers else None
         self._async = AsyncWorker(dsn, async_handlers, **options) if async_handlers else None
+        if self._sync is not None and self._async is not None:
+            self._async._outage = self._sync._outage  # one server, one line per outage
 
     @property
     def completed(self) -> int:

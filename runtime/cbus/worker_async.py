@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 import threading
 import uuid
@@ -29,6 +30,7 @@ import msgspec
 import psycopg
 from psycopg import pq
 
+from . import _outage as outages
 from ._acompat import (
     AEvent,
     ALock,
@@ -36,9 +38,11 @@ from ._acompat import (
     acancelled_by_worker,
     agather,
     asimple,
+    asleep,
     aspawn,
     monotonic,
 )
+from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
 from ._queries import query
 from ._send_base import channel
 from ._worker_base import (
@@ -221,6 +225,7 @@ class AsyncWorker:
             raise ValueError(f"poll_interval must be positive seconds, got {poll_interval!r}")
         self._connect_kwargs = connect_kwargs or {}
         self._dsn = with_application_name(dsn, self._connect_kwargs)
+        self._outage = Outage(server_of(self._dsn, self._connect_kwargs))
         self.savepoints = savepoints
         self._domains = [DomainRuntime.of(h) for h in handlers]
         names = [d.spec.name for d in self._domains]
@@ -278,7 +283,12 @@ class AsyncWorker:
         return conn
 
     async def run(self, *, until_idle: bool = False) -> None:
-        """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due)."""
+        """Work until `stop()`, SIGINT or SIGTERM (or, with `until_idle`, until no work is due).
+
+        With `until_idle` the worker does not LISTEN: it drains what is due, polling
+        every `poll_interval` while work is due within a minute, and returns as soon
+        as none is (a listener would hold the return for its wait on notifications).
+        """
         await self.check_database()
         restore = self._install_signals()
         consumers: list[Any] = []
@@ -288,10 +298,9 @@ class AsyncWorker:
                 aspawn(self._consume, i, until_idle, name=f"cbus-consumer-{i}")
                 for i in range(self.concurrency)
             ]
-            helpers = [
-                aspawn(self._listen, name="cbus-listener"),
-                aspawn(self._heartbeat, name="cbus-heartbeat"),
-            ]
+            helpers = [aspawn(self._heartbeat, name="cbus-heartbeat")]
+            if not until_idle:
+                helpers.append(aspawn(self._listen, name="cbus-listener"))
             await agather(*consumers)
             self.stop()
             self._finished.set()
@@ -309,20 +318,15 @@ class AsyncWorker:
             restore()
 
     async def check_database(self) -> None:
-        """Refuse to start on a database whose cbus schema is missing or too old.
+        """Refuse to start on a server that does not answer, or a database whose cbus
+        schema is missing or too old.
 
         Without it every lease would fail and each consumer would restart forever.
-        A server that cannot be reached now is left to the consumers, which retry.
+        A server that does not answer is tried again for `START_WAIT` seconds (it
+        may be restarting), said once; once the worker runs, a server that goes
+        away is waited for (`Outage`).
         """
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._dsn, autocommit=True, **self._connect_kwargs
-            )
-        except psycopg.OperationalError as exc:
-            refused = unusable_database(exc)
-            if refused is not None:
-                raise InstallError(f"Cannot connect: {refused}") from exc
-            return
+        conn = await self._first_connection()
         async with conn:
             cur = await conn.execute(query("schema_installed"))
             row = await cur.fetchone()
@@ -360,6 +364,26 @@ class AsyncWorker:
                 packages = " ".join(sorted({stub_package(r.handlers) for r in self._domains}))
                 raise InstallError(lacking_message(rls[1], lacking, packages))
 
+    async def _first_connection(self) -> psycopg.AsyncConnection[Any]:
+        kwargs = dict(self._connect_kwargs)
+        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
+            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
+        wait = outages.START_WAIT
+        deadline, delay = monotonic() + wait, 0.1
+        while True:
+            try:
+                return await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **kwargs)
+            except psycopg.OperationalError as exc:
+                refused = unusable_database(exc)
+                if refused is not None:
+                    raise InstallError(f"Cannot connect: {refused}") from exc
+                if monotonic() + delay > deadline:
+                    raise InstallError(unreachable_message(self._outage.where, exc)) from exc
+                if delay == 0.1:
+                    outages.waiting_for(self._outage.where, exc, wait)
+                await asleep(delay)
+                delay = min(delay * 2, 1.0)
+
     def _install_signals(self) -> Any:
         if not self.handles_signals or threading.current_thread() is not threading.main_thread():
             return lambda: None
@@ -382,22 +406,23 @@ class AsyncWorker:
             try:
                 conn = await self._connect()
             except psycopg.OperationalError as exc:
-                log.warning("connect failed: %s", exc, extra={"action": "connect_failed"})
+                self._outage.lost(exc)
                 await self._stopping.wait_for(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, RETRY_MAX)
                 continue
+            self._outage.back()
             backoff = 0.1
             try:
                 async with conn:
                     await self._consume_on(conn, index, until_idle)
                     return
             except psycopg.OperationalError as exc:
-                what = (
-                    "statement timed out"
-                    if isinstance(exc, psycopg.errors.QueryCanceled)
-                    else "connection lost"
-                )
-                log.warning("%s: %s", what, exc, extra={"action": "connection_lost"})
+                if isinstance(exc, psycopg.errors.QueryCanceled):
+                    log.warning(
+                        "statement timed out: %s", exc, extra={"action": "statement_timeout"}
+                    )
+                else:  # an outage is said when reconnecting fails (`Outage`)
+                    log.debug("connection lost: %s", exc, extra={"action": "connection_lost"})
                 await self._stopping.wait_for(backoff)
             except psycopg.Error as exc:
                 # A statement of the worker's own failed (not a handler's: those are
@@ -450,7 +475,11 @@ class AsyncWorker:
         return {row[0] for row in await cur.fetchall()}
 
     async def _idle(self, conn: _HandlerConnection) -> bool:
-        """No message due now or within a minute, none waiting for a retry, none in flight."""
+        """No message due now or within a minute, none waiting for a retry, none in flight.
+
+        A consumer that finds the worker idle wakes the others: those that waited
+        for a busy sibling check again now, not a `poll_interval` later.
+        """
         if self._busy:
             return False
         for runtime in self._domains:
@@ -458,7 +487,11 @@ class AsyncWorker:
             row = await cur.fetchone()
             if row and row[0]:
                 return False
-        return not self._busy
+        if self._busy:
+            return False
+        for wake in self._wakes:
+            wake.set()
+        return True
 
     async def _poll(
         self,
@@ -958,21 +991,26 @@ class AsyncWorker:
     async def _listen(self) -> None:
         """LISTEN on each domain's channel and wake the consumers on every notification."""
         while not self._stopping.is_set():
+            conn = None
             try:
-                async with await psycopg.AsyncConnection.connect(
+                conn = await psycopg.AsyncConnection.connect(
                     self._dsn, autocommit=True, **self._connect_kwargs
-                ) as conn:
+                )
+                async with conn:
                     for runtime in self._domains:
                         await conn.execute(
                             psycopg.sql.SQL("LISTEN {}").format(
                                 psycopg.sql.Identifier(channel(runtime.spec.name))
                             )
                         )
+                    self._outage.back()
                     self._wake_one()
                     while not self._stopping.is_set():
                         async for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake_one()
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
+                if conn is None:  # a dropped connection is tried again first
+                    self._outage.lost(exc)
                 await self._stopping.wait_for(1.0)
 
     async def _heartbeat(self) -> None:
@@ -988,17 +1026,20 @@ class AsyncWorker:
             while True:
                 try:
                     if conn is None or conn.closed:
+                        conn = None
                         conn = await psycopg.AsyncConnection.connect(
                             self._dsn, autocommit=True, **self._connect_kwargs
                         )
+                        self._outage.back()
                     await self._extend_all(conn)
                     retry = 0.05
                     wait = interval
                 except psycopg.OperationalError as exc:
                     # A dropped connection must not cost a lease: reconnect at once,
                     # backing off only while the server stays away.
-                    log.warning("heartbeat: %s", exc, extra={"action": "heartbeat_failed"})
-                    if conn is not None:
+                    if conn is None:  # said once the server does not answer a new one
+                        self._outage.lost(exc)
+                    else:
                         await conn.close()
                     conn = None
                     wait, retry = retry, min(retry * 2, interval)

@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import cbus
+import cbus.pgmq
 import psycopg
 import pytest
 from cbus import troubleshooting as tsq

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 import uuid
 from types import ModuleType
@@ -764,6 +765,78 @@ def test_a_misspelt_handler_method_is_named_at_start(
         "Typo.ecko handles no command; did you mean echo? Commands testbus.Echo have no "
         "handler and go to the troubleshooting queue"
     )
+
+
+def _start_up_warnings(caplog: pytest.LogCaptureFixture, *methods: str) -> list[tuple[str, str]]:
+    """The handler warnings a worker logs at start for a payments class with `methods`."""
+
+    def not_run(self: Any, cmd: Any, ctx: cbus.Context) -> None:
+        raise AssertionError("not run")
+
+    payments = importlib.import_module("shop.payments")
+    name = "Typo" if any(m.endswith("paymnet") for m in methods) else "P"
+    cls = type(name, (payments.PaymentsHandlers,), dict.fromkeys(methods, not_run))
+    with caplog.at_level("WARNING", logger="cbus.worker"):
+        cbus.Worker("dbname=unused", [cls()])
+    actions = ("handler_misspelt", "handler_missing")
+    return [
+        (r.action, r.getMessage())  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "action", "") in actions
+    ]
+
+
+def test_start_up_names_the_commands_a_handler_class_leaves_unhandled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Overriding one method of three: the other two are named, and the one overridden
+    is never taken for a misspelling of another (authorize_ ~ capture_payment)."""
+    assert _start_up_warnings(caplog, "authorize_payment") == [
+        (
+            "handler_missing",
+            "P has no handler for payments.CapturePayment (capture_payment), "
+            "payments.RefundPayment (refund_payment): these commands go to the "
+            "troubleshooting queue",
+        )
+    ]
+
+
+def test_start_up_warns_of_nothing_when_every_command_has_a_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    every = ("authorize_payment", "capture_payment", "refund_payment")
+    # A helper named like a handler method is no typo when nothing is missing.
+    assert _start_up_warnings(caplog, *every, "capture_payments") == []
+
+
+def test_a_misspelt_method_is_named_once_and_the_rest_as_unhandled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert _start_up_warnings(caplog, "authorize_payment", "refund_paymnet") == [
+        (
+            "handler_misspelt",
+            "Typo.refund_paymnet handles no command; did you mean refund_payment? Commands "
+            "payments.RefundPayment have no handler and go to the troubleshooting queue",
+        ),
+        (
+            "handler_missing",
+            "Typo has no handler for payments.CapturePayment (capture_payment): these "
+            "commands go to the troubleshooting queue",
+        ),
+    ]
+
+
+def test_until_idle_returns_when_the_last_busy_consumer_ends_not_a_poll_later(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """Consumers that found the queue empty while a sibling ran a handler waited a
+    whole poll_interval before they checked again; the drain ended that much later."""
+    testbus.send_slow(conn, seconds=0.3)
+    conn.commit()
+    started = time.monotonic()
+    worker = drain(dsn, [make_handlers(testbus)], concurrency=4, poll_interval=20)
+    assert worker.completed == 1
+    assert time.monotonic() - started < 10  # not the poll_interval of 20 s
 
 
 def test_a_context_outside_a_worker_has_no_lease_to_extend() -> None:

@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import cbus
+import cbus.pgmq
 import psycopg
 import pytest
 

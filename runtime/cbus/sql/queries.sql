@@ -501,3 +501,32 @@ INSERT INTO cbus.domain_grant (grantee, domain, access)
 VALUES (%(role)s, %(domain)s, %(access)s)
 ON CONFLICT DO NOTHING
 RETURNING 1
+
+-- name: get_command
+-- A command's log row as get_command returns it, and whether its domain's queue
+-- table exists (the lease check below reads it).
+SELECT domain, command_id, kind, version, status, attempts, max_attempts, msg_id,
+       correlation_id, reply_to, batch_id, causation_id, last_error_type, last_error_code,
+       last_error_message, last_error_details, result, created_at, updated_at, finished_at,
+       to_regclass(quote_ident('pgmq') || '.' || quote_ident('q_' || domain || '__commands'))
+           IS NOT NULL AS queued
+FROM cbus.command
+WHERE domain = %(domain)s AND command_id = %(command_id)s
+
+-- name: command_leased
+-- Whether a worker holds a PENDING command's message now, so get_command shows it
+-- IN_PROGRESS without a write on the worker's hot path: read (read_ct > 0), its lease
+-- not run out (vt ahead), and not waiting for a retry (retry_later records the attempt
+-- that failed, with its error). By msg_id when the log has it, else among the
+-- messages whose vt is ahead (PGMQ's vt index: `vt > now()` can use it, and
+-- clock_timestamp(), which cannot, still decides in a long transaction).
+SELECT EXISTS (
+    SELECT 1 FROM {q} AS q
+    WHERE q.msg_id = %(msg_id)s AND q.vt > clock_timestamp() AND q.read_ct > 0
+      AND (q.read_ct > %(attempts)s OR NOT %(failed)s)
+) OR (%(msg_id)s::bigint IS NULL AND EXISTS (
+    SELECT 1 FROM {q} AS q
+    WHERE q.vt > now() AND q.vt > clock_timestamp() AND q.read_ct > 0
+      AND q.headers ->> 'command_id' = %(command_id)s::text
+      AND (q.read_ct > %(attempts)s OR NOT %(failed)s)
+)) AS leased
