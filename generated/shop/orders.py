@@ -233,7 +233,7 @@ def send_create_order(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Place a new order.
 
@@ -272,7 +272,7 @@ async def send_create_order_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Place a new order.
 
@@ -346,7 +346,7 @@ def send_cancel_order(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """No description in schemas/orders.yaml.
 
@@ -372,7 +372,7 @@ async def send_cancel_order_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """No description in schemas/orders.yaml.
 

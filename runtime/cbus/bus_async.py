@@ -6,7 +6,6 @@ and enqueued when the caller commits, and vanishes when the caller rolls back.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeAlias
@@ -16,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ._acompat import ALock
 from ._queries import query
-from ._send_base import SendResult, duplicate, not_installed, send_many_params, send_params
+from ._send_base import Delay, SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import AsyncContext
 from .errors import DuplicateCommandError
 
@@ -30,13 +29,15 @@ async def send_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | dt.datetime | None = None,
+    delay: Delay = None,
 ) -> SendResult:
     """Record and enqueue one command in one round trip.
 
     On a connection, the command commits or rolls back with the caller's transaction.
     On a handler's context, it joins the handler's transaction (sent if and only if
     the handler's command completes) and inherits its correlation_id.
+    `delay` is seconds or a `timedelta` from now (negative is refused), or an aware
+    datetime to run at; a datetime already past makes the command due at once.
     Raises `DuplicateCommandError` (and enqueues nothing) when the command_id was
     already sent in the domain, `ValidationError` when a field breaks its schema.
     """
@@ -81,7 +82,7 @@ async def send_many_async(
     command_ids: Sequence[uuid.UUID] | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | dt.datetime | None = None,
+    delay: Delay = None,
     batch_id: uuid.UUID | None = None,
 ) -> list[SendResult]:
     """Record and enqueue a group of commands atomically, through `pgmq.send_batch`.
@@ -211,7 +212,7 @@ class AsyncBus:
         command_id: uuid.UUID | None = None,
         correlation_id: uuid.UUID | None = None,
         reply_to: str | None = None,
-        delay: float | dt.datetime | None = None,
+        delay: Delay = None,
     ) -> SendResult:
         """Send one command in its own transaction."""
         if not self._opened:
@@ -233,7 +234,7 @@ class AsyncBus:
         command_ids: Sequence[uuid.UUID] | None = None,
         correlation_id: uuid.UUID | None = None,
         reply_to: str | None = None,
-        delay: float | dt.datetime | None = None,
+        delay: Delay = None,
         batch_id: uuid.UUID | None = None,
     ) -> list[SendResult]:
         """Send a group of commands atomically in its own transaction."""
