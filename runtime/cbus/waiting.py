@@ -22,7 +22,7 @@ from psycopg.rows import class_row
 
 from . import _acompat as compat
 from .bus import Bus
-from .errors import ReplyTimeout
+from .errors import NotFoundError, ReplyTimeout
 from .outcomes import done_channel
 from .store import ENDED, TRACE, CommandRecord, get_command
 
@@ -114,19 +114,27 @@ def wait_for(
     Returns on COMPLETED, FAILED and CANCELED, and (unless `include_troubleshooting`
     is false) on IN_TROUBLESHOOTING_QUEUE, where an operator must act. Raises
     `cbus.ReplyTimeout` after `timeout` seconds; the command may still end later.
+    Raises `cbus.NotFoundError` at once for a command_id the log does not know.
     """
     ends = ENDED + (("IN_TROUBLESHOOTING_QUEUE",) if include_troubleshooting else ())
     deadline = compat.monotonic() + timeout
     with _listening(target, done_channel(domain)) as conn:
         while True:
             record = get_command(conn, domain, command_id)
-            if record is not None and record.status in ends:
+            if record is None:
+                # No log row: never sent, or not committed yet. Waiting would only
+                # spend the whole timeout; say so at once.
+                raise NotFoundError(
+                    f"Unknown command {command_id} in domain `{domain}`: it was never "
+                    "sent, or the transaction that sent it has not committed (commit "
+                    "before waiting)"
+                )
+            if record.status in ends:
                 return record
             if compat.monotonic() >= deadline:
-                status = record.status if record is not None else "unknown"
                 raise ReplyTimeout(
                     f"Command {command_id} in domain `{domain}` did not end within "
-                    f"{timeout:g} s (status {status})"
+                    f"{timeout:g} s (status {record.status})"
                 )
             _pause(conn, deadline)
 

@@ -20,7 +20,7 @@ from psycopg.rows import class_row
 
 from . import _acompat as compat
 from .bus_async import AsyncBus
-from .errors import ReplyTimeout
+from .errors import NotFoundError, ReplyTimeout
 from .outcomes_async import done_channel
 from .store import ENDED, TRACE, CommandRecord, get_command_async
 
@@ -112,19 +112,27 @@ async def wait_for_async(
     Returns on COMPLETED, FAILED and CANCELED, and (unless `include_troubleshooting`
     is false) on IN_TROUBLESHOOTING_QUEUE, where an operator must act. Raises
     `cbus.ReplyTimeout` after `timeout` seconds; the command may still end later.
+    Raises `cbus.NotFoundError` at once for a command_id the log does not know.
     """
     ends = ENDED + (("IN_TROUBLESHOOTING_QUEUE",) if include_troubleshooting else ())
     deadline = compat.monotonic() + timeout
     async with _listening(target, done_channel(domain)) as conn:
         while True:
             record = await get_command_async(conn, domain, command_id)
-            if record is not None and record.status in ends:
+            if record is None:
+                # No log row: never sent, or not committed yet. Waiting would only
+                # spend the whole timeout; say so at once.
+                raise NotFoundError(
+                    f"Unknown command {command_id} in domain `{domain}`: it was never "
+                    "sent, or the transaction that sent it has not committed (commit "
+                    "before waiting)"
+                )
+            if record.status in ends:
                 return record
             if compat.monotonic() >= deadline:
-                status = record.status if record is not None else "unknown"
                 raise ReplyTimeout(
                     f"Command {command_id} in domain `{domain}` did not end within "
-                    f"{timeout:g} s (status {status})"
+                    f"{timeout:g} s (status {record.status})"
                 )
             await _pause(conn, deadline)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+import time
 import uuid
 from types import ModuleType
 from typing import Any
@@ -389,3 +390,26 @@ def test_delay_at_a_past_moment_runs_at_once(
     drain(dsn, [handlers])
     assert [cmd.n for cmd, _ in handlers.seen] == [1]
     assert cbus.get_command(conn, "testbus", past.command_id).status == "COMPLETED"  # type: ignore[union-attr]
+
+
+def test_waiting_on_a_command_never_sent_says_so_at_once(dsn: str, testbus: ModuleType) -> None:
+    unknown = uuid.uuid4()
+    expected = (
+        f"Unknown command {unknown} in domain `testbus`: it was never sent, or the "
+        "transaction that sent it has not committed (commit before waiting)"
+    )
+    started = time.monotonic()
+    with cbus.Bus(dsn) as bus, pytest.raises(cbus.NotFoundError) as info:
+        testbus.wait_echo(bus, unknown, timeout=30)
+    assert str(info.value) == expected
+    assert time.monotonic() - started < 5
+
+    async def main() -> None:
+        async with cbus.AsyncBus(dsn) as abus:
+            await testbus.wait_echo_async(abus, unknown, timeout=30)
+
+    started = time.monotonic()
+    with pytest.raises(cbus.NotFoundError) as info:
+        asyncio.run(main())
+    assert str(info.value) == expected
+    assert time.monotonic() - started < 5
