@@ -9,10 +9,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import Any, TypeAlias
-
-import psycopg
-
 from . import codec, registry, troubleshooting
 from ._send_base import SendResult
 from .audit import AuditEvent, get_audit, get_audit_async
@@ -40,6 +36,7 @@ from .errors import (
 from .install import install, install_async, install_domain, install_domain_async
 from .registry import AsyncHandlers, Handlers
 from .store import CommandRecord, CommandStatus, get_command, get_command_async, result_of
+from .targets import AsyncTarget, AsyncWaitTarget, SyncTarget, WaitTarget
 from .troubleshooting import (
     CommandDetail,
     TroubleshootingEntry,
@@ -53,11 +50,6 @@ from .waiting import BatchStatus, batch_status, trace, wait_batch, wait_for
 from .waiting_async import batch_status_async, trace_async, wait_batch_async, wait_for_async
 from .worker import Worker
 from .worker_async import AsyncWorker
-
-SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus | Context"
-WaitTarget: TypeAlias = "psycopg.Connection[Any] | Bus"
-AsyncWaitTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus"
-AsyncTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus | AsyncContext"
 
 __all__ = [
     "AsyncWaitTarget",

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from . import targets
 from ._acompat import Lock
 from ._queries import query
 from ._send_base import Delay, SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import Context
 from .errors import DuplicateCommandError
+from .targets import SyncTarget
 
 __all__ = ["Bus", "SyncTarget", "send", "send_many"]
 
@@ -58,6 +60,7 @@ def send(
         correlation_id = correlation_id or target.correlation_id
         causation_id = target.command_id
         target = target.conn
+    targets.check(target)  # a wrong target is a TypeError before anything else
     spec, params = send_params(
         command,
         command_id=command_id,
@@ -67,11 +70,12 @@ def send(
         causation_id=causation_id,
     )
     statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
-    try:
-        cur = target.execute(statement, params)
-    except psycopg.errors.UndefinedTable as exc:
-        raise not_installed([spec], exc) from exc
-    row = cur.fetchone()
+    with targets.joined(target) as conn:
+        try:
+            cur = conn.execute(statement, params)
+        except psycopg.errors.UndefinedTable as exc:
+            raise not_installed([spec], exc) from exc
+        row = cur.fetchone()
     if row is None:
         raise duplicate(spec, params)
     return SendResult(params["command_id"], params["correlation_id"], row[0], spec.kind)
@@ -102,13 +106,14 @@ def send_many(
             delay=delay,
             batch_id=batch_id,
         )
-    if not commands:
-        return []
     causation_id = None
     if isinstance(target, Context):
         correlation_id = correlation_id or target.correlation_id
         causation_id = target.command_id
         target = target.conn
+    targets.check(target)
+    if not commands:
+        return []
     groups, ids, correlations, specs = send_many_params(
         commands,
         command_ids=command_ids,
@@ -121,22 +126,22 @@ def send_many(
     msg_ids: list[int] = [0] * len(commands)
     log_query = query("send_many_log" if command_ids is not None else "send_many_log_new_ids")
     try:
-        with target.transaction():
+        with targets.joined(target) as conn, conn.transaction():
             # Every statement in one round trip (pipeline mode: +17% on 100 commands,
             # ADR 0004). The queue statements run before the log's answer is read: a
             # duplicate command_id raises below and the transaction (or savepoint) rolls
             # back what they enqueued.
             sent = []
-            with target.pipeline():
+            with conn.pipeline():
                 if batch_id is not None:
-                    target.execute(
+                    conn.execute(
                         "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
                         " VALUES (%s, %s, %s, %s)",
                         (batch_id, len(commands), reply_to, correlation_id),
                     )
                 for group in groups:
-                    logged = target.execute(log_query, group.log)
-                    queued = target.execute(
+                    logged = conn.execute(log_query, group.log)
+                    queued = conn.execute(
                         query("send_many_queue", group.queue_params["queue"]), group.queue_params
                     )
                     sent.append((group, logged, queued))
@@ -252,6 +257,3 @@ class Bus:
                 delay=delay,
                 batch_id=batch_id,
             )
-
-
-SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus | Context"
