@@ -117,6 +117,9 @@ ASYNC = (
     "psycopg driver"
 )
 
+WAIT = SYNC.replace(" a handler's cbus.Context,", "")
+WAIT_ASYNC = ASYNC.replace(" a handler's cbus.AsyncContext,", "")
+
 _SESSIONS = (("sqlalchemy.orm.session", "Session"), ("sqlalchemy.orm.scoping", "scoped_session"))
 _CONNECTION = (("sqlalchemy.engine.base", "Connection"),)
 _ASYNC_SESSIONS = (
@@ -197,19 +200,19 @@ def _unsupported(target: object, accepted: str, kind: str | None, *, is_async: b
     return TypeError(f"target must be {accepted}; got {got}{hint}")
 
 
-def check(target: object) -> str:
+def check(target: object, accepted: str = SYNC) -> str:
     """The kind of a sync sender's target; TypeError naming what is accepted otherwise."""
     kind = _kind(target)
     if kind not in _SYNC_KINDS:
-        raise _unsupported(target, SYNC, kind, is_async=False)
+        raise _unsupported(target, accepted, kind, is_async=False)
     return kind
 
 
-def check_async(target: object) -> str:
+def check_async(target: object, accepted: str = ASYNC) -> str:
     """The kind of an async sender's target; TypeError naming what is accepted otherwise."""
     kind = _kind(target)
     if kind not in _ASYNC_KINDS:
-        raise _unsupported(target, ASYNC, kind, is_async=True)
+        raise _unsupported(target, accepted, kind, is_async=True)
     return kind
 
 
@@ -302,7 +305,7 @@ def listener(target: Any) -> Iterator[psycopg.Connection[Any]]:
     waits: notifications arrive only between transactions, and the session's own may
     be open. Django's connection may be inside `atomic()`: the wait opens one of its own.
     """
-    kind = check(target)
+    kind = check(target, WAIT)
     if kind == "conn":
         yield target
         return
@@ -337,7 +340,7 @@ def _sqlalchemy_raw(engine: Any) -> Iterator[psycopg.Connection[Any]]:
 @asynccontextmanager
 async def listener_async(target: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """The async twin of `listener`."""
-    kind = check_async(target)
+    kind = check_async(target, WAIT_ASYNC)
     if kind == "aconn":
         yield target
         return

@@ -256,3 +256,22 @@ def test_engine_and_other_drivers_are_refused_with_the_fix(
         "create the engine with a `postgresql+psycopg://` URL"
     )
     sqlite.dispose()
+
+
+def test_wait_names_its_own_targets(conn: psycopg.Connection[Any], testbus: ModuleType) -> None:
+    """A handler's context sends, but never waits (its command would hold the wait up)."""
+    ctx = cbus.Context(
+        command_id=uuid.uuid4(),
+        correlation_id=uuid.uuid4(),
+        attempt=1,
+        max_attempts=3,
+        kind="testbus.Echo",
+        domain="testbus",
+        conn=conn,
+    )
+    with pytest.raises(TypeError) as info:
+        testbus.wait_echo(ctx, uuid.uuid4(), timeout=1)  # type: ignore[arg-type]
+    assert str(info.value).startswith(
+        "target must be a psycopg.Connection, a psycopg_pool.ConnectionPool, a cbus.Bus, a "
+        "SQLAlchemy Session"
+    )
