@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import psycopg
@@ -249,18 +255,22 @@ def _django(target: Any) -> psycopg.Connection[Any]:
     return raw
 
 
-@contextmanager
-def joined(target: Any) -> Iterator[psycopg.Connection[Any]]:
+def joined(target: Any) -> AbstractContextManager[psycopg.Connection[Any]]:
     """The psycopg connection whose transaction a send on `target` joins.
 
     A pool's connection is the pool's own: it commits when the block ends (rolls
     back on an error). A SQLAlchemy Connection with no transaction begins one, as
     its next statement would (autobegin), so the caller's `commit()` commits the send.
     """
+    if isinstance(target, psycopg.Connection):
+        return nullcontext(target)  # the common case, without a generator per send
+    return _joined(target)
+
+
+@contextmanager
+def _joined(target: Any) -> Iterator[psycopg.Connection[Any]]:
     kind = check(target)
-    if kind == "conn":
-        yield target
-    elif kind == "pool":
+    if kind == "pool":
         with target.connection() as conn:
             yield conn
     elif kind == "django":
@@ -273,13 +283,17 @@ def joined(target: Any) -> Iterator[psycopg.Connection[Any]]:
         yield _driver_connection(conn.connection.driver_connection, psycopg.Connection)
 
 
-@asynccontextmanager
-async def joined_async(target: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+def joined_async(target: Any) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
     """The async twin of `joined`, for AsyncConnection, AsyncConnectionPool, AsyncSession."""
+    if isinstance(target, psycopg.AsyncConnection):
+        return nullcontext(target)
+    return _joined_async(target)
+
+
+@asynccontextmanager
+async def _joined_async(target: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     kind = check_async(target)
-    if kind == "aconn":
-        yield target
-    elif kind == "apool":
+    if kind == "apool":
         async with target.connection() as conn:
             yield conn
     else:
