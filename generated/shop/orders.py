@@ -204,7 +204,7 @@ def send_create_order(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Place a new order.
 
@@ -243,7 +243,7 @@ async def send_create_order_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Place a new order.
 
@@ -313,7 +313,7 @@ def send_cancel_order(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
     With a connection as `target` the command joins its transaction: it is
@@ -337,7 +337,7 @@ async def send_cancel_order_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
     With a connection as `target` the command joins its transaction: it is

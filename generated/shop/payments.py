@@ -374,7 +374,7 @@ def send_authorize_payment(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Reserve an amount on the customer's card for an order.
 
@@ -413,7 +413,7 @@ async def send_authorize_payment_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Reserve an amount on the customer's card for an order.
 
@@ -483,7 +483,7 @@ def send_capture_payment(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Take the money an authorization reserved.
 
@@ -509,7 +509,7 @@ async def send_capture_payment_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Take the money an authorization reserved.
 
@@ -590,7 +590,7 @@ def send_refund_payment(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Give back all or part of a captured payment.
 
@@ -621,7 +621,7 @@ async def send_refund_payment_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | datetime.datetime | None = None,
+    delay: float | datetime.timedelta | datetime.datetime | None = None,
 ) -> cbus.SendResult:
     """Give back all or part of a captured payment.
 

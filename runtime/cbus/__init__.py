@@ -13,7 +13,7 @@ import importlib
 import sys
 import types
 import typing
-from typing import Any, TypeAlias
+from typing import Any
 
 # Generated modules need these two at import: their handler stubs and error classes
 # derive from them. Everything else loads on first use (`__getattr__` below), so a
@@ -40,8 +40,6 @@ from .errors import (
 from .registry import AsyncHandlers, Handlers
 
 if typing.TYPE_CHECKING:
-    import psycopg
-
     from . import codec, troubleshooting
     from ._send_base import SendResult
     from .audit import AuditEvent, get_audit, get_audit_async
@@ -51,6 +49,7 @@ if typing.TYPE_CHECKING:
     from .context import AsyncContext, Context
     from .install import install, install_async, install_domain, install_domain_async
     from .store import CommandRecord, CommandStatus, get_command, get_command_async, result_of
+    from .targets import AsyncTarget, AsyncWaitTarget, SyncTarget, WaitTarget
     from .troubleshooting import (
         CommandDetail,
         TroubleshootingEntry,
@@ -74,6 +73,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     ".context": ("AsyncContext", "Context"),
     ".install": ("install", "install_async", "install_domain", "install_domain_async"),
     ".store": ("CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"),
+    ".targets": ("AsyncTarget", "AsyncWaitTarget", "SyncTarget", "WaitTarget"),
     ".troubleshooting": (
         "CommandDetail",
         "TroubleshootingEntry",
@@ -127,11 +127,6 @@ def __dir__() -> list[str]:
     """The package's names, the lazy ones included before their first use."""
     return sorted({*globals(), *__all__})
 
-
-SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus | Context"
-WaitTarget: TypeAlias = "psycopg.Connection[Any] | Bus"
-AsyncWaitTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus"
-AsyncTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus | AsyncContext"
 
 __all__ = [
     "AsyncWaitTarget",

@@ -7,14 +7,14 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from . import codec
 from .errors import DuplicateCommandError, InstallError
 from .pgmq import RawJson, check_queue_name
 from .registry import CommandSpec, spec_for
 
-__all__ = ["SendResult", "channel", "send_many_params", "send_params"]
+__all__ = ["Delay", "SendResult", "channel", "send_many_params", "send_params"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,18 +37,36 @@ def channel(domain: str) -> str:
 _MAX_DELAY = 100 * 365 * 86400.0  # a century: beyond it PostgreSQL's intervals overflow
 
 
-def _delay(delay: float | dt.datetime | None) -> tuple[dt.datetime | None, float]:
+Delay: TypeAlias = "float | dt.timedelta | dt.datetime | None"
+"""A sender's `delay`: seconds or a timedelta from now, or an aware datetime to run at."""
+
+
+def _delay(delay: Delay) -> tuple[dt.datetime | None, float]:
+    """When a command falls due: an aware datetime as given, else seconds from now.
+
+    A datetime already past makes the command due at once (it is not an error: the
+    moment may have passed while the caller worked); a negative span is refused.
+    """
     if delay is None:
         return None, 0.0
     if isinstance(delay, dt.datetime):
         if delay.tzinfo is None or delay.utcoffset() is None:
             raise ValueError("delay must be seconds or an aware datetime, got a naive datetime")
         return delay, 0.0
+    if isinstance(delay, dt.timedelta):
+        delay = delay.total_seconds()
     if isinstance(delay, bool) or not isinstance(delay, int | float):
-        raise TypeError(f"delay must be seconds or an aware datetime, got {type(delay).__name__}")
+        raise TypeError(
+            f"delay must be seconds, a timedelta or an aware datetime, got {type(delay).__name__}"
+        )
     if not math.isfinite(delay) or delay > _MAX_DELAY:
         raise ValueError(f"delay must be a number of seconds up to {_MAX_DELAY:g}, got {delay}")
-    return None, max(float(delay), 0.0)
+    if delay < 0:
+        raise ValueError(
+            f"delay must not be negative, got {delay:g} s: pass 0 (or no delay) to run at "
+            "once, or an aware datetime to run at a moment"
+        )
+    return None, float(delay)
 
 
 def _uuid(name: str, value: uuid.UUID | None) -> None:
@@ -85,7 +103,7 @@ def send_params(
     command_id: uuid.UUID | None,
     correlation_id: uuid.UUID | None,
     reply_to: str | None,
-    delay: float | dt.datetime | None,
+    delay: Delay,
     batch_id: uuid.UUID | None = None,
     causation_id: uuid.UUID | None = None,
 ) -> tuple[CommandSpec, dict[str, Any]]:
@@ -150,7 +168,7 @@ def send_many_params(
     command_ids: Sequence[uuid.UUID] | None,
     correlation_id: uuid.UUID | None,
     reply_to: str | None,
-    delay: float | dt.datetime | None,
+    delay: Delay,
     batch_id: uuid.UUID | None,
     causation_id: uuid.UUID | None = None,
 ) -> tuple[list[DomainGroup], list[uuid.UUID], list[uuid.UUID], list[CommandSpec]]:

@@ -8,18 +8,19 @@ and enqueued when the caller commits, and vanishes when the caller rolls back.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from . import targets
 from ._acompat import Lock
 from ._queries import query
-from ._send_base import SendResult, duplicate, not_installed, send_many_params, send_params
+from ._send_base import Delay, SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import Context
 from .errors import DuplicateCommandError
+from .targets import SyncTarget
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -34,13 +35,15 @@ def send(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | dt.datetime | None = None,
+    delay: Delay = None,
 ) -> SendResult:
     """Record and enqueue one command in one round trip.
 
     On a connection, the command commits or rolls back with the caller's transaction.
     On a handler's context, it joins the handler's transaction (sent if and only if
     the handler's command completes) and inherits its correlation_id.
+    `delay` is seconds or a `timedelta` from now (negative is refused), or an aware
+    datetime to run at; a datetime already past makes the command due at once.
     Raises `DuplicateCommandError` (and enqueues nothing) when the command_id was
     already sent in the domain, `ValidationError` when a field breaks its schema.
     """
@@ -59,6 +62,7 @@ def send(
         correlation_id = correlation_id or target.correlation_id
         causation_id = target.command_id
         target = target.conn
+    targets.check(target)  # a wrong target is a TypeError before anything else
     spec, params = send_params(
         command,
         command_id=command_id,
@@ -68,11 +72,12 @@ def send(
         causation_id=causation_id,
     )
     statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
-    try:
-        cur = target.execute(statement, params)
-    except psycopg.errors.UndefinedTable as exc:
-        raise not_installed([spec], exc) from exc
-    row = cur.fetchone()
+    with targets.joined(target) as conn:
+        try:
+            cur = conn.execute(statement, params)
+        except psycopg.errors.UndefinedTable as exc:
+            raise not_installed([spec], exc) from exc
+        row = cur.fetchone()
     if row is None:
         raise duplicate(spec, params)
     return SendResult(params["command_id"], params["correlation_id"], row[0], spec.kind)
@@ -85,7 +90,7 @@ def send_many(
     command_ids: Sequence[uuid.UUID] | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | dt.datetime | None = None,
+    delay: Delay = None,
     batch_id: uuid.UUID | None = None,
 ) -> list[SendResult]:
     """Record and enqueue a group of commands atomically, through `pgmq.send_batch`.
@@ -103,13 +108,14 @@ def send_many(
             delay=delay,
             batch_id=batch_id,
         )
-    if not commands:
-        return []
     causation_id = None
     if isinstance(target, Context):
         correlation_id = correlation_id or target.correlation_id
         causation_id = target.command_id
         target = target.conn
+    targets.check(target)
+    if not commands:
+        return []
     groups, ids, correlations, specs = send_many_params(
         commands,
         command_ids=command_ids,
@@ -122,22 +128,22 @@ def send_many(
     msg_ids: list[int] = [0] * len(commands)
     log_query = query("send_many_log" if command_ids is not None else "send_many_log_new_ids")
     try:
-        with target.transaction():
+        with targets.joined(target) as conn, conn.transaction():
             # Every statement in one round trip (pipeline mode: +17% on 100 commands,
             # ADR 0004). The queue statements run before the log's answer is read: a
             # duplicate command_id raises below and the transaction (or savepoint) rolls
             # back what they enqueued.
             sent = []
-            with target.pipeline():
+            with conn.pipeline():
                 if batch_id is not None:
-                    target.execute(
+                    conn.execute(
                         "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
                         " VALUES (%s, %s, %s, %s)",
                         (batch_id, len(commands), reply_to, correlation_id),
                     )
                 for group in groups:
-                    logged = target.execute(log_query, group.log)
-                    queued = target.execute(
+                    logged = conn.execute(log_query, group.log)
+                    queued = conn.execute(
                         query("send_many_queue", group.queue_params["queue"]), group.queue_params
                     )
                     sent.append((group, logged, queued))
@@ -217,7 +223,7 @@ class Bus:
         command_id: uuid.UUID | None = None,
         correlation_id: uuid.UUID | None = None,
         reply_to: str | None = None,
-        delay: float | dt.datetime | None = None,
+        delay: Delay = None,
     ) -> SendResult:
         """Send one command in its own transaction."""
         if not self._opened:
@@ -239,7 +245,7 @@ class Bus:
         command_ids: Sequence[uuid.UUID] | None = None,
         correlation_id: uuid.UUID | None = None,
         reply_to: str | None = None,
-        delay: float | dt.datetime | None = None,
+        delay: Delay = None,
         batch_id: uuid.UUID | None = None,
     ) -> list[SendResult]:
         """Send a group of commands atomically in its own transaction."""
@@ -255,6 +261,3 @@ class Bus:
                 delay=delay,
                 batch_id=batch_id,
             )
-
-
-SyncTarget: TypeAlias = "psycopg.Connection[Any] | Bus | Context"

@@ -6,18 +6,19 @@ and enqueued when the caller commits, and vanishes when the caller rolls back.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from . import targets
 from ._acompat import ALock
 from ._queries import query
-from ._send_base import SendResult, duplicate, not_installed, send_many_params, send_params
+from ._send_base import Delay, SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import AsyncContext
 from .errors import DuplicateCommandError
+from .targets import AsyncTarget
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -32,13 +33,15 @@ async def send_async(
     command_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | dt.datetime | None = None,
+    delay: Delay = None,
 ) -> SendResult:
     """Record and enqueue one command in one round trip.
 
     On a connection, the command commits or rolls back with the caller's transaction.
     On a handler's context, it joins the handler's transaction (sent if and only if
     the handler's command completes) and inherits its correlation_id.
+    `delay` is seconds or a `timedelta` from now (negative is refused), or an aware
+    datetime to run at; a datetime already past makes the command due at once.
     Raises `DuplicateCommandError` (and enqueues nothing) when the command_id was
     already sent in the domain, `ValidationError` when a field breaks its schema.
     """
@@ -57,6 +60,7 @@ async def send_async(
         correlation_id = correlation_id or target.correlation_id
         causation_id = target.command_id
         target = target.conn
+    targets.check_async(target)  # a wrong target is a TypeError before anything else
     spec, params = send_params(
         command,
         command_id=command_id,
@@ -66,11 +70,12 @@ async def send_async(
         causation_id=causation_id,
     )
     statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
-    try:
-        cur = await target.execute(statement, params)
-    except psycopg.errors.UndefinedTable as exc:
-        raise not_installed([spec], exc) from exc
-    row = await cur.fetchone()
+    async with targets.joined_async(target) as conn:
+        try:
+            cur = await conn.execute(statement, params)
+        except psycopg.errors.UndefinedTable as exc:
+            raise not_installed([spec], exc) from exc
+        row = await cur.fetchone()
     if row is None:
         raise duplicate(spec, params)
     return SendResult(params["command_id"], params["correlation_id"], row[0], spec.kind)
@@ -83,7 +88,7 @@ async def send_many_async(
     command_ids: Sequence[uuid.UUID] | None = None,
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
-    delay: float | dt.datetime | None = None,
+    delay: Delay = None,
     batch_id: uuid.UUID | None = None,
 ) -> list[SendResult]:
     """Record and enqueue a group of commands atomically, through `pgmq.send_batch`.
@@ -101,13 +106,14 @@ async def send_many_async(
             delay=delay,
             batch_id=batch_id,
         )
-    if not commands:
-        return []
     causation_id = None
     if isinstance(target, AsyncContext):
         correlation_id = correlation_id or target.correlation_id
         causation_id = target.command_id
         target = target.conn
+    targets.check_async(target)
+    if not commands:
+        return []
     groups, ids, correlations, specs = send_many_params(
         commands,
         command_ids=command_ids,
@@ -120,22 +126,22 @@ async def send_many_async(
     msg_ids: list[int] = [0] * len(commands)
     log_query = query("send_many_log" if command_ids is not None else "send_many_log_new_ids")
     try:
-        async with target.transaction():
+        async with targets.joined_async(target) as conn, conn.transaction():
             # Every statement in one round trip (pipeline mode: +17% on 100 commands,
             # ADR 0004). The queue statements run before the log's answer is read: a
             # duplicate command_id raises below and the transaction (or savepoint) rolls
             # back what they enqueued.
             sent = []
-            async with target.pipeline():
+            async with conn.pipeline():
                 if batch_id is not None:
-                    await target.execute(
+                    await conn.execute(
                         "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
                         " VALUES (%s, %s, %s, %s)",
                         (batch_id, len(commands), reply_to, correlation_id),
                     )
                 for group in groups:
-                    logged = await target.execute(log_query, group.log)
-                    queued = await target.execute(
+                    logged = await conn.execute(log_query, group.log)
+                    queued = await conn.execute(
                         query("send_many_queue", group.queue_params["queue"]), group.queue_params
                     )
                     sent.append((group, logged, queued))
@@ -215,7 +221,7 @@ class AsyncBus:
         command_id: uuid.UUID | None = None,
         correlation_id: uuid.UUID | None = None,
         reply_to: str | None = None,
-        delay: float | dt.datetime | None = None,
+        delay: Delay = None,
     ) -> SendResult:
         """Send one command in its own transaction."""
         if not self._opened:
@@ -237,7 +243,7 @@ class AsyncBus:
         command_ids: Sequence[uuid.UUID] | None = None,
         correlation_id: uuid.UUID | None = None,
         reply_to: str | None = None,
-        delay: float | dt.datetime | None = None,
+        delay: Delay = None,
         batch_id: uuid.UUID | None = None,
     ) -> list[SendResult]:
         """Send a group of commands atomically in its own transaction."""
@@ -253,6 +259,3 @@ class AsyncBus:
                 delay=delay,
                 batch_id=batch_id,
             )
-
-
-AsyncTarget: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncBus | AsyncContext"

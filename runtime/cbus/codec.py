@@ -186,16 +186,63 @@ def decode_headers(data: bytes | str) -> Headers:
     return _headers_decoder.decode(data)
 
 
+# A `\u0000` escape (not an escaped backslash before `u0000`): jsonb cannot store NUL,
+# so PostgreSQL would refuse the send and abort the caller's transaction.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _int_beyond_int64(value: Any, path: str = "$") -> str | None:
+    """The path of the first integer outside int64 in decoded JSON data, or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path if int64_problem(value) is not None else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _int_beyond_int64(
+            item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
+        )
+        if found is not None:
+            return found
+    return None
+
+
 def validate(value: T) -> bytes:
-    """Encode a command and check it against its schema's constraints.
+    """Encode a command and check it as the worker's decode will, before anything is sent.
 
     A dataclass does not check `Meta` constraints when it is built, so the sender
-    round-trips it through its decoder before anything is written. Returns the bytes
-    to send.
+    round-trips the bytes through the decoder the worker uses: a value is accepted at
+    send time if and only if decoding its wire form accepts it, with decode's reason
+    when it does not. Beyond decode, what PostgreSQL or cbus's wire format refuses is
+    refused here too: a NUL character (jsonb cannot store it) and integers outside
+    int64. Returns the bytes to send.
     """
-    data = _encoder.encode(value)
+    name = type(value).__qualname__
+    try:
+        data = _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(f"Invalid {name}: {exc}") from None
+    problem = shape_problem(data)  # before decoding: the decoder recurses
+    if problem is not None:
+        path = (
+            None if problem.startswith("nested") else _int_beyond_int64(msgspec.json.decode(data))
+        )
+        if path is not None:
+            raise ValidationError(
+                f"Invalid {name}: Expected `int` within int64 (-2**63 to 2**63 - 1), cbus's "
+                f"`int` - at `{path}`"
+            )
+        raise ValidationError(f"Invalid {name}: the message is {problem}")
     try:
         decoder(type(value)).decode(data)
     except msgspec.ValidationError as exc:
-        raise ValidationError(f"Invalid {type(value).__qualname__}: {exc}") from None
+        raise ValidationError(f"Invalid {name}: {exc}") from None
+    if b"\\u0000" in data and _NUL_ESCAPE.search(data):
+        raise ValidationError(
+            f"Invalid {name}: a string holds a NUL character (\\u0000), which PostgreSQL's "
+            "jsonb cannot store"
+        )
     return data

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import abc, postgres, sql
-from psycopg.adapt import Dumper, Loader
+from psycopg.adapt import Dumper, Loader, PyFormat
 from psycopg.pq import Format
 
 __all__ = [
     "RawJson",
+    "dump_raw_json",
     "archive_table",
     "check_queue_name",
     "queue_table",
@@ -63,6 +64,7 @@ def archive_table(queue: str) -> sql.Identifier:
 
 
 _JSONB_OID = postgres.types["jsonb"].oid
+_C = TypeVar("_C", psycopg.Connection[Any], psycopg.AsyncConnection[Any])
 
 
 class RawJson(bytes):
@@ -91,6 +93,20 @@ class _RawJsonLoader(Loader):
 def register_adapters(context: abc.AdaptContext) -> None:
     """Make a cursor read jsonb as raw bytes, for msgspec to decode."""
     context.adapters.register_loader("jsonb", _RawJsonLoader)
+
+
+def dump_raw_json(conn: _C) -> _C:
+    """Make sure `conn` sends RawJson as jsonb, and return it.
+
+    Registered globally below, RawJson reaches every connection that shares psycopg's
+    global adapters; a connection whose adapters a framework customised before cbus
+    loaded (Django's backend, SQLAlchemy's dialect) holds a copy without it, and would
+    send the bytes as bytea.
+    """
+    adapters = conn.adapters
+    if adapters.get_dumper(RawJson, PyFormat.TEXT) is not _RawJsonDumper:
+        adapters.register_dumper(RawJson, _RawJsonDumper)
+    return conn
 
 
 # RawJson is cbus's own type: dumping it as jsonb everywhere changes nothing else.

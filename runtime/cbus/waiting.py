@@ -21,10 +21,12 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from . import _acompat as compat
+from . import targets
 from .bus import Bus
-from .errors import ReplyTimeout
+from .errors import NotFoundError, ReplyTimeout
 from .outcomes import done_channel
 from .store import ENDED, TRACE, CommandRecord, get_command
+from .targets import WaitTarget
 
 __all__ = ["BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"]
 
@@ -67,31 +69,22 @@ class BatchStatus:
 
 
 @contextmanager
-def _listening(
-    target: psycopg.Connection[Any] | Bus, channel: str
-) -> Iterator[psycopg.Connection[Any]]:
+def _listening(target: WaitTarget, channel: str) -> Iterator[psycopg.Connection[Any]]:
     if isinstance(target, Bus):
         target.open()
-        with target.pool.connection() as conn:
-            autocommit = conn.autocommit
-            conn.set_autocommit(True)
-            try:
-                with _listening(conn, channel) as listening:
-                    yield listening
-            finally:
-                conn.set_autocommit(autocommit)
-        return
-    if not target.autocommit:
-        raise ValueError(
-            "Waiting needs a connection in autocommit mode (a notification arrives only "
-            "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
-        )
-    listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
-    target.execute(listen)
-    try:
-        yield target
-    finally:
-        target.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+        target = target.pool
+    with targets.listener(target) as conn:
+        if not conn.autocommit:
+            raise ValueError(
+                "Waiting needs a connection in autocommit mode (a notification arrives only "
+                "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
+            )
+        listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+        conn.execute(listen)
+        try:
+            yield conn
+        finally:
+            conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
 
 
 def _pause(conn: psycopg.Connection[Any], deadline: float) -> None:
@@ -102,7 +95,7 @@ def _pause(conn: psycopg.Connection[Any], deadline: float) -> None:
 
 
 def wait_for(
-    target: psycopg.Connection[Any] | Bus,
+    target: WaitTarget,
     domain: str,
     command_id: uuid.UUID,
     *,
@@ -114,19 +107,27 @@ def wait_for(
     Returns on COMPLETED, FAILED and CANCELED, and (unless `include_troubleshooting`
     is false) on IN_TROUBLESHOOTING_QUEUE, where an operator must act. Raises
     `cbus.ReplyTimeout` after `timeout` seconds; the command may still end later.
+    Raises `cbus.NotFoundError` at once for a command_id the log does not know.
     """
     ends = ENDED + (("IN_TROUBLESHOOTING_QUEUE",) if include_troubleshooting else ())
     deadline = compat.monotonic() + timeout
     with _listening(target, done_channel(domain)) as conn:
         while True:
             record = get_command(conn, domain, command_id)
-            if record is not None and record.status in ends:
+            if record is None:
+                # No log row: never sent, or not committed yet. Waiting would only
+                # spend the whole timeout; say so at once.
+                raise NotFoundError(
+                    f"Unknown command {command_id} in domain `{domain}`: it was never "
+                    "sent, or the transaction that sent it has not committed (commit "
+                    "before waiting)"
+                )
+            if record.status in ends:
                 return record
             if compat.monotonic() >= deadline:
-                status = record.status if record is not None else "unknown"
                 raise ReplyTimeout(
                     f"Command {command_id} in domain `{domain}` did not end within "
-                    f"{timeout:g} s (status {status})"
+                    f"{timeout:g} s (status {record.status})"
                 )
             _pause(conn, deadline)
 
@@ -139,7 +140,7 @@ def batch_status(conn: psycopg.Connection[Any], batch_id: uuid.UUID) -> BatchSta
 
 
 def wait_batch(
-    target: psycopg.Connection[Any] | Bus,
+    target: WaitTarget,
     batch_id: uuid.UUID,
     *,
     timeout: float = 60.0,

@@ -19,10 +19,12 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from . import _acompat as compat
+from . import targets
 from .bus_async import AsyncBus
-from .errors import ReplyTimeout
+from .errors import NotFoundError, ReplyTimeout
 from .outcomes_async import done_channel
 from .store import ENDED, TRACE, CommandRecord, get_command_async
+from .targets import AsyncWaitTarget
 
 __all__ = ["BatchStatus", "batch_status_async", "trace_async", "wait_batch_async", "wait_for_async"]
 
@@ -66,30 +68,23 @@ class BatchStatus:
 
 @asynccontextmanager
 async def _listening(
-    target: psycopg.AsyncConnection[Any] | AsyncBus, channel: str
+    target: AsyncWaitTarget, channel: str
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     if isinstance(target, AsyncBus):
         await target.open()
-        async with target.pool.connection() as conn:
-            autocommit = conn.autocommit
-            await conn.set_autocommit(True)
-            try:
-                async with _listening(conn, channel) as listening:
-                    yield listening
-            finally:
-                await conn.set_autocommit(autocommit)
-        return
-    if not target.autocommit:
-        raise ValueError(
-            "Waiting needs a connection in autocommit mode (a notification arrives only "
-            "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
-        )
-    listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
-    await target.execute(listen)
-    try:
-        yield target
-    finally:
-        await target.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+        target = target.pool
+    async with targets.listener_async(target) as conn:
+        if not conn.autocommit:
+            raise ValueError(
+                "Waiting needs a connection in autocommit mode (a notification arrives only "
+                "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
+            )
+        listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+        await conn.execute(listen)
+        try:
+            yield conn
+        finally:
+            await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
 
 
 async def _pause(conn: psycopg.AsyncConnection[Any], deadline: float) -> None:
@@ -100,7 +95,7 @@ async def _pause(conn: psycopg.AsyncConnection[Any], deadline: float) -> None:
 
 
 async def wait_for_async(
-    target: psycopg.AsyncConnection[Any] | AsyncBus,
+    target: AsyncWaitTarget,
     domain: str,
     command_id: uuid.UUID,
     *,
@@ -112,19 +107,27 @@ async def wait_for_async(
     Returns on COMPLETED, FAILED and CANCELED, and (unless `include_troubleshooting`
     is false) on IN_TROUBLESHOOTING_QUEUE, where an operator must act. Raises
     `cbus.ReplyTimeout` after `timeout` seconds; the command may still end later.
+    Raises `cbus.NotFoundError` at once for a command_id the log does not know.
     """
     ends = ENDED + (("IN_TROUBLESHOOTING_QUEUE",) if include_troubleshooting else ())
     deadline = compat.monotonic() + timeout
     async with _listening(target, done_channel(domain)) as conn:
         while True:
             record = await get_command_async(conn, domain, command_id)
-            if record is not None and record.status in ends:
+            if record is None:
+                # No log row: never sent, or not committed yet. Waiting would only
+                # spend the whole timeout; say so at once.
+                raise NotFoundError(
+                    f"Unknown command {command_id} in domain `{domain}`: it was never "
+                    "sent, or the transaction that sent it has not committed (commit "
+                    "before waiting)"
+                )
+            if record.status in ends:
                 return record
             if compat.monotonic() >= deadline:
-                status = record.status if record is not None else "unknown"
                 raise ReplyTimeout(
                     f"Command {command_id} in domain `{domain}` did not end within "
-                    f"{timeout:g} s (status {status})"
+                    f"{timeout:g} s (status {record.status})"
                 )
             await _pause(conn, deadline)
 
@@ -139,7 +142,7 @@ async def batch_status_async(
 
 
 async def wait_batch_async(
-    target: psycopg.AsyncConnection[Any] | AsyncBus,
+    target: AsyncWaitTarget,
     batch_id: uuid.UUID,
     *,
     timeout: float = 60.0,

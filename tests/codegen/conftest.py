@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import cbus
+import psycopg
 import pytest
 from cbgen.cli import main
 from cbgen.output import format_python, write_tree
@@ -123,8 +124,8 @@ class _Cursor:
         return (7,)
 
 
-class FakeConn:
-    """Stands for a connection: records what a sender would execute."""
+class FakeConn(psycopg.Connection[Any]):
+    """Stands for a connection: records what a sender would execute (never connects)."""
 
     def __init__(self) -> None:
         self.params: list[dict[str, Any]] = []
@@ -139,8 +140,8 @@ class _AsyncCursor:
         return (7,)
 
 
-class FakeAsyncConn:
-    """Stands for an async connection: records what a sender would execute."""
+class FakeAsyncConn(psycopg.AsyncConnection[Any]):
+    """Stands for an async connection: records what a sender would execute (never connects)."""
 
     def __init__(self) -> None:
         self.params: list[dict[str, Any]] = []

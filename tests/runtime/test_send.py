@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+import time
 import uuid
 from types import ModuleType
 from typing import Any
@@ -349,3 +350,66 @@ def test_sending_to_a_domain_without_its_queue_says_what_to_run(
     with pytest.raises(cbus.InstallError, match="Cannot send to domain testbus") as info:
         cbus.send_many(conn, [testbus.Echo(n=1), testbus.Echo(n=2)])
     assert hint in str(info.value)
+
+
+def test_delay_takes_a_timedelta(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    later = testbus.send_echo(conn, n=1, delay=dt.timedelta(hours=1))
+    soon = testbus.send_echo(conn, n=2, delay=dt.timedelta(0))
+    conn.commit()
+    vt = conn.execute(
+        "SELECT vt - enqueued_at FROM pgmq.q_testbus__commands WHERE msg_id = %s",
+        (later.msg_id,),
+    ).fetchone()
+    assert vt is not None and dt.timedelta(minutes=59) < vt[0] <= dt.timedelta(hours=1, seconds=5)
+    handlers = Recorder.make(testbus)
+    drain(dsn, [handlers])
+    assert [cmd.n for cmd, _ in handlers.seen] == [2]
+    assert cbus.get_command(conn, "testbus", soon.command_id).status == "COMPLETED"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("delay", [-1, -0.5, dt.timedelta(seconds=-5)])
+def test_delay_refuses_a_negative_span(
+    conn: psycopg.Connection[Any], testbus: ModuleType, delay: float | dt.timedelta
+) -> None:
+    with pytest.raises(ValueError, match=r"delay must not be negative, got -[0-9.]+ s"):
+        testbus.send_echo(conn, n=1, delay=delay)
+    with pytest.raises(ValueError, match="delay must not be negative"):
+        cbus.send_many(conn, [testbus.Echo(n=1)], delay=delay)
+    assert conn.execute("SELECT count(*) FROM cbus.command").fetchone() == (0,)
+
+
+def test_delay_at_a_past_moment_runs_at_once(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """Documented: an aware datetime already past is due at once, not refused."""
+    past = testbus.send_echo(conn, n=1, delay=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    conn.commit()
+    handlers = Recorder.make(testbus)
+    drain(dsn, [handlers])
+    assert [cmd.n for cmd, _ in handlers.seen] == [1]
+    assert cbus.get_command(conn, "testbus", past.command_id).status == "COMPLETED"  # type: ignore[union-attr]
+
+
+def test_waiting_on_a_command_never_sent_says_so_at_once(dsn: str, testbus: ModuleType) -> None:
+    unknown = uuid.uuid4()
+    expected = (
+        f"Unknown command {unknown} in domain `testbus`: it was never sent, or the "
+        "transaction that sent it has not committed (commit before waiting)"
+    )
+    started = time.monotonic()
+    with cbus.Bus(dsn) as bus, pytest.raises(cbus.NotFoundError) as info:
+        testbus.wait_echo(bus, unknown, timeout=30)
+    assert str(info.value) == expected
+    assert time.monotonic() - started < 5
+
+    async def main() -> None:
+        async with cbus.AsyncBus(dsn) as abus:
+            await testbus.wait_echo_async(abus, unknown, timeout=30)
+
+    started = time.monotonic()
+    with pytest.raises(cbus.NotFoundError) as info:
+        asyncio.run(main())
+    assert str(info.value) == expected
+    assert time.monotonic() - started < 5
