@@ -493,7 +493,7 @@ def _carries(headers: Any, command_id: uuid.UUID) -> bool:
 
 def _checked(operator: str) -> str:
     if not isinstance(operator, str) or not operator.strip():
-        raise ValueError("An operator name is required: pass `operator=` (the CLI uses $USER)")
+        raise ValueError("An operator name is required: pass `operator=`")
     return operator
 
 
@@ -574,7 +574,7 @@ def cancel(
     command_id: uuid.UUID | str,
     *,
     operator: str,
-    reason: str,
+    reason: str | None = None,
 ) -> None:
     """End the command as CANCELED; it never runs again. Raises as `retry` does."""
     _act(conn, domain, command_id, "canceled", operator=operator, reason=reason)
@@ -586,7 +586,7 @@ async def cancel_async(
     command_id: uuid.UUID | str,
     *,
     operator: str,
-    reason: str,
+    reason: str | None = None,
 ) -> None:
     """The async twin of `cancel`."""
     await _act_async(conn, domain, command_id, "canceled", operator=operator, reason=reason)
