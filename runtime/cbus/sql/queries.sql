@@ -351,3 +351,14 @@ SELECT to_regclass('cbus.schema_version') IS NOT NULL
 
 -- name: schema_version
 SELECT max(version) FROM cbus.schema_version
+
+-- name: pgmq_probe
+-- What PGMQ the server has: the extension installed and available, whether a pgmq.send
+-- of any signature exists (a plain-SQL install, which records no version), whether it
+-- takes headers (1.5 on), and pgmq.format_table_name (1.4 on).
+SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pgmq'),
+       (SELECT default_version FROM pg_available_extensions WHERE name = 'pgmq'),
+       EXISTS (SELECT FROM pg_proc WHERE pronamespace = to_regnamespace('pgmq')
+               AND proname = 'send'),
+       to_regprocedure('pgmq.send(text, jsonb, jsonb, integer)') IS NOT NULL,
+       to_regprocedure('pgmq.format_table_name(text, text)') IS NOT NULL
