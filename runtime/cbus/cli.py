@@ -516,7 +516,7 @@ def tsq_complete(
         try:
             complete(conn, domain, command_id, operator=name, result=result, reason=reason)
         except ValidationError as exc:
-            raise click.BadParameter(str(exc), param_hint="--result") from exc
+            raise UserError(f"Invalid value for --result: {exc}") from exc
     click.echo(f"Command {command_id} in domain `{domain}` completed by {name}")
 
 

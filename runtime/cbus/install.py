@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ._command_types import schema_rows
 from ._queries import raw
 from .errors import InstallError
 from .pgmq import check_queue_name
@@ -30,7 +31,8 @@ __all__ = [
 MIN_PGMQ_VERSION = (1, 5)
 # The version of cbus's own schema this runtime's queries need (sql/schema.sql
 # records each version it installs). 2: cbus.as_uuid and cbus.as_int for the lease.
-SCHEMA_VERSION = 3
+# 4: cbus.command_type, each command's JSON schemas.
+SCHEMA_VERSION = 4
 _LOCK_KEY = 0x63627573  # "cbus"
 
 _CHECK_EXTENSION = raw("pgmq_probe")
@@ -121,26 +123,40 @@ async def install_async(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(_schema_sql().encode())
 
 
-def _domain_statements(domain: DomainSpec) -> list[sql.Composed]:
+def _domain_statements(domain: DomainSpec) -> list[tuple[sql.Composed | str, Any]]:
     queue = check_queue_name(domain.queue)
     return [
-        sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(_LOCK_KEY)),
-        sql.SQL("SELECT pgmq.create({})").format(sql.Literal(queue)),
+        (sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(_LOCK_KEY)), None),
+        (sql.SQL("SELECT pgmq.create({})").format(sql.Literal(queue)), None),
+        *((raw("record_command_type"), row) for row in schema_rows(domain)),
     ]
 
 
+def _no_cbus(domain: DomainSpec) -> InstallError:
+    return InstallError(
+        f"Cannot install domain `{domain.name}`: cbus is not installed in this database "
+        "(or its schema predates version 4): run cbus.install(conn) first"
+    )
+
+
 def install_domain(conn: psycopg.Connection[Any], domain: DomainSpec) -> None:
-    """Create the domain's queue (idempotent)."""
-    with conn.transaction():
-        for stmt in _domain_statements(domain):
-            conn.execute(stmt)
+    """Create the domain's queue and record its commands' schemas (idempotent)."""
+    try:
+        with conn.transaction():
+            for stmt, params in _domain_statements(domain):
+                conn.execute(stmt, params)
+    except psycopg.errors.UndefinedTable as exc:
+        raise _no_cbus(domain) from exc
 
 
 async def install_domain_async(conn: psycopg.AsyncConnection[Any], domain: DomainSpec) -> None:
     """The async twin of `install_domain`."""
-    async with conn.transaction():
-        for stmt in _domain_statements(domain):
-            await conn.execute(stmt)
+    try:
+        async with conn.transaction():
+            for stmt, params in _domain_statements(domain):
+                await conn.execute(stmt, params)
+    except psycopg.errors.UndefinedTable as exc:
+        raise _no_cbus(domain) from exc
 
 
 def schema_problem(installed: int | None) -> str | None:

@@ -443,3 +443,49 @@ def test_db_install_takes_a_domain_module(
     assert result.stdout == "queue testbus__commands ready\ncbus installed\n"
     line = _one_line_error(cbus_cli(empty_db, "db", "install", "--domains", "json"))
     assert "pass the generated package" in line
+
+
+def test_complete_checks_the_result_against_the_installed_schema(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, tmp_path: Path
+) -> None:
+    # A process that cannot import the generated package: only the database knows.
+    ids, _ = in_tsq(dsn, conn, testbus, 3)
+    # One of them as a command that declares no result (WriteRow), changed in the log.
+    conn.execute(
+        "UPDATE cbus.command SET kind = 'testbus.WriteRow' WHERE command_id = %s", (ids[2],)
+    )
+    conn.commit()
+    exe = str(Path(sys.executable).with_name("cbus"))
+    env = {**os.environ, "CBUS_DSN": dsn, "USER": "ops"}
+
+    def complete(command_id: uuid.UUID, result: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [exe, "tsq", "complete", "testbus", str(command_id), "--result", result],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    bad = complete(ids[0], '{"n": "seven", "text": "x"}')
+    assert bad.returncode == 2, bad.stderr
+    assert (
+        "Invalid result for `testbus.Echo` (version 1, as installed): 'seven' is not of type "
+        "'integer' - at `$.n`" in bad.stderr
+    )
+    assert "Traceback" not in bad.stderr
+    missing = complete(ids[0], '{"n": 1}')
+    assert missing.returncode == 2
+    assert missing.stderr.endswith(": 'text' is a required property - at `$`\n")
+    assert missing.stderr.count("\n") == 1, missing.stderr
+    bogus = complete(ids[2], '{"bogus": 1}')
+    assert bogus.returncode == 2, bogus.stderr
+    assert "`testbus.WriteRow` declares no result: complete it without one" in bogus.stderr
+    assert status(conn, ids[2]) == "IN_TROUBLESHOOTING_QUEUE"
+
+    good = complete(ids[0], '{"n": 7, "text": "by hand"}')
+    assert good.returncode == 0, good.stderr
+    record = cbus.get_command(conn, "testbus", ids[0])
+    assert record is not None and record.result == {"n": 7, "text": "by hand"}
+    assert complete(ids[2], "null").returncode == 0

@@ -10,6 +10,7 @@ from typing import Any
 import cbus
 import psycopg
 import pytest
+from cbus.install import SCHEMA_VERSION
 
 
 def _objects(conn: psycopg.Connection[Any]) -> tuple[int, int]:
@@ -28,8 +29,9 @@ def test_install_twice_changes_nothing_the_second_time(empty_db: str) -> None:
         first = _objects(conn)
         cbus.install(conn)
         assert _objects(conn) == first
-        # PGMQ functions; cbus tables: command, audit, batch, troubleshooting, schema_version
-        assert first[0] > 50 and first[1] == 5
+        # PGMQ functions; cbus tables: command, audit, batch, troubleshooting,
+        # schema_version, command_type
+        assert first[0] > 50 and first[1] == 6
 
 
 def test_concurrent_installs_all_succeed(empty_db: str) -> None:
@@ -132,7 +134,9 @@ def test_worker_refuses_a_schema_older_than_it_needs(dsn: str, testbus: Any) -> 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM cbus.schema_version WHERE version >= 2")
     worker = cbus.Worker(dsn, [testbus.TestbusHandlers()], concurrency=1)
-    with pytest.raises(cbus.InstallError, match="version 1; this cbus needs version 3"):
+    with pytest.raises(
+        cbus.InstallError, match=f"version 1; this cbus needs version {SCHEMA_VERSION}"
+    ):
         worker.run(until_idle=True)
     # Installing again brings the schema up to date, and the worker starts.
     with psycopg.connect(dsn, autocommit=True) as conn:
