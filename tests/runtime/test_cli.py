@@ -489,3 +489,17 @@ def test_complete_checks_the_result_against_the_installed_schema(
     record = cbus.get_command(conn, "testbus", ids[0])
     assert record is not None and record.result == {"n": 7, "text": "by hand"}
     assert complete(ids[2], "null").returncode == 0
+
+
+def test_operator_falls_back_to_the_uid_without_an_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import getpass
+
+    from cbus.cli import _account
+
+    def no_account() -> str:
+        raise KeyError("getpwuid(): uid not found: 12345")  # a container's bare uid
+
+    monkeypatch.setattr(getpass, "getuser", no_account)
+    assert _account() == f"uid {os.getuid()}"

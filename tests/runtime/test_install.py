@@ -65,6 +65,17 @@ def test_domain_install_is_idempotent(empty_db: str, testbus: Any) -> None:
             "SELECT count(*) FROM pgmq.meta WHERE queue_name = 'testbus__commands'"
         ).fetchone()
         assert row == (1,)
+        # Each command's JSON schemas, for tools without the generated package.
+        types = conn.execute(
+            "SELECT kind, version, payload_schema, result_schema FROM cbus.command_type"
+            " WHERE domain = 'testbus' ORDER BY kind"
+        ).fetchall()
+        assert [kind for kind, *_ in types] == sorted(s.kind for s in testbus.DOMAIN.commands)
+        echo = next(t for t in types if t[0] == "testbus.Echo")
+        assert echo[2]["$defs"]["Echo"]["required"] == ["n"]
+        assert echo[3]["$defs"]["EchoResult"]["required"] == ["n", "text"]
+        write_row = next(t for t in types if t[0] == "testbus.WriteRow")
+        assert write_row[3] is None
 
 
 def test_pgmq_without_headers_is_refused(empty_db: str) -> None:
