@@ -8,6 +8,7 @@ libpq's parse error, which may quote a password.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +18,15 @@ import psycopg
 from click.core import ParameterSource
 from psycopg.conninfo import conninfo_to_dict
 
-__all__ = ["UserError", "check_dsn", "connect", "db_errors", "dsn_callback", "one_line"]
+__all__ = [
+    "UserError",
+    "check_dsn",
+    "connect",
+    "db_errors",
+    "dsn_callback",
+    "one_line",
+    "wait_for_server",
+]
 
 NOT_INSTALLED = "cbus is not installed in this database: run `cbus db install --domains PKG` first"
 _SQLALCHEMY = re.compile(r"^(postgres(?:ql)?)\+(\w+)://", re.IGNORECASE)
@@ -105,3 +114,28 @@ def connect(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection whose failures are reported as `db_errors` says."""
     with db_errors(), psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
+
+
+START_GRACE = 5.0  # seconds `cbus worker` waits at start for a server that refuses
+
+
+def wait_for_server(dsn: str, grace: float = START_GRACE, every: float = 0.25) -> None:
+    """Connect once before a worker starts; fail in one line if the server stays away.
+
+    A server that cannot be reached is retried every `every` seconds for `grace`
+    seconds (a restart takes about one), then reported as `db_errors` does; one that
+    answers the DSN can never work (unknown role or database, refused password) is
+    reported at once.
+    """
+    from ._worker_base import unusable_database
+
+    deadline = time.monotonic() + grace
+    with db_errors():
+        while True:
+            try:
+                psycopg.connect(dsn, autocommit=True).close()
+                return
+            except psycopg.OperationalError as exc:
+                if unusable_database(exc) is not None or time.monotonic() >= deadline:
+                    raise
+            time.sleep(every)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import psycopg
 
-from ._cli_db import UserError, connect, db_errors, dsn_callback
+from ._cli_db import UserError, connect, db_errors, dsn_callback, wait_for_server
 
 if TYPE_CHECKING:
     from .registry import DomainSpec
@@ -195,8 +195,7 @@ def worker(
 
     configure_logs(log_level, log_format)
     handlers: list[Any] = list(load_factory(factory))
-    with _connect(dsn):  # fail fast, in one line, where nothing listens
-        pass
+    wait_for_server(dsn)  # one line, within START_GRACE s, where nothing listens
     try:
         w = Worker(
             dsn,

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,7 @@ from typing import Any
 import cbus
 import psycopg
 import pytest
+from cbus._cli_db import START_GRACE
 from cbus.cli import main
 from click.testing import CliRunner, Result
 
@@ -395,7 +397,7 @@ def test_worker_mistakes_are_one_line(
 
 
 def test_a_worker_where_nothing_listens_fails_fast_in_one_line(
-    testbus: ModuleType, tmp_path: Path
+    dsn: str, testbus: ModuleType, tmp_path: Path
 ) -> None:
     write_factory(tmp_path, testbus)
     exe = str(Path(sys.executable).with_name("cbus"))
@@ -415,6 +417,14 @@ def test_a_worker_where_nothing_listens_fails_fast_in_one_line(
     assert done.returncode == 1, done.stderr
     [line] = done.stderr.splitlines()
     assert line.startswith("Error: Cannot reach PostgreSQL: "), line
+    # A database that does not exist can never work: reported at once, without the grace.
+    env["CBUS_DSN"] = psycopg.conninfo.make_conninfo(dsn, dbname="cbus_no_such_db")
+    started = time.monotonic()
+    done = subprocess.run(
+        [exe, "worker", "cli_handlers:make"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 1 and 'database "cbus_no_such_db" does not exist' in done.stderr
+    assert time.monotonic() - started < START_GRACE
 
 
 def test_operator_defaults_to_the_account_without_user(
