@@ -20,8 +20,9 @@ generate: $(STAMP)
 	$(VENV)/bin/cbgen generate
 	$(PY) tools/async_to_sync.py
 
+# `make demo ARGS=--keep` keeps the embedded server running after the summary.
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/demo.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)

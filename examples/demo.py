@@ -5,6 +5,12 @@ package from schemas/, sends 10,000 CreateOrder commands through the generated
 sender inside transactions that also write the business rows, drains them with a
 worker whose handlers subclass the generated stubs, and prints a summary. Exits 1
 if any command is lost.
+
+Some orders fail on purpose, to show each ending: one in 1,000 names a discontinued
+item (PermanentError: the troubleshooting queue), one in 1,000 an item out of stock
+(a declared business error: FAILED), one in 250 a flaky customer (TransientError on
+the first attempt: retried, then completed). `--keep` keeps the embedded server
+running after the summary, with the commands to look at them, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import datetime as dt
 import decimal
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -154,6 +161,11 @@ def run(dsn: str, total: int, concurrency: int) -> int:
     print(f"  lost                       {lost:>8,}")
     print(f"  business rows accepted     {accepted[0]:>8,}")
     print(f"  commands per second        {terminal / seconds:>8,.0f}  ({seconds:.2f} s)")
+    print(
+        "  (failed and troubleshooting commands are deliberate: one order in 1,000 is out of"
+        "\n   stock, a business error, and one in 1,000 names a discontinued item, a"
+        "\n   PermanentError; one in 250 fails once and is retried)"
+    )
     if lost or logged[0] != len(ids) or accepted[0] != final.get("COMPLETED", 0):
         print("FAILED: commands were lost or effects do not match", file=sys.stderr)
         return 1
@@ -164,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--commands", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the embedded server running after the summary, until Ctrl-C",
+    )
     args = parser.parse_args(argv)
     regenerate()
     dsn = os.environ.get("CBUS_DSN")
@@ -173,7 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with DevServer() as server:
         print(f"embedded PostgreSQL ready in {time.monotonic() - t0:.1f} s ({server.dsn})")
-        return run(server.dsn, args.commands, args.concurrency)
+        status = run(server.dsn, args.commands, args.concurrency)
+        if args.keep:
+            keep(server.dsn)
+        return status
+
+
+def keep(dsn: str) -> None:
+    """Wait for Ctrl-C (or SIGTERM), showing how to look at the server meanwhile."""
+    print()
+    print("the embedded server keeps running; in another shell:")
+    print(f"  export CBUS_DSN='{dsn}'")
+    print(f"  export PYTHONPATH={ROOT / 'generated'}")
+    print("  cbus tsq list                      # the commands set aside, with their errors")
+    print("  cbus tsq show orders COMMAND_ID    # one of them: record, message, audit trail")
+    print(f"  psql '{dsn}' -c 'SELECT status, count(*) FROM cbus.command GROUP BY 1'")
+    print("press Ctrl-C to stop it", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("\nstopping the embedded server", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import importlib
+import importlib.util
 import os
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import psycopg
 
+from ._cli_db import UserError, connect, db_errors, dsn_callback, wait_for_server
+
+if TYPE_CHECKING:
+    from .registry import DomainSpec
+
 __all__ = ["main"]
 
-DSN_HELP = "PostgreSQL connection string (default: $CBUS_DSN)"
+DSN_HELP = "PostgreSQL connection string (default: $CBUS_DSN, which `ps` does not show)"
 
 
 def _dsn_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--dsn", envvar="CBUS_DSN", required=True, help=DSN_HELP)(f)
+    return click.option(
+        "--dsn", envvar="CBUS_DSN", required=True, help=DSN_HELP, callback=dsn_callback
+    )(f)
 
 
 @click.group()
@@ -44,20 +53,16 @@ def db() -> None:
 )
 def db_install(dsn: str, module: str | None) -> None:
     """Install PGMQ and cbus's schema (idempotent, safe to run concurrently)."""
-    from . import install, install_domain, registry
+    from . import install, install_domain
     from .errors import InstallError
 
-    if module:
-        try:
-            _import_generated(module)
-        except ImportError as exc:
-            raise click.BadParameter(f"cannot import `{module}`: {exc}") from exc
-    with _operator_errors(), psycopg.connect(dsn, autocommit=True) as conn:
+    domains = _import_generated(module) if module else []
+    with _connect(dsn) as conn:
         try:
             install(conn)
         except InstallError as exc:
             raise click.ClickException(str(exc)) from exc
-        for domain in registry.all_domains() if module else []:
+        for domain in domains:
             install_domain(conn, domain)
             click.echo(f"queue {domain.queue} ready")
     click.echo("cbus installed")
@@ -128,11 +133,28 @@ def db_roles(
         click.echo("-- set a password with \\password NAME in psql (never on a command line)")
 
 
-def _import_generated(name: str) -> None:
+def _import_generated(name: str) -> list[DomainSpec]:
+    """The domains of a generated package, or the one of a domain module (`shop.orders`)."""
+    from .registry import DomainSpec
+
     _add_cwd_to_path()
-    package = importlib.import_module(name)
-    for sub in getattr(package, "__all__", []):
-        importlib.import_module(f"{name}.{sub}")
+    try:
+        package = importlib.import_module(name)
+        own = getattr(package, "DOMAIN", None)
+        if isinstance(own, DomainSpec):
+            return [own]
+        names = getattr(package, "__all__", []) if hasattr(package, "__path__") else []
+        found = [f"{name}.{sub}" for sub in names]
+        subs = [importlib.import_module(n) for n in found if importlib.util.find_spec(n)]
+    except ImportError as exc:
+        raise UserError(f"Cannot import `{name}`: {exc}") from exc
+    domains = [d for d in (getattr(m, "DOMAIN", None) for m in subs) if isinstance(d, DomainSpec)]
+    if not domains:
+        raise UserError(
+            f"`{name}` is neither a package cbgen generated nor one of its domain modules: "
+            "pass the generated package (the `package` of [tool.cbgen], for example `shop`)"
+        )
+    return domains
 
 
 def _domains_option(checked: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -164,16 +186,23 @@ def load_factory(spec: str) -> Iterable[object]:
     """Call `MODULE:FACTORY` and return the handler objects it makes."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise click.BadParameter("expected MODULE:FACTORY, for example `myapp.handlers:make`")
+        raise UserError(
+            f"Invalid factory `{spec}`: expected MODULE:FACTORY, for example `myapp.handlers:make`"
+        )
     _add_cwd_to_path()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.BadParameter(f"cannot import `{module_name}`: {exc}") from exc
+        raise UserError(f"Cannot import `{module_name}`: {exc}") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise click.BadParameter(f"`{module_name}` has no callable `{attr}`")
-    handlers = factory()
+        raise UserError(
+            f"`{module_name}` has no callable `{attr}`: name the function that makes the handlers"
+        )
+    try:
+        handlers = factory()
+    except Exception as exc:
+        raise UserError(f"{spec}() raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(handlers, Iterable):
         handlers = [handlers]
     return list(handlers)
@@ -217,7 +246,13 @@ def load_factory(spec: str) -> Iterable[object]:
     show_default=True,
     help="--no-savepoints: faster writing handlers; a failure replays its batch.",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    callback=lambda ctx, param, value: _log_level(value),
+    help="DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -244,6 +279,7 @@ def worker(
 
     configure_logs(log_level, log_format)
     handlers: list[Any] = list(load_factory(factory))
+    wait_for_server(dsn)  # one line, within START_GRACE s, where nothing listens
     try:
         w = Worker(
             dsn,
@@ -254,10 +290,11 @@ def worker(
             audit="full" if audit == "full" else "errors",
             savepoints=savepoints,
         )
-    except TypeError as exc:
-        raise click.ClickException(f"{factory}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{factory}: {exc}") from exc
     try:
-        w.run(until_idle=until_idle)
+        with db_errors():
+            w.run(until_idle=until_idle)
     except InstallError as exc:
         raise click.ClickException(str(exc)) from exc
     # `failed` counts attempts that failed, retried ones included, not commands.
@@ -289,13 +326,11 @@ def _operator_errors() -> Iterator[None]:
         raise _NotFound(str(exc)) from exc
     except (ConcurrentOperationError, CannotRetry) as exc:
         raise _Conflict(str(exc)) from exc
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"Cannot reach PostgreSQL: {str(exc).strip()}") from exc
 
 
 @contextmanager
 def _connect(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with _operator_errors(), psycopg.connect(dsn, autocommit=True) as conn:
+    with _operator_errors(), connect(dsn) as conn:
         yield conn
 
 
@@ -453,11 +488,19 @@ def _echo_audit(events: Sequence[Any]) -> None:
         click.echo("* from the command log (the worker's audit level writes no row for it)")
 
 
+def _account() -> str:
+    """Who runs the command: $USER (getpass looks there), else the uid's account."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no account for the uid (a container's bare uid)
+        return f"uid {os.getuid()}"
+
+
 def _operator_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--operator",
-        default=lambda: os.environ.get("USER") or os.environ.get("USERNAME") or "",
-        show_default="$USER",
+        default=_account,
+        show_default="the account running the command",
         help="Who acts, for the audit trail.",
     )(f)
 
@@ -492,9 +535,11 @@ def tsq_retry(
 @click.argument("domain")
 @click.argument("command_id", type=click.UUID)
 @_dsn_option
-@click.option("--reason", required=True, help="Why, for the audit trail.")
+@click.option("--reason", default=None, help="Why, for the audit trail.")
 @_operator_option
-def tsq_cancel(domain: str, command_id: uuid.UUID, dsn: str, reason: str, operator: str) -> None:
+def tsq_cancel(
+    domain: str, command_id: uuid.UUID, dsn: str, reason: str | None, operator: str
+) -> None:
     """End the command as CANCELED: it never runs again."""
     from .troubleshooting import cancel
 
@@ -547,7 +592,7 @@ def tsq_complete(
         try:
             complete(conn, domain, command_id, operator=name, result=result, reason=reason)
         except ValidationError as exc:
-            raise click.BadParameter(str(exc), param_hint="--result") from exc
+            raise UserError(f"Invalid value for --result: {exc}") from exc
     click.echo(f"Command {command_id} in domain `{domain}` completed by {name}")
 
 
@@ -648,6 +693,14 @@ def console_cmd(dsn: str, host: str, port: int, read_only: bool, module: str | N
         pass
     except OSError as exc:
         raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise UserError(
+            f"Unknown log level `{value}`: pass --log-level DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    return value.upper()
 
 
 if __name__ == "__main__":  # pragma: no cover

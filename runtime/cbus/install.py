@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ._command_types import schema_rows
+from ._queries import raw
 from .errors import InstallError
 from .pgmq import check_queue_name
 from .registry import DomainSpec
@@ -30,15 +32,11 @@ MIN_PGMQ_VERSION = (1, 5)
 # The version of cbus's own schema this runtime's queries need (sql/schema.sql
 # records each version it installs). 2: cbus.as_uuid and cbus.as_int for the lease.
 # 4: the troubleshooting index keeps a kind's first 200 characters.
-SCHEMA_VERSION = 4
+# 5: cbus.command_type, each command's JSON schemas.
+SCHEMA_VERSION = 5
 _LOCK_KEY = 0x63627573  # "cbus"
 
-_CHECK_EXTENSION = """
-SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pgmq'),
-       (SELECT default_version FROM pg_available_extensions WHERE name = 'pgmq'),
-       to_regprocedure('pgmq.send(text, jsonb)') IS NOT NULL,
-       to_regprocedure('pgmq.send(text, jsonb, jsonb, integer)') IS NOT NULL
-"""
+_CHECK_EXTENSION = raw("pgmq_probe")
 
 
 def _parse_version(text: str) -> tuple[int, ...]:
@@ -48,6 +46,12 @@ def _parse_version(text: str) -> tuple[int, ...]:
 def _pgmq_sql() -> tuple[str, str]:
     """The SQL-only PGMQ install script shipped by the `pgmq` package, and its version."""
     base = files("pgmq").joinpath("sql")
+    if not base.joinpath("VERSION").is_file() or not base.joinpath("pgmq.sql").is_file():
+        raise InstallError(
+            "This server has no PGMQ extension, and the installed `pgmq` package carries no "
+            "PGMQ SQL (pgmq/sql/pgmq.sql and VERSION ship from pgmq 1.1.3 on): run "
+            "`pip install 'pgmq>=1.1.3'`, or install the PGMQ extension on the server"
+        )
     version = base.joinpath("VERSION").read_text("utf-8")
     version = next(
         line.strip() for line in version.splitlines() if line.strip() and not line.startswith("#")
@@ -61,7 +65,7 @@ def _schema_sql() -> str:
 
 def _plan(row: tuple[Any, ...]) -> str | None:
     """What to run for PGMQ, given the server's state; raises when it is too old."""
-    installed_ext, available_ext, has_send, has_headers = row
+    installed_ext, available_ext, has_send, has_headers, has_format_table_name = row
     if installed_ext is not None:
         if _parse_version(installed_ext) < MIN_PGMQ_VERSION:
             raise InstallError(
@@ -72,9 +76,13 @@ def _plan(row: tuple[Any, ...]) -> str | None:
         return None
     if has_send:
         if not has_headers:
+            # Installed as plain SQL, which records no version: the objects tell.
+            found = "PGMQ 1.4" if has_format_table_name else "a PGMQ older than 1.4"
             raise InstallError(
-                "The pgmq schema on this server predates PGMQ 1.5 (no message headers); "
-                f"cbus needs PGMQ {'.'.join(map(str, MIN_PGMQ_VERSION))} or newer"
+                f"The pgmq schema on this server is {found}, installed as plain SQL "
+                "(pgmq.send takes no headers); cbus needs PGMQ "
+                f"{'.'.join(map(str, MIN_PGMQ_VERSION))} or newer: upgrade it, or drop the "
+                "pgmq schema and run `cbus db install` again"
             )
         return None
     if available_ext is not None and _parse_version(available_ext) >= MIN_PGMQ_VERSION:
@@ -116,26 +124,40 @@ async def install_async(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(_schema_sql().encode())
 
 
-def _domain_statements(domain: DomainSpec) -> list[sql.Composed]:
+def _domain_statements(domain: DomainSpec) -> list[tuple[sql.Composed | str, Any]]:
     queue = check_queue_name(domain.queue)
     return [
-        sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(_LOCK_KEY)),
-        sql.SQL("SELECT pgmq.create({})").format(sql.Literal(queue)),
+        (sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(_LOCK_KEY)), None),
+        (sql.SQL("SELECT pgmq.create({})").format(sql.Literal(queue)), None),
+        *((raw("record_command_type"), row) for row in schema_rows(domain)),
     ]
 
 
+def _no_cbus(domain: DomainSpec) -> InstallError:
+    return InstallError(
+        f"Cannot install domain `{domain.name}`: cbus is not installed in this database "
+        "(or its schema predates version 4): run cbus.install(conn) first"
+    )
+
+
 def install_domain(conn: psycopg.Connection[Any], domain: DomainSpec) -> None:
-    """Create the domain's queue (idempotent)."""
-    with conn.transaction():
-        for stmt in _domain_statements(domain):
-            conn.execute(stmt)
+    """Create the domain's queue and record its commands' schemas (idempotent)."""
+    try:
+        with conn.transaction():
+            for stmt, params in _domain_statements(domain):
+                conn.execute(stmt, params)
+    except psycopg.errors.UndefinedTable as exc:
+        raise _no_cbus(domain) from exc
 
 
 async def install_domain_async(conn: psycopg.AsyncConnection[Any], domain: DomainSpec) -> None:
     """The async twin of `install_domain`."""
-    async with conn.transaction():
-        for stmt in _domain_statements(domain):
-            await conn.execute(stmt)
+    try:
+        async with conn.transaction():
+            for stmt, params in _domain_statements(domain):
+                await conn.execute(stmt, params)
+    except psycopg.errors.UndefinedTable as exc:
+        raise _no_cbus(domain) from exc
 
 
 def schema_problem(installed: int | None) -> str | None:

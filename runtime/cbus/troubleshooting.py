@@ -42,6 +42,8 @@ import psycopg
 from psycopg import sql
 
 from . import codec
+from ._command_types import check_result
+from ._queries import raw
 from ._send_base import channel
 from .audit import AuditEvent, Plan, audit_plan, run, run_async, to_uuid
 from .errors import CannotRetry, ConcurrentOperationError, NotFoundError, ValidationError
@@ -335,7 +337,7 @@ async def show_command_async(
 # -- actions ---------------------------------------------------------------------
 
 _STATUS = """
-SELECT c.status, c.kind, a.event, a.operator, a.at
+SELECT c.status, c.kind, c.version, a.event, a.operator, a.at
 FROM cbus.command AS c
 LEFT JOIN LATERAL (
     SELECT event, operator, at FROM cbus.audit
@@ -399,28 +401,33 @@ def _state_error(
     )
 
 
-def _check_plan(domain: str, command_id: uuid.UUID, event: str) -> Plan[str]:
+def _check_plan(domain: str, command_id: uuid.UUID, event: str) -> Plan[tuple[str, int]]:
     """Before the action's savepoint: fail early, without a lock, when not in the queue.
 
-    Returns the command's kind.
+    Returns the command's kind and version.
     """
     rows = yield _STATUS, {"domain": domain, "command_id": command_id}
     if not rows:
         raise NotFoundError(f"No command {command_id} in domain `{domain}`")
     if rows[0]["status"] != TSQ:
         raise _state_error(domain, command_id, event, rows[0])
-    return str(rows[0]["kind"])
+    return str(rows[0]["kind"]), int(rows[0]["version"])
 
 
-def _result_for(kind: str, value: Any) -> RawJson:
-    """An operator's result, encoded as the worker encodes a handler's.
+def _result_plan(kind: str, version: int, value: Any) -> Plan[RawJson]:
+    """An operator's result, checked and encoded as the worker encodes a handler's.
 
     Checked against the command's result class when its generated module is imported
-    in this process (the CLI imports a package given with `--domains`): a result no
-    reader could decode would only fail later, in whoever reads it. No result (null)
-    is always accepted: an operator may end a command without one.
+    in this process, else against the result schema `install_domain` recorded (no
+    check for a command installed before cbus recorded schemas): a result no reader
+    could decode would only fail later, in whoever reads it. No result (null) is
+    always accepted: an operator may end a command without one.
     """
     spec = spec_for_kind(kind)
+    if spec is None and value is not None:
+        rows = yield raw("command_result_schema"), {"kind": kind, "version": version}
+        if rows:
+            check_result(kind, version, rows[0]["result_schema"], value)
     if spec is None or value is None:
         return RawJson(codec.encode(value))
     if spec.result_type is None:
@@ -533,9 +540,9 @@ def _act(
 ) -> None:
     cid = to_uuid(command_id)
     kw["operator"] = _checked(kw["operator"])
-    kind = run(conn, _check_plan(domain, cid, event))
+    kind, version = run(conn, _check_plan(domain, cid, event))
     if event == "completed":
-        kw["result"] = _result_for(kind, kw["result"])
+        kw["result"] = run(conn, _result_plan(kind, version, kw["result"]))
     try:
         with conn.transaction():
             ended = run(conn, _act_plan(domain, cid, event, **kw))
@@ -553,9 +560,9 @@ async def _act_async(
 ) -> None:
     cid = to_uuid(command_id)
     kw["operator"] = _checked(kw["operator"])
-    kind = await run_async(conn, _check_plan(domain, cid, event))
+    kind, version = await run_async(conn, _check_plan(domain, cid, event))
     if event == "completed":
-        kw["result"] = _result_for(kind, kw["result"])
+        kw["result"] = await run_async(conn, _result_plan(kind, version, kw["result"]))
     try:
         async with conn.transaction():
             ended = await run_async(conn, _act_plan(domain, cid, event, **kw))
@@ -605,7 +612,7 @@ def cancel(
     command_id: uuid.UUID | str,
     *,
     operator: str,
-    reason: str,
+    reason: str | None = None,
 ) -> None:
     """End the command as CANCELED; it never runs again. Raises as `retry` does."""
     _act(conn, domain, command_id, "canceled", operator=operator, reason=reason)
@@ -617,7 +624,7 @@ async def cancel_async(
     command_id: uuid.UUID | str,
     *,
     operator: str,
-    reason: str,
+    reason: str | None = None,
 ) -> None:
     """The async twin of `cancel`."""
     await _act_async(conn, domain, command_id, "canceled", operator=operator, reason=reason)

@@ -65,6 +65,7 @@ from .errors import BusinessError, InstallError, PermanentError, TransientError
 from .install import schema_problem
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
+from .registry import domain_of
 from .roles import lacking_message
 
 __all__ = ["AsyncWorker"]
@@ -227,10 +228,10 @@ class AsyncWorker:
         self._dsn = with_application_name(dsn, self._connect_kwargs)
         self._outage = Outage(server_of(self._dsn, self._connect_kwargs))
         self.savepoints = savepoints
-        self._domains = [DomainRuntime.of(h) for h in handlers]
-        names = [d.spec.name for d in self._domains]
+        names = [domain_of(h).name for h in handlers]  # before any start-up warning
         if len(set(names)) != len(names):
             raise ValueError(f"Two handler objects serve the same domain: {names}")
+        self._domains = [DomainRuntime.of(h) for h in handlers]
         self.concurrency = concurrency
         self.batch_size = batch_size
         # False when a `cbus.Worker` runs this beside a twin: its handler stops both.

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,7 @@ from typing import Any
 import cbus
 import psycopg
 import pytest
+from cbus._cli_db import START_GRACE
 from cbus.cli import main
 from click.testing import CliRunner, Result
 
@@ -24,6 +26,19 @@ from .test_troubleshooting import in_tsq, status
 def cbus_cli(dsn: str, *args: str, env: dict[str, str] | None = None) -> Result:
     runner = CliRunner(env={"CBUS_DSN": dsn, "USER": "tester", **(env or {})})
     return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def write_factory(
+    folder: Path,
+    testbus: ModuleType,
+    module: str = "cli_handlers",
+    handlers: str = "[domain.TestbusHandlers()]",
+    more: str = "",
+) -> None:
+    """A handler module `module` whose `make()` returns `handlers`, for `cbus worker`."""
+    (folder / f"{module}.py").write_text(
+        f"import {testbus.__name__} as domain\n\n\ndef make():\n    return {handlers}\n{more}"
+    )
 
 
 def test_list_shows_a_table_and_json(
@@ -185,15 +200,11 @@ def test_errors_are_one_line_with_an_exit_status(
     assert result.exit_code == 2
     assert "Invalid value for '--result': not valid JSON: " in result.stderr
 
-    result = cbus_cli(dsn, "tsq", "cancel", "testbus", str(command_id))
-    assert result.exit_code == 2
-    assert "Missing option '--reason'" in result.stderr
-
     result = cbus_cli(dsn, "tsq", "show", "testbus", "not-a-uuid")
     assert result.exit_code == 2
     assert "'not-a-uuid' is not a valid UUID" in result.stderr
 
-    result = cbus_cli(dsn, "tsq", "retry", "testbus", str(command_id), env={"USER": ""})
+    result = cbus_cli(dsn, "tsq", "retry", "testbus", str(command_id), "--operator", " ")
     assert result.exit_code == 2
     assert "Invalid value for '--operator': no operator name: pass --operator NAME" in result.stderr
 
@@ -201,6 +212,7 @@ def test_errors_are_one_line_with_an_exit_status(
     result = cbus_cli(unreachable, "tsq", "list")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: Cannot reach PostgreSQL: ")
+    assert result.stderr.count("\n") == 1
 
 
 def test_a_real_cbus_process(dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType) -> None:
@@ -270,10 +282,7 @@ def test_json_logs_keep_the_worker_s_keys() -> None:
 def test_worker_on_a_database_without_cbus_exits_with_the_reason(
     empty_db: str, testbus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "cli_handlers.py").write_text(
-        f"import {testbus.__name__} as domain\n\n\n"
-        "def make():\n    return [domain.TestbusHandlers()]\n"
-    )
+    write_factory(tmp_path, testbus)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner(env={"CBUS_DSN": empty_db})
     result = runner.invoke(main, ["worker", "cli_handlers:make", "--until-idle"])
@@ -293,3 +302,214 @@ def test_complete_checks_the_result_with_the_generated_package(
     assert result.exit_code == 0, result.output
     record = cbus.get_command(conn, "testbus", command_id)
     assert record is not None and record.result == {"n": 7, "text": "by hand"}
+
+
+NO_ACCOUNT_ENV = {"USER": None, "LOGNAME": None, "LNAME": None, "USERNAME": None}
+
+
+def _one_line_error(result: Result, exit_code: int = 2) -> str:
+    assert result.exit_code == exit_code, result.output
+    assert result.stderr.startswith("Error: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["db", "install"],
+        ["worker", "tests.chaos_handlers:make"],
+        ["tsq", "list"],
+        ["tsq", "show", "testbus", str(uuid.UUID(int=1))],
+        ["audit", "testbus", str(uuid.UUID(int=1))],
+    ],
+)
+def test_a_sqlalchemy_url_is_one_line_that_says_drop_the_driver(args: list[str]) -> None:
+    url = "postgresql+psycopg://app:Hunter2@127.0.0.1/app"
+    for result in (
+        cbus_cli(url, *args),
+        CliRunner().invoke(main, [*args, "--dsn", url], catch_exceptions=False),
+    ):
+        line = _one_line_error(result)
+        assert "SQLAlchemy URL" in line and "drop `+psycopg`" in line
+        assert "Hunter2" not in result.output
+
+
+@pytest.mark.parametrize("args", [["db", "install"], ["worker", "x:y"], ["tsq", "list"]])
+def test_a_malformed_key_value_dsn_never_echoes_the_password(args: list[str]) -> None:
+    result = cbus_cli("host=127.0.0.1 password=Hunter2 Secret", *args)
+    line = _one_line_error(result)
+    assert line.startswith("Error: Malformed DSN: ")
+    assert "Secret" not in result.output and "Hunter2" not in result.output
+
+
+def test_a_password_on_the_command_line_is_warned_about(dsn: str) -> None:
+    with_password = psycopg.conninfo.make_conninfo(dsn, password="not-needed")
+    runner = CliRunner()
+    result = runner.invoke(main, ["tsq", "list", "--dsn", with_password])
+    assert result.exit_code == 0, result.output
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("Warning: --dsn carries a password")
+    assert "CBUS_DSN" in warning
+    from_env = cbus_cli(with_password, "tsq", "list")
+    assert (from_env.exit_code, from_env.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tsq", "list"],
+        ["tsq", "show", "testbus", str(uuid.UUID(int=1))],
+        ["tsq", "retry", "testbus", str(uuid.UUID(int=1))],
+        ["tsq", "cancel", "testbus", str(uuid.UUID(int=1))],
+        ["tsq", "complete", "testbus", str(uuid.UUID(int=1))],
+        ["audit", "testbus", str(uuid.UUID(int=1))],
+    ],
+)
+def test_a_database_without_cbus_says_to_install_it(empty_db: str, args: list[str]) -> None:
+    line = _one_line_error(cbus_cli(empty_db, *args), exit_code=1)
+    assert "run `cbus db install --domains PKG`" in line
+
+
+def test_worker_mistakes_are_one_line(
+    dsn: str, testbus: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_factory(
+        tmp_path,
+        testbus,
+        "two_handlers",
+        "[domain.TestbusHandlers(), domain.TestbusHandlers()]",
+        "\n\ndef broken():\n    raise RuntimeError('no config')\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(cbus_cli(dsn, "worker", "two_handlers:make", "--log-level", "LOUD"))
+    assert "Unknown log level `LOUD`: pass --log-level DEBUG, INFO" in line
+    line = _one_line_error(cbus_cli(dsn, "worker", "two_handlers:make", "--until-idle"))
+    assert "two_handlers:make: Two handler objects serve the same domain" in line
+    for factory, expected in [
+        ("two_handlers", "Invalid factory `two_handlers`: expected MODULE:FACTORY"),
+        ("no_such_module:make", "Cannot import `no_such_module`"),
+        ("two_handlers:nothing", "`two_handlers` has no callable `nothing`"),
+        ("two_handlers:broken", "two_handlers:broken() raised RuntimeError: no config"),
+    ]:
+        assert expected in _one_line_error(cbus_cli(dsn, "worker", factory)), factory
+
+
+def test_a_worker_where_nothing_listens_fails_fast_in_one_line(
+    dsn: str, testbus: ModuleType, tmp_path: Path
+) -> None:
+    write_factory(tmp_path, testbus)
+    exe = str(Path(sys.executable).with_name("cbus"))
+    env = {
+        **os.environ,
+        "CBUS_DSN": "postgresql://nobody@127.0.0.1:1/none",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    done = subprocess.run(
+        [exe, "worker", "cli_handlers:make"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("Error: Cannot reach PostgreSQL: "), line
+    # A database that does not exist can never work: reported at once, without the grace.
+    env["CBUS_DSN"] = psycopg.conninfo.make_conninfo(dsn, dbname="cbus_no_such_db")
+    started = time.monotonic()
+    done = subprocess.run(
+        [exe, "worker", "cli_handlers:make"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 1 and 'database "cbus_no_such_db" does not exist' in done.stderr
+    assert time.monotonic() - started < START_GRACE
+
+
+def test_operator_defaults_to_the_account_without_user(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    import getpass
+
+    ids, _ = in_tsq(dsn, conn, testbus, 3)
+    account = getpass.getuser() if os.environ.get("USER") is None else None
+    for action, command_id in zip(["retry", "cancel", "complete"], ids, strict=True):
+        result = cbus_cli(dsn, "tsq", action, "testbus", str(command_id), env=NO_ACCOUNT_ENV)
+        assert result.exit_code == 0, result.output
+        import pwd
+
+        expected = account or pwd.getpwuid(os.getuid()).pw_name
+        assert result.stdout.rstrip().endswith(f" by {expected}"), result.stdout
+    events = json.loads(cbus_cli(dsn, "audit", "testbus", str(ids[1]), "--json").stdout)
+    assert events[-1]["event"] == "canceled" and events[-1]["detail"] == {"reason": None}
+
+
+def test_db_install_takes_a_domain_module(
+    empty_db: str, testbus: ModuleType, conn: psycopg.Connection[Any]
+) -> None:
+    result = cbus_cli(empty_db, "db", "install", "--domains", testbus.__name__)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "queue testbus__commands ready\ncbus installed\n"
+    line = _one_line_error(cbus_cli(empty_db, "db", "install", "--domains", "json"))
+    assert "pass the generated package" in line
+
+
+def test_complete_checks_the_result_against_the_installed_schema(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, tmp_path: Path
+) -> None:
+    # A process that cannot import the generated package: only the database knows.
+    ids, _ = in_tsq(dsn, conn, testbus, 3)
+    # One of them as a command that declares no result (WriteRow), changed in the log.
+    conn.execute(
+        "UPDATE cbus.command SET kind = 'testbus.WriteRow' WHERE command_id = %s", (ids[2],)
+    )
+    conn.commit()
+    exe = str(Path(sys.executable).with_name("cbus"))
+    env = {**os.environ, "CBUS_DSN": dsn, "USER": "ops"}
+
+    def complete(command_id: uuid.UUID, result: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [exe, "tsq", "complete", "testbus", str(command_id), "--result", result],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    bad = complete(ids[0], '{"n": "seven", "text": "x"}')
+    assert bad.returncode == 2, bad.stderr
+    assert (
+        "Invalid result for `testbus.Echo` (version 1, as installed): 'seven' is not of type "
+        "'integer' - at `$.n`" in bad.stderr
+    )
+    assert "Traceback" not in bad.stderr
+    missing = complete(ids[0], '{"n": 1}')
+    assert missing.returncode == 2
+    assert missing.stderr.endswith(": 'text' is a required property - at `$`\n")
+    assert missing.stderr.count("\n") == 1, missing.stderr
+    bogus = complete(ids[2], '{"bogus": 1}')
+    assert bogus.returncode == 2, bogus.stderr
+    assert "`testbus.WriteRow` declares no result: complete it without one" in bogus.stderr
+    assert status(conn, ids[2]) == "IN_TROUBLESHOOTING_QUEUE"
+
+    good = complete(ids[0], '{"n": 7, "text": "by hand"}')
+    assert good.returncode == 0, good.stderr
+    record = cbus.get_command(conn, "testbus", ids[0])
+    assert record is not None and record.result == {"n": 7, "text": "by hand"}
+    assert complete(ids[2], "null").returncode == 0
+
+
+def test_operator_falls_back_to_the_uid_without_an_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import getpass
+
+    from cbus.cli import _account
+
+    def no_account() -> str:
+        raise KeyError("getpwuid(): uid not found: 12345")  # a container's bare uid
+
+    monkeypatch.setattr(getpass, "getuser", no_account)
+    assert _account() == f"uid {os.getuid()}"

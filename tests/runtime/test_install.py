@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import cbus
 import psycopg
 import pytest
+from cbus.install import SCHEMA_VERSION
 
 
 def _objects(conn: psycopg.Connection[Any]) -> tuple[int, int]:
@@ -26,8 +29,9 @@ def test_install_twice_changes_nothing_the_second_time(empty_db: str) -> None:
         first = _objects(conn)
         cbus.install(conn)
         assert _objects(conn) == first
-        # PGMQ functions; cbus tables: command, audit, batch, troubleshooting, schema_version
-        assert first[0] > 50 and first[1] == 5
+        # PGMQ functions; cbus tables: command, audit, batch, troubleshooting,
+        # schema_version, command_type
+        assert first[0] > 50 and first[1] == 6
 
 
 def test_concurrent_installs_all_succeed(empty_db: str) -> None:
@@ -61,6 +65,17 @@ def test_domain_install_is_idempotent(empty_db: str, testbus: Any) -> None:
             "SELECT count(*) FROM pgmq.meta WHERE queue_name = 'testbus__commands'"
         ).fetchone()
         assert row == (1,)
+        # Each command's JSON schemas, for tools without the generated package.
+        types = conn.execute(
+            "SELECT kind, version, payload_schema, result_schema FROM cbus.command_type"
+            " WHERE domain = 'testbus' ORDER BY kind"
+        ).fetchall()
+        assert [kind for kind, *_ in types] == sorted(s.kind for s in testbus.DOMAIN.commands)
+        echo = next(t for t in types if t[0] == "testbus.Echo")
+        assert echo[2]["$defs"]["Echo"]["required"] == ["n"]
+        assert echo[3]["$defs"]["EchoResult"]["required"] == ["n", "text"]
+        write_row = next(t for t in types if t[0] == "testbus.WriteRow")
+        assert write_row[3] is None
 
 
 def test_pgmq_without_headers_is_refused(empty_db: str) -> None:
@@ -73,24 +88,51 @@ def test_pgmq_without_headers_is_refused(empty_db: str) -> None:
         with pytest.raises(cbus.InstallError) as info:
             cbus.install(conn)
         assert str(info.value) == (
-            "The pgmq schema on this server predates PGMQ 1.5 (no message headers); "
-            "cbus needs PGMQ 1.5 or newer"
+            "The pgmq schema on this server is a PGMQ older than 1.4, installed as plain SQL "
+            "(pgmq.send takes no headers); cbus needs PGMQ 1.5 or newer: upgrade it, or drop "
+            "the pgmq schema and run `cbus db install` again"
         )
         assert conn.execute("SELECT to_regnamespace('cbus')").fetchone() == (None,)
+
+
+def test_pgmq_1_4_installed_as_sql_is_refused_naming_both_versions(empty_db: str) -> None:
+    script = (Path(__file__).parent / "data" / "pgmq-1.4.5.sql").read_text()
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(b"CREATE SCHEMA pgmq;\n" + script.encode())
+        with pytest.raises(cbus.InstallError) as info:
+            cbus.install(conn)
+        assert str(info.value).startswith(
+            "The pgmq schema on this server is PGMQ 1.4, installed as plain SQL "
+            "(pgmq.send takes no headers); cbus needs PGMQ 1.5 or newer"
+        )
+        assert conn.execute("SELECT to_regnamespace('cbus')").fetchone() == (None,)
+
+
+def test_a_pgmq_package_without_sql_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_module = sys.modules["cbus.install"]
+
+    (tmp_path / "sql").mkdir()  # pgmq 1.1.1 and 1.1.2 ship the package without its SQL
+    monkeypatch.setattr(install_module, "files", lambda package: tmp_path)
+    with pytest.raises(cbus.InstallError) as info:
+        install_module._pgmq_sql()
+    assert "the installed `pgmq` package carries no PGMQ SQL" in str(info.value)
+    assert "pip install 'pgmq>=1.1.3'" in str(info.value)
 
 
 def test_old_pgmq_extension_is_refused_naming_both_versions() -> None:
     from cbus.install import _plan
 
     with pytest.raises(cbus.InstallError) as info:
-        _plan(("1.4.5", "1.4.5", True, False))
+        _plan(("1.4.5", "1.4.5", True, False, True))
     assert str(info.value) == (
         "PGMQ 1.4.5 is installed, but cbus needs PGMQ 1.5 or newer (message headers): "
         "run ALTER EXTENSION pgmq UPDATE"
     )
-    assert _plan(("1.13.0", "1.13.0", True, True)) is None
-    assert _plan((None, "1.13.0", False, False)) == "CREATE EXTENSION IF NOT EXISTS pgmq"
-    assert _plan((None, None, False, False)) == "sql"
+    assert _plan(("1.13.0", "1.13.0", True, True, True)) is None
+    assert _plan((None, "1.13.0", False, False, False)) == "CREATE EXTENSION IF NOT EXISTS pgmq"
+    assert _plan((None, None, False, False, False)) == "sql"
 
 
 def test_worker_refuses_a_database_without_cbus(empty_db: str, testbus: Any) -> None:
@@ -103,7 +145,9 @@ def test_worker_refuses_a_schema_older_than_it_needs(dsn: str, testbus: Any) -> 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM cbus.schema_version WHERE version >= 2")
     worker = cbus.Worker(dsn, [testbus.TestbusHandlers()], concurrency=1)
-    with pytest.raises(cbus.InstallError, match="version 1; this cbus needs version 4"):
+    with pytest.raises(
+        cbus.InstallError, match=f"version 1; this cbus needs version {SCHEMA_VERSION}"
+    ):
         worker.run(until_idle=True)
     # Installing again brings the schema up to date, and the worker starts.
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -530,3 +530,26 @@ SELECT EXISTS (
       AND q.headers ->> 'command_id' = %(command_id)s::text
       AND (q.read_ct > %(attempts)s OR NOT %(failed)s)
 )) AS leased
+
+-- name: pgmq_probe
+-- What PGMQ the server has: the extension installed and available, whether a pgmq.send
+-- of any signature exists (a plain-SQL install, which records no version), whether it
+-- takes headers (1.5 on), and pgmq.format_table_name (1.4 on).
+SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pgmq'),
+       (SELECT default_version FROM pg_available_extensions WHERE name = 'pgmq'),
+       EXISTS (SELECT FROM pg_proc WHERE pronamespace = to_regnamespace('pgmq')
+               AND proname = 'send'),
+       to_regprocedure('pgmq.send(text, jsonb, jsonb, integer)') IS NOT NULL,
+       to_regprocedure('pgmq.format_table_name(text, text)') IS NOT NULL
+
+-- name: record_command_type
+-- Record (or replace) one command version's JSON schemas; result_schema NULL: no result.
+INSERT INTO cbus.command_type (kind, version, domain, payload_schema, result_schema)
+VALUES (%(kind)s, %(version)s, %(domain)s, %(payload_schema)s, %(result_schema)s)
+ON CONFLICT (kind, version) DO UPDATE
+SET domain = excluded.domain, payload_schema = excluded.payload_schema,
+    result_schema = excluded.result_schema, installed_at = excluded.installed_at
+
+-- name: command_result_schema
+-- The result schema install_domain recorded for a command version (no row: unknown).
+SELECT result_schema FROM cbus.command_type WHERE kind = %(kind)s AND version = %(version)s

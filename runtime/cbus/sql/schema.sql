@@ -146,5 +146,17 @@ BEGIN
 END
 $install$;
 
+-- Version 4: each command version's JSON schemas (msgspec's), recorded by install_domain,
+-- so operators' tools check a result, and show a payload, without the application's code.
+CREATE TABLE IF NOT EXISTS cbus.command_type (
+    kind text NOT NULL,
+    version integer NOT NULL,
+    domain text NOT NULL,
+    payload_schema jsonb NOT NULL,
+    result_schema jsonb,
+    installed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (kind, version)
+);
+
 -- Every version this file brings; install.SCHEMA_VERSION is what the runtime needs.
-INSERT INTO cbus.schema_version (version) VALUES (1), (2), (3), (4) ON CONFLICT DO NOTHING;
+INSERT INTO cbus.schema_version (version) VALUES (1), (2), (3), (4), (5) ON CONFLICT DO NOTHING;
