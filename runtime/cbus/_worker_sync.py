@@ -769,18 +769,20 @@ class SyncWorker:
         }
         # Business, permanent and transient errors are outcomes the handler chose; any
         # other exception is a bug or an outage, and its traceback what an operator
-        # needs.
+        # needs: once, when the command stops being retried. Earlier attempts say the
+        # error in one line.
         expected = isinstance(exc, BusinessError | PermanentError | TransientError)
         log.log(
             logging.INFO if expected else logging.WARNING,
-            "%s %s %s (attempt %d): %s",
+            "%s %s %s (attempt %d): %s%s",
             delivery.spec.kind,
             command_id,
             failure.outcome.value,
             delivery.read_ct,
+            "" if expected else f"{failure.error_type}: ",
             failure.message,
             extra=extra,
-            exc_info=None if expected else exc,
+            exc_info=None if expected or failure.outcome is Outcome.RETRY else exc,
         )
         detail: dict[str, Any] = {
             "type": failure.error_type,
