@@ -36,6 +36,7 @@ from .errors import (
     ReplyTimeout,
     TransientError,
     ValidationError,
+    WorkerFailed,
 )
 from .install import install, install_async, install_domain, install_domain_async
 from .registry import AsyncHandlers, Handlers
@@ -108,6 +109,7 @@ __all__ = [
     "TroubleshootingEntry",
     "TroubleshootingPage",
     "ValidationError",
+    "WorkerFailed",
     "Worker",
     "codec",
     "get_audit",

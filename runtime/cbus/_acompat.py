@@ -28,6 +28,7 @@ __all__ = [
     "aspawn",
     "cancel",
     "cancelled_by_worker",
+    "finished",
     "gather",
     "monotonic",
     "simple",
@@ -79,6 +80,11 @@ def gather(*threads: threading.Thread, timeout: float | None = None) -> None:
 async def agather(*tasks: Awaitable[Any], timeout: float | None = None) -> None:
     if tasks:
         await asyncio.wait([asyncio.ensure_future(t) for t in tasks], timeout=timeout)
+
+
+def finished(task: threading.Thread | asyncio.Task[Any]) -> bool:
+    """Whether a consumer thread or task has returned."""
+    return task.done() if isinstance(task, asyncio.Task) else not task.is_alive()
 
 
 def cancel(thread: threading.Thread) -> None:

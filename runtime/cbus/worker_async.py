@@ -37,6 +37,7 @@ from ._acompat import (
     agather,
     asimple,
     aspawn,
+    finished,
     monotonic,
 )
 from ._queries import query
@@ -51,13 +52,14 @@ from ._worker_base import (
     classify,
     encode_result,
     read_query,
+    safe_str,
     stub_package,
     triage,
     unusable_database,
     with_application_name,
 )
 from .context import AsyncContext
-from .errors import BusinessError, InstallError, PermanentError, TransientError
+from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
@@ -197,6 +199,17 @@ class AsyncWorker:
 
     __module__ = "cbus"
 
+    # A second SIGINT/SIGTERM stops the worker this many seconds later, handlers in
+    # flight or not (docs/worker.md).
+    stop_grace: float = 10.0
+    # A consumer that fails restarts after 0.1 s, doubling up to 30 s until it gets
+    # through a whole round of its domains; after this many failures in a row the
+    # worker stops and `run` raises WorkerFailed.
+    restart_backoff: tuple[float, float] = (0.1, 30.0)
+    give_up_after: int = 8
+    # A domain whose statements fail is skipped for 0.5 s, doubling up to 60 s.
+    domain_backoff: tuple[float, float] = (0.5, 60.0)
+
     def __init__(
         self,
         dsn: str,
@@ -247,6 +260,10 @@ class AsyncWorker:
         self._busy = 0
         self._counter_lock = threading.Lock()
         self._idle_rounds = 0
+        self._signals = 0  # stop signals received: the signal handler only counts them
+        self._rounds = [0] * concurrency  # rounds that ran messages, per consumer
+        self._sick: dict[str, tuple[int, float]] = {}  # queue -> (failures, retry at)
+        self._gave_up: list[BaseException] = []
         self.completed = 0
         self.failed = 0
 
@@ -255,6 +272,14 @@ class AsyncWorker:
         self._stopping.set()
         for wake in self._wakes:
             wake.set()
+
+    def note_signal(self) -> None:
+        """A stop signal arrived: the first stops reading, the second starts the grace.
+
+        Called in a signal handler, so it only counts: setting an event there takes
+        its lock, which the interrupted thread may hold (a burst of signals deadlocked).
+        """
+        self._signals += 1
 
     def _wake_one(self) -> None:
         """Wake an idle consumer (if any): new work arrived, or more is likely."""
@@ -284,17 +309,30 @@ class AsyncWorker:
         helpers: list[Any] = []
         try:
             consumers = [
-                aspawn(self._consume, i, until_idle, name=f"cbus-consumer-{i}")
+                aspawn(self._supervise, i, until_idle, name=f"cbus-consumer-{i}")
                 for i in range(self.concurrency)
             ]
             helpers = [
-                aspawn(self._listen, name="cbus-listener"),
-                aspawn(self._heartbeat, name="cbus-heartbeat"),
+                aspawn(self._keep_running, "listener", self._listen, name="cbus-listener"),
+                aspawn(self._keep_running, "heartbeat", self._heartbeat, name="cbus-heartbeat"),
             ]
-            await agather(*consumers)
+            forced = await self._wait_for_consumers(consumers)
             self.stop()
             self._finished.set()
+            if forced:
+                for task in (*consumers, *helpers):
+                    acancel(task)
+                raise WorkerFailed(
+                    f"Stopped by a second signal after {self.stop_grace:g} s: handlers "
+                    "still running were abandoned; their messages are delivered again"
+                )
             await agather(*helpers, timeout=5)
+            if self._gave_up:
+                exc = self._gave_up[0]
+                raise WorkerFailed(
+                    f"A consumer cannot run ({self.give_up_after} failures in a row), "
+                    f"the last: {type(exc).__qualname__}: {safe_str(exc)}"
+                ) from exc
         except BaseException:
             # Cancelled from outside (or failed): nothing of this worker may run on.
             # A consumer cancelled mid-batch rolls back; its leases run out and the
@@ -306,6 +344,33 @@ class AsyncWorker:
             raise
         finally:
             restore()
+
+    async def _wait_for_consumers(self, consumers: list[Any]) -> bool:
+        """Wait for the consumers to return; True when a second signal's grace ran out."""
+        seen = 0
+        deadline: float | None = None
+        while not all(finished(c) for c in consumers):
+            await agather(*consumers, timeout=0.2)
+            if self._signals > seen:
+                if seen == 0:
+                    log.info(
+                        "stop signal: finishing the handlers in flight (a second signal "
+                        "stops within %g s)",
+                        self.stop_grace,
+                        extra={"action": "stopping"},
+                    )
+                    self.stop()
+                seen = self._signals
+                if seen >= 2 and deadline is None:
+                    deadline = monotonic() + self.stop_grace
+                    log.warning(
+                        "second stop signal: stopping within %g s, running handlers or not",
+                        self.stop_grace,
+                        extra={"action": "stopping_hard"},
+                    )
+            if deadline is not None and monotonic() >= deadline:
+                return True
+        return False
 
     async def check_database(self) -> None:
         """Refuse to start on a database whose cbus schema is missing or too old.
@@ -351,7 +416,7 @@ class AsyncWorker:
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, lambda *_: self.stop())
+            signal.signal(sig, lambda *_: self.note_signal())
 
         def restore() -> None:
             for sig, handler in previous.items():
@@ -361,41 +426,68 @@ class AsyncWorker:
 
     # -- consumers ---------------------------------------------------------------
 
-    async def _consume(self, index: int, until_idle: bool) -> None:
-        backoff = 0.1
+    async def _supervise(self, index: int, until_idle: bool) -> None:
+        """Run consumer `index`, restarting it whatever it fails with.
+
+        The backoff doubles from one failure to the next and starts over only once the
+        consumer has run messages, or has run for the longest backoff, without failing:
+        a connection that opens, or empty polls between failures, do not reset it.
+        """
+        first, most = self.restart_backoff
+        backoff, failures = first, 0
         while not self._stopping.is_set():
+            rounds, started = self._rounds[index], monotonic()
             try:
-                conn = await self._connect()
-            except psycopg.OperationalError as exc:
-                log.warning("connect failed: %s", exc, extra={"action": "connect_failed"})
-                await self._stopping.wait_for(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            try:
-                async with conn:
-                    await self._consume_on(conn, index, until_idle)
-                    return
-            except psycopg.OperationalError as exc:
+                await self._consume(index, until_idle)
+                return
+            except BaseException as exc:
+                if acancelled_by_worker(exc):
+                    raise
+                failure = exc
+            if self._rounds[index] > rounds or monotonic() - started >= most:
+                backoff, failures = first, 0
+            if isinstance(failure, psycopg.OperationalError):
+                # The server is away or restarting: wait for it as long as it takes.
                 what = (
                     "statement timed out"
-                    if isinstance(exc, psycopg.errors.QueryCanceled)
+                    if isinstance(failure, psycopg.errors.QueryCanceled)
                     else "connection lost"
                 )
-                log.warning("%s: %s", what, exc, extra={"action": "connection_lost"})
-                await self._stopping.wait_for(backoff)
-            except psycopg.Error as exc:
-                # A statement of the worker's own failed (not a handler's: those are
-                # caught per message). The consumer starts again on a new connection;
-                # its leased messages come back when their visibility timeout ends.
-                log.exception(
-                    "consumer %d failed, restarting: %s",
+                log.warning(
+                    "consumer %d: %s: %s (reconnecting in %.1f s)",
                     index,
-                    exc,
-                    extra={"action": "consumer_failed"},
+                    what,
+                    failure,
+                    backoff,
+                    extra={"action": "connection_lost"},
                 )
                 await self._stopping.wait_for(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, most, 5.0)
+                continue
+            failures += 1
+            gave_up = failures >= self.give_up_after
+            log.error(
+                "consumer %d failed (%s: %s), %s",
+                index,
+                type(failure).__qualname__,
+                safe_str(failure),
+                f"{failures} times in a row: stopping the worker"
+                if gave_up
+                else f"restarting in {backoff:.1f} s",
+                exc_info=failure,
+                extra={"action": "consumer_gave_up" if gave_up else "consumer_restarted"},
+            )
+            if gave_up:
+                self._gave_up.append(failure)
+                self.stop()
+                return
+            await self._stopping.wait_for(backoff)
+            backoff = min(backoff * 2, most)
+
+    async def _consume(self, index: int, until_idle: bool) -> None:
+        conn = await self._connect()
+        async with conn:
+            await self._consume_on(conn, index, until_idle)
 
     async def _consume_on(self, conn: _HandlerConnection, index: int, until_idle: bool) -> None:
         domains = (
@@ -414,15 +506,59 @@ class AsyncWorker:
             for runtime in domains:
                 if self._stopping.is_set():
                     break
+                if not self._domain_due(runtime):
+                    continue
                 lease = self._lease_sizes[runtime.queue]
                 read = read_query(runtime.queue, lease.size, runtime.queue in modern)
-                found = await self._poll(conn, runtime, index, read, lease)
+                try:
+                    found = await self._poll(conn, runtime, index, read, lease)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    # A statement of the worker's own failed for this domain (its
+                    # queue dropped, a grant missing, a trigger): the other domains
+                    # go on; its leased messages come back when their leases end.
+                    await self._abandon(conn)
+                    self._domain_failed(runtime, exc)
+                    continue
+                self._domain_ok(runtime)
                 worked += found
             if worked:
+                self._rounds[index] += 1
                 continue
             if until_idle and await self._idle(conn):
                 return
             await wake.wait_for(self.poll_interval)
+
+    def _domain_due(self, runtime: DomainRuntime) -> bool:
+        sick = self._sick.get(runtime.queue)
+        return sick is None or monotonic() >= sick[1]
+
+    def _domain_failed(self, runtime: DomainRuntime, exc: psycopg.Error) -> None:
+        first, most = self.domain_backoff
+        with self._counter_lock:
+            failures = self._sick.get(runtime.queue, (0, 0.0))[0] + 1
+            delay = min(first * 2 ** min(failures - 1, 30), most)
+            self._sick[runtime.queue] = (failures, monotonic() + delay)
+        log.warning(
+            "domain %s failed (%s: %s); retried in %.1f s, the other domains go on",
+            runtime.spec.name,
+            type(exc).__name__,
+            safe_str(exc).strip(),
+            delay,
+            extra={"action": "domain_failed", "domain": runtime.spec.name},
+        )
+
+    def _domain_ok(self, runtime: DomainRuntime) -> None:
+        if runtime.queue not in self._sick:
+            return
+        with self._counter_lock:
+            self._sick.pop(runtime.queue, None)
+        log.info(
+            "domain %s works again",
+            runtime.spec.name,
+            extra={"action": "domain_recovered", "domain": runtime.spec.name},
+        )
 
     async def _modern_queues(self, conn: _HandlerConnection) -> set[str]:
         """The queues whose table has PGMQ 1.10's last_read_at, which the lease sets.
@@ -962,6 +1098,29 @@ class AsyncWorker:
             except psycopg.OperationalError:
                 await self._stopping.wait_for(1.0)
 
+    async def _keep_running(self, name: str, target: Any) -> None:
+        """Run the listener or the heartbeat until the worker finishes, whatever it raises."""
+        backoff = 0.1
+        while True:
+            try:
+                await target()
+                return
+            except BaseException as exc:
+                if acancelled_by_worker(exc):
+                    raise
+                log.error(
+                    "%s failed, restarting in %.1f s: %s: %s",
+                    name,
+                    backoff,
+                    type(exc).__qualname__,
+                    safe_str(exc),
+                    exc_info=exc,
+                    extra={"action": f"{name}_restarted"},
+                )
+            if await self._finished.wait_for(backoff):
+                return
+            backoff = min(backoff * 2, 5.0)
+
     async def _heartbeat(self) -> None:
         """Keep the leases of messages in flight alive while their handlers run.
 
@@ -981,12 +1140,15 @@ class AsyncWorker:
                     await self._extend_all(conn)
                     retry = 0.05
                     wait = interval
-                except psycopg.OperationalError as exc:
+                except Exception as exc:
                     # A dropped connection must not cost a lease: reconnect at once,
                     # backing off only while the server stays away.
-                    log.warning("heartbeat: %s", exc, extra={"action": "heartbeat_failed"})
+                    log.warning(
+                        "heartbeat: %s", safe_str(exc), extra={"action": "heartbeat_failed"}
+                    )
                     if conn is not None:
-                        await conn.close()
+                        with contextlib.suppress(Exception):
+                            await conn.close()
                     conn = None
                     wait, retry = retry, min(retry * 2, interval)
                 if await self._finished.wait_for(wait):
@@ -1027,16 +1189,28 @@ class AsyncWorker:
             cts.append(read_ct)
         domains = {d.queue: d.spec.name for d in self._domains}
         for (queue, vt), (ids, cts) in groups.items():
-            await conn.execute(
-                query("extend_lease", queue),
-                {
-                    "msg_ids": ids,
-                    "read_cts": cts,
-                    "seconds": vt,
-                    "domain": domains[queue],
-                    "mark": True,
-                },
-            )
+            try:
+                await conn.execute(
+                    query("extend_lease", queue),
+                    {
+                        "msg_ids": ids,
+                        "read_cts": cts,
+                        "seconds": vt,
+                        "domain": domains[queue],
+                        "mark": True,
+                    },
+                )
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                # One domain's failure (its queue dropped) must not cost the others
+                # their leases.
+                log.warning(
+                    "heartbeat: domain %s: %s",
+                    domains[queue],
+                    safe_str(exc).strip(),
+                    extra={"action": "heartbeat_failed", "domain": domains[queue]},
+                )
 
 
 def _ended(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import time
 import uuid
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -11,7 +15,8 @@ import cbus
 import psycopg
 import pytest
 
-from .helpers import drain, statuses
+from .helpers import drain, statuses, wait_for
+from .test_chaos import fleet
 
 
 class _BadStr(Exception):
@@ -83,3 +88,125 @@ def test_a_retried_exception_logs_its_traceback_once(
     assert [r.exc_info is not None for r in mine] == [False, True]
     assert "ValueError: plain failure" in mine[0].getMessage()
     assert uuid.UUID(mine[1].command_id) == sent.command_id  # type: ignore[attr-defined]
+
+
+def _echo_only(testbus: ModuleType) -> Any:
+    class Handlers(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            return testbus.EchoResult(n=cmd.n, text=cmd.text)
+
+    return Handlers()
+
+
+def test_a_consumer_that_fails_is_restarted_with_a_log_line(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    testbus: ModuleType,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cbus._worker_sync as sync_worker
+
+    real = sync_worker.triage
+    calls = [0]
+
+    def failing_twice(*args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] <= 2:
+            raise RecursionError("injected")
+        return real(*args)
+
+    monkeypatch.setattr(sync_worker, "triage", failing_twice)
+    sent = [testbus.send_echo(conn, n=i) for i in range(5)]
+    conn.commit()
+    with caplog.at_level(logging.INFO, logger="cbus.worker"):
+        drain(dsn, [_echo_only(testbus)], concurrency=1, batch_size=1)
+    restarted = [r for r in caplog.records if getattr(r, "action", "") == "consumer_restarted"]
+    assert len(restarted) == 2 and "RecursionError: injected" in restarted[0].getMessage()
+    # The consumer's messages come back after their visibility timeout (5 s).
+    assert statuses(conn, "testbus") == {"COMPLETED": len(sent)}
+
+
+def test_a_worker_whose_consumers_cannot_run_raises(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    testbus: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cbus._worker_sync as sync_worker
+
+    def broken(*_: Any) -> Any:
+        raise RecursionError("injected")
+
+    monkeypatch.setattr(sync_worker, "triage", broken)
+    monkeypatch.setattr(sync_worker.SyncWorker, "restart_backoff", (0.05, 0.4))
+    monkeypatch.setattr(sync_worker.SyncWorker, "give_up_after", 4)
+    for i in range(12):
+        testbus.send_echo(conn, n=i)
+    conn.commit()
+    started = time.monotonic()
+    with pytest.raises(cbus.WorkerFailed, match=r"4 failures in a row.*RecursionError"):
+        cbus.Worker(dsn, [_echo_only(testbus)], concurrency=2, poll_interval=0.05).run()
+    # 0.05 + 0.1 + 0.2: the backoff doubles although each restart connects fine.
+    assert 0.3 < time.monotonic() - started < 10
+
+
+def test_cbus_worker_whose_consumers_cannot_run_exits_non_zero(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, tmp_path: Path
+) -> None:
+    for i in range(12):
+        testbus.send_echo(conn, n=i)
+    conn.commit()
+    with fleet(dsn, testbus, tmp_path) as workers:
+        worker = workers.start("tests.chaos_handlers:make_broken", concurrency=2)
+        rc, _ = worker.finish(60)
+        log = worker.log()
+    assert rc == 1, log
+    assert "consumer_restarted" in log or "restarting in" in log
+    assert "Error: A consumer cannot run (3 failures in a row)" in log
+
+
+def _burst(proc: subprocess.Popen[bytes], sig: signal.Signals, count: int) -> None:
+    for _ in range(count):
+        proc.send_signal(sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_burst_of_signals_stops_an_idle_worker_at_once(
+    dsn: str, testbus: ModuleType, tmp_path: Path, sig: signal.Signals
+) -> None:
+    with fleet(dsn, testbus, tmp_path) as workers:
+        worker = workers.start("tests.chaos_handlers:make_testbus", concurrency=4)
+        wait_for(lambda: _connected(dsn, worker.name), 20)
+        worker.termed = time.monotonic()
+        _burst(worker.proc, sig, 200)
+        rc, elapsed = worker.finish(30)
+    assert rc == 0, worker.log()
+    assert elapsed < 5, worker.log()
+
+
+def test_a_second_signal_stops_a_worker_whose_handlers_hang(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, tmp_path: Path
+) -> None:
+    testbus.send_slow(conn, seconds=600)
+    conn.commit()
+    with fleet(dsn, testbus, tmp_path) as workers:
+        worker = workers.start("tests.chaos_handlers:make_testbus_short_grace", concurrency=1)
+        wait_for(lambda: statuses(conn, "testbus").get("IN_PROGRESS") == 1, 20)
+        worker.term()
+        time.sleep(1)
+        assert worker.alive()  # the first signal waits for the handler
+        _burst(worker.proc, signal.SIGTERM, 50)
+        rc, elapsed = worker.finish(30)
+        log = worker.log()
+    assert rc == 1, log
+    assert 2.5 < elapsed < 10, log
+    assert "Stopped by a second signal after 2 s" in log
+
+
+def _connected(dsn: str, name: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone()
+    return row is not None and row[0] >= 1
