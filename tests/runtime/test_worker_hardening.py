@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import cbus
 import psycopg
 import pytest
 
-from .helpers import drain, statuses, wait_for
+from .helpers import drain, running, statuses, wait_for
 from .test_chaos import fleet
 
 
@@ -210,3 +211,61 @@ def _connected(dsn: str, name: str) -> bool:
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
         ).fetchone()
     return row is not None and row[0] >= 1
+
+
+def _two_domains(dsn: str, testbus: ModuleType) -> tuple[ModuleType, list[object], dict[str, int]]:
+    leases = importlib.import_module("tbpkg.leases")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        leases.install(c)
+    calls: dict[str, int] = {}
+
+    class Held(leases.LeasesHandlers):  # type: ignore[misc, name-defined]
+        def hold(self, cmd: Any, ctx: cbus.Context) -> None:
+            calls["hold"] = calls.get("hold", 0) + 1
+            time.sleep(cmd.seconds)
+
+    class Bus(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            calls["echo"] = calls.get("echo", 0) + 1
+            return testbus.EchoResult(n=cmd.n, text=cmd.text)
+
+        def slow(self, cmd: Any, ctx: cbus.Context) -> None:
+            calls["slow"] = calls.get("slow", 0) + 1
+            time.sleep(cmd.seconds)
+
+    # The failing domain first: a consumer must not restart there and starve the other.
+    return leases, [Held(), Bus()], calls
+
+
+def _drop_queue(conn: psycopg.Connection[Any], queue: str) -> None:
+    conn.execute("SELECT pgmq.drop_queue(%s)", (queue,))
+    conn.commit()
+
+
+def test_a_dropped_queue_leaves_the_other_domains_running(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    _, handlers, calls = _two_domains(dsn, testbus)
+    with running(dsn, handlers, concurrency=1):
+        time.sleep(0.3)
+        _drop_queue(conn, "leases__commands")
+        time.sleep(0.3)
+        for i in range(5):
+            testbus.send_echo(conn, n=i)
+        conn.commit()
+        wait_for(lambda: statuses(conn, "testbus").get("COMPLETED") == 5, 15)
+    assert calls["echo"] == 5
+
+
+def test_a_dropped_queue_costs_no_other_domain_its_leases(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    leases, handlers, calls = _two_domains(dsn, testbus)
+    leases.send_hold(conn, seconds=2)
+    testbus.send_slow(conn, seconds=7)  # visibility timeout 2 s: the heartbeat must renew
+    conn.commit()
+    with running(dsn, handlers, concurrency=3):
+        wait_for(lambda: calls.get("hold") == 1 and calls.get("slow") == 1, 10)
+        _drop_queue(conn, "leases__commands")  # under the heartbeat's feet
+        wait_for(lambda: statuses(conn, "testbus").get("COMPLETED") == 1, 20)
+    assert calls["slow"] == 1
