@@ -28,6 +28,7 @@ __all__ = [
     "aspawn",
     "cancel",
     "cancelled_by_worker",
+    "current_caller",
     "finished",
     "gather",
     "monotonic",
@@ -85,6 +86,15 @@ async def agather(*tasks: Awaitable[Any], timeout: float | None = None) -> None:
 def finished(task: threading.Thread | asyncio.Task[Any]) -> bool:
     """Whether a consumer thread or task has returned."""
     return task.done() if isinstance(task, asyncio.Task) else not task.is_alive()
+
+
+def current_caller() -> tuple[int, object]:
+    """The running thread, and the running asyncio task (None outside a loop)."""
+    try:
+        task: object = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return threading.get_ident(), task
 
 
 def cancel(thread: threading.Thread) -> None:

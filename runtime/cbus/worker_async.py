@@ -37,6 +37,7 @@ from ._acompat import (
     agather,
     asimple,
     aspawn,
+    current_caller,
     finished,
     monotonic,
 )
@@ -87,7 +88,10 @@ class _Replay(Exception):
 
 async def _arm(conn: Any) -> None:
     """Open the running handler's transaction or savepoint before its first statement."""
-    opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
+    if not isinstance(conn, _HandlerConnection):
+        return
+    conn.check_caller()
+    opener = conn.claim_savepoint()
     if opener is not None:
         await asimple(conn, opener)
 
@@ -130,6 +134,23 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
     began = False  # a handler statement opened the chunk's transaction
     use_savepoints = True
     in_handler = False
+    owner: tuple[int, object] | None = None  # the consumer's thread and task
+
+    def check_caller(self) -> None:
+        """Refuse a statement from a thread (or, outside a handler, a task) not the consumer's.
+
+        A handler that left ctx.conn to a thread would otherwise write after it
+        returned, and those rows would commit outside any command's outcome.
+        """
+        if self.owner is None:
+            return
+        thread, task = current_caller()
+        if thread != self.owner[0] or (task is not self.owner[1] and not self.in_handler):
+            raise PermanentError(
+                "CONNECTION_MISUSE",
+                "ctx.conn used outside its handler (from another thread, or after the "
+                "handler returned): a handler's connection is the worker's once it returns",
+            )
 
     def claim_savepoint(self) -> bytes | None:
         """The statement opening the running handler's savepoint, when it needs one now.
@@ -490,6 +511,7 @@ class AsyncWorker:
             await self._consume_on(conn, index, until_idle)
 
     async def _consume_on(self, conn: _HandlerConnection, index: int, until_idle: bool) -> None:
+        conn.owner = current_caller()
         domains = (
             self._domains[index % len(self._domains) :]
             + self._domains[: index % len(self._domains)]

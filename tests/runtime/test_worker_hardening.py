@@ -6,6 +6,7 @@ import importlib
 import logging
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -269,3 +270,37 @@ def test_a_dropped_queue_costs_no_other_domain_its_leases(
         _drop_queue(conn, "leases__commands")  # under the heartbeat's feet
         wait_for(lambda: statuses(conn, "testbus").get("COMPLETED") == 1, 20)
     assert calls["slow"] == 1
+
+
+def test_a_leaked_connection_cannot_write_after_its_handler_returned(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    go = threading.Event()
+    refused: list[BaseException] = []
+    threads: list[threading.Thread] = []
+
+    def later(leaked: psycopg.Connection[Any], command_id: uuid.UUID) -> None:
+        go.wait(20)
+        try:
+            leaked.execute("INSERT INTO effects (command_id, value) VALUES (%s, 7)", (command_id,))
+        except BaseException as exc:
+            refused.append(exc)
+
+    class Leaky(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+            thread = threading.Thread(target=later, args=(ctx.conn, ctx.command_id))
+            thread.start()
+            threads.append(thread)
+            return testbus.EchoResult(n=cmd.n, text=cmd.text)
+
+    sent = testbus.send_echo(conn, n=1)
+    conn.commit()
+    with running(dsn, [Leaky()], concurrency=1):
+        wait_for(lambda: statuses(conn, "testbus").get("COMPLETED") == 1)
+        go.set()
+        threads[0].join(10)
+    assert len(refused) == 1 and "CONNECTION_MISUSE" in repr(refused[0]), refused
+    row = conn.execute(
+        "SELECT count(*) FROM effects WHERE command_id = %s", (sent.command_id,)
+    ).fetchone()
+    assert row == (0,)
