@@ -41,6 +41,7 @@ NAMES = {
     "AQueue": "Queue",
     "aspawn": "spawn",
     "asimple": "simple",
+    "abounded": "bounded",
     "acancelled_by_worker": "cancelled_by_worker",
     "acancel": "cancel",
     "agather": "gather",

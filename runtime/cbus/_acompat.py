@@ -18,7 +18,9 @@ from psycopg import pq
 __all__ = [
     "AEvent",
     "ALock",
+    "abounded",
     "acancel",
+    "bounded",
     "acancelled_by_worker",
     "Event",
     "Lock",
@@ -95,6 +97,16 @@ def current_caller() -> tuple[int, object]:
     except RuntimeError:
         task = None
     return threading.get_ident(), task
+
+
+def bounded(value: Any, seconds: float) -> Any:
+    """A sync handler cannot be interrupted: the heartbeat marks it when it runs late."""
+    return value
+
+
+async def abounded(call: Awaitable[Any], seconds: float) -> Any:
+    """Await an async handler for at most `seconds`: then it is cancelled (TimeoutError)."""
+    return await asyncio.wait_for(call, seconds)
 
 
 def cancel(thread: threading.Thread) -> None:

@@ -207,6 +207,9 @@ class Delivery:
     method: Callable[..., Any]
     max_attempts: int
     result: RawJson | None = None
+    ctx: Any = None  # the handler's context while it runs
+    deadline: float | None = None  # when the running attempt times out (`timeout`)
+    timed_out: bool = False  # the heartbeat recorded the attempt as timed out
 
 
 @dataclass(slots=True)

@@ -81,6 +81,7 @@ class Options:
     max_attempts: int = 5
     backoff: tuple[float, ...] = (1.0, 10.0, 60.0)
     visibility_timeout: int = 30
+    timeout: float | None = None
 
     def backoff_for(self, attempt: int) -> float:
         """Seconds to wait before the retry that follows failed attempt `attempt` (1-based)."""

@@ -32,6 +32,7 @@ from psycopg import pq
 from ._acompat import (
     AEvent,
     ALock,
+    abounded,
     acancel,
     acancelled_by_worker,
     agather,
@@ -125,6 +126,10 @@ class _HandlerServerCursor(psycopg.AsyncServerCursor[Any]):
         return await super().execute(*args, **kwargs)
 
 
+class _AlreadyRecorded(Exception):
+    """The heartbeat recorded this attempt as timed out: roll back, do not acknowledge."""
+
+
 class _HandlerConnection(psycopg.AsyncConnection[Any]):
     """A worker connection that knows whether the running handler has used it."""
 
@@ -135,6 +140,7 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
     use_savepoints = True
     in_handler = False
     owner: tuple[int, object] | None = None  # the consumer's thread and task
+    timed_out = False  # the running handler's `timeout` passed: refuse its statements
 
     def check_caller(self) -> None:
         """Refuse a statement from a thread (or, outside a handler, a task) not the consumer's.
@@ -142,6 +148,10 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
         A handler that left ctx.conn to a thread would otherwise write after it
         returned, and those rows would commit outside any command's outcome.
         """
+        if self.timed_out:
+            raise PermanentError(
+                "TIMED_OUT", "The command's timeout passed: ctx.conn refuses statements"
+            )
         if self.owner is None:
             return
         thread, task = current_caller()
@@ -277,6 +287,16 @@ class AsyncWorker:
         self._min_vt = min(
             c.options.visibility_timeout for d in self._domains for c in d.spec.commands
         )
+        timeouts = [
+            c.options.timeout
+            for d in self._domains
+            for c in d.spec.commands
+            if c.options.timeout is not None
+        ]
+        # The heartbeat also notices attempts past their `timeout`, this often.
+        self._watch = max(0.05, min(timeouts) / 4) if timeouts else math.inf
+        self._runtimes = {d.queue: d for d in self._domains}
+        self._deliveries: dict[tuple[str, int], Delivery] = {}
         self._lease_lock = ALock()
         self._busy = 0
         self._counter_lock = threading.Lock()
@@ -730,9 +750,7 @@ class AsyncWorker:
                     conn.savepoint_taken = False
                     conn.in_handler = True
                     try:
-                        value = await delivery.method(
-                            delivery.command, self._context(conn, delivery)
-                        )
+                        value = await self._call(conn, runtime, delivery)
                         delivery.result = encode_result(delivery, value)
                     except BaseException as exc:
                         # A handler's BaseException (SystemExit, its own CancelledError)
@@ -741,7 +759,8 @@ class AsyncWorker:
                             raise
                         conn.in_handler = False
                         await self._undo_handler(conn)
-                        failures.append((delivery, exc))
+                        if not isinstance(exc, _AlreadyRecorded):
+                            failures.append((delivery, exc))
                     else:
                         expected = _INTRANS if conn.began else _IDLE
                         if conn.pgconn.transaction_status != expected:
@@ -817,7 +836,7 @@ class AsyncWorker:
                 conn.savepoint_armed = False
                 conn.in_handler = True
                 try:
-                    value = await delivery.method(delivery.command, self._context(conn, delivery))
+                    value = await self._call(conn, runtime, delivery)
                 finally:
                     conn.in_handler = False
                 delivery.result = encode_result(delivery, value)
@@ -827,7 +846,7 @@ class AsyncWorker:
                         extra={"action": "lease_lost", "msg_id": delivery.msg_id},
                     )
                     raise _Replay("lease lost")
-        except _Replay:
+        except (_Replay, _AlreadyRecorded):
             return
         except psycopg.OperationalError:
             raise
@@ -841,6 +860,68 @@ class AsyncWorker:
         async with conn.transaction():
             await self._record_failure(conn, runtime, delivery, failure)
         self._count(0, 1)
+
+    async def _call(
+        self, conn: _HandlerConnection, runtime: DomainRuntime, delivery: Delivery
+    ) -> Any:
+        """Run the handler; past the command's `timeout`, its attempt fails.
+
+        An async handler is cancelled then. A sync one cannot be: the heartbeat
+        records the failure, stops renewing the lease, marks `ctx.timed_out` and
+        makes ctx.conn refuse statements (cancelling the one running); whatever the
+        handler does after that is rolled back when it returns.
+        """
+        ctx = self._context(conn, delivery)
+        timeout = delivery.spec.options.timeout
+        if timeout is None:
+            return await delivery.method(delivery.command, ctx)
+        key = (runtime.queue, delivery.msg_id)
+        with self._counter_lock:
+            delivery.ctx = ctx
+            delivery.deadline = monotonic() + timeout
+            self._deliveries[key] = delivery
+        try:
+            return await abounded(delivery.method(delivery.command, ctx), timeout)
+        except TimeoutError:
+            if delivery.deadline is None or monotonic() < delivery.deadline:
+                raise  # the handler's own
+            raise TransientError(f"Timed out after {timeout:g} s", code="TIMEOUT") from None
+        finally:
+            with self._counter_lock:
+                recorded = delivery.timed_out
+                delivery.deadline = None
+                self._deliveries.pop(key, None)
+                conn.timed_out = False
+            if recorded:
+                raise _AlreadyRecorded()
+
+    async def _expire(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Record the attempts that ran past their `timeout` as failed (sync handlers)."""
+        now = monotonic()
+        with self._counter_lock:
+            late = [
+                (key, d)
+                for key, d in self._deliveries.items()
+                if d.deadline is not None and now >= d.deadline
+            ]
+            for key, d in late:
+                d.deadline = None
+                d.timed_out = d.ctx.timed_out = d.ctx.conn.timed_out = True
+                self._deliveries.pop(key, None)
+        for key, d in late:
+            async with self._lease_lock:
+                self._leases.pop(key, None)
+            with contextlib.suppress(psycopg.Error):
+                await d.ctx.conn.cancel_safe(timeout=2)
+            timeout = d.spec.options.timeout
+            async with conn.transaction():
+                await self._record_failure(
+                    conn,
+                    self._runtimes[key[0]],
+                    d,
+                    TransientError(f"Timed out after {timeout:g} s", code="TIMEOUT"),
+                )
+            self._count(0, 1)
 
     def _context(self, conn: _HandlerConnection, d: Delivery) -> AsyncContext:
         return AsyncContext(
@@ -916,7 +997,7 @@ class AsyncWorker:
 
     async def _record_failure(
         self,
-        conn: _HandlerConnection,
+        conn: psycopg.AsyncConnection[Any],
         runtime: DomainRuntime,
         delivery: Delivery,
         exc: BaseException,
@@ -1077,7 +1158,7 @@ class AsyncWorker:
 
     async def _audit(
         self,
-        conn: _HandlerConnection,
+        conn: psycopg.AsyncConnection[Any],
         runtime: DomainRuntime,
         command_id: uuid.UUID,
         event: str,
@@ -1150,6 +1231,7 @@ class AsyncWorker:
         SIGTERM the handlers in flight still finish, and their leases must hold.
         """
         interval = max(self._min_vt / 3, 0.5)
+        next_beat = monotonic() + interval
         conn: psycopg.AsyncConnection[Any] | None = None
         retry = 0.05
         try:
@@ -1159,9 +1241,12 @@ class AsyncWorker:
                         conn = await psycopg.AsyncConnection.connect(
                             self._dsn, autocommit=True, **self._connect_kwargs
                         )
-                    await self._extend_all(conn)
+                    if monotonic() >= next_beat:
+                        await self._extend_all(conn)
+                        next_beat = monotonic() + interval
+                    await self._expire(conn)
                     retry = 0.05
-                    wait = interval
+                    wait = min(self._watch, max(0.0, next_beat - monotonic()))
                 except Exception as exc:
                     # A dropped connection must not cost a lease: reconnect at once,
                     # backing off only while the server stays away.

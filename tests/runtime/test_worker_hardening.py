@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import importlib
 import logging
 import signal
@@ -179,7 +181,8 @@ def test_a_burst_of_signals_stops_an_idle_worker_at_once(
 ) -> None:
     with fleet(dsn, testbus, tmp_path) as workers:
         worker = workers.start("tests.chaos_handlers:make_testbus", concurrency=4)
-        wait_for(lambda: _connected(dsn, worker.name), 20)
+        # The consumers and the listener are connected: the signal handlers are in place.
+        wait_for(lambda: _connected(dsn, worker.name, 5), 20)
         worker.termed = time.monotonic()
         _burst(worker.proc, sig, 200)
         rc, elapsed = worker.finish(30)
@@ -206,12 +209,12 @@ def test_a_second_signal_stops_a_worker_whose_handlers_hang(
     assert "Stopped by a second signal after 2 s" in log
 
 
-def _connected(dsn: str, name: str) -> bool:
+def _connected(dsn: str, name: str, count: int) -> bool:
     with psycopg.connect(dsn, autocommit=True) as c:
         row = c.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
         ).fetchone()
-    return row is not None and row[0] >= 1
+    return row is not None and row[0] >= count
 
 
 def _two_domains(dsn: str, testbus: ModuleType) -> tuple[ModuleType, list[object], dict[str, int]]:
@@ -304,3 +307,71 @@ def test_a_leaked_connection_cannot_write_after_its_handler_returned(
         "SELECT count(*) FROM effects WHERE command_id = %s", (sent.command_id,)
     ).fetchone()
     assert row == (0,)
+
+
+@pytest.fixture
+def slow_times_out(testbus: ModuleType) -> Any:
+    """testbus.Slow with `options: {timeout: 0.5}` (until cbgen emits the option)."""
+    spec = cbus.registry.spec_for_kind("testbus.Slow")
+    assert spec is not None
+    before = spec.options
+    object.__setattr__(spec, "options", dataclasses.replace(before, timeout=0.5))
+    yield spec
+    object.__setattr__(spec, "options", before)
+
+
+def test_a_sync_handler_past_its_timeout_fails_its_attempt(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, slow_times_out: Any
+) -> None:
+    seen: list[tuple[int, bool, str]] = []
+
+    class Hanging(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+        def slow(self, cmd: Any, ctx: cbus.Context) -> None:
+            started = time.monotonic()
+            while not ctx.timed_out and time.monotonic() - started < cmd.seconds:
+                time.sleep(0.02)
+            try:
+                ctx.conn.execute(
+                    "INSERT INTO effects (command_id, value) VALUES (%s, 1)", (ctx.command_id,)
+                )
+                refused = ""
+            except cbus.PermanentError as exc:
+                refused = exc.code
+            seen.append((ctx.attempt, ctx.timed_out, refused))
+
+    sent = testbus.send_slow(conn, seconds=8)  # visibility timeout 2 s, max_attempts 3
+    conn.commit()
+    started = time.monotonic()
+    with running(dsn, [Hanging()], concurrency=3):
+        wait_for(lambda: statuses(conn, "testbus").get("IN_TROUBLESHOOTING_QUEUE") == 1, 20)
+        wait_for(lambda: len(seen) == 3, 10)
+    assert time.monotonic() - started < 8  # three attempts of 0.5 s, not of 8 s
+    assert sorted(seen) == [(1, True, "TIMED_OUT"), (2, True, "TIMED_OUT"), (3, True, "TIMED_OUT")]
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None and record.attempts == 3
+    assert record.last_error_code == "TIMEOUT"
+    assert "Timed out after 0.5 s" in (record.last_error_message or "")
+    row = conn.execute("SELECT count(*) FROM effects").fetchone()
+    assert row == (0,)
+
+
+def test_an_async_handler_past_its_timeout_is_cancelled(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, slow_times_out: Any
+) -> None:
+    cancelled: list[int] = []
+
+    class Hanging(testbus.TestbusAsyncHandlers):  # type: ignore[misc, name-defined]
+        async def slow(self, cmd: Any, ctx: cbus.AsyncContext) -> None:
+            try:
+                await asyncio.sleep(cmd.seconds)
+            except asyncio.CancelledError:
+                cancelled.append(ctx.attempt)
+                raise
+
+    sent = testbus.send_slow(conn, seconds=30)
+    conn.commit()
+    with running(dsn, [Hanging()], concurrency=1):
+        wait_for(lambda: statuses(conn, "testbus").get("IN_TROUBLESHOOTING_QUEUE") == 1, 15)
+    assert cancelled == [1, 2, 3]
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None and record.last_error_code == "TIMEOUT"
