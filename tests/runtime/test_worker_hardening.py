@@ -375,3 +375,37 @@ def test_an_async_handler_past_its_timeout_is_cancelled(
     assert cancelled == [1, 2, 3]
     record = cbus.get_command(conn, "testbus", sent.command_id)
     assert record is not None and record.last_error_code == "TIMEOUT"
+
+
+def _commits(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_an_idle_worker_does_not_pay_per_domain(dsn: str, testbus: ModuleType) -> None:
+    """Five domains, four consumers polling every 0.1 s: one probe per poll, not five reads."""
+    stubs = [
+        importlib.import_module(module).__dict__[name]
+        for module, name in (
+            ("tbpkg.testbus", "TestbusHandlers"),
+            ("tbpkg.leases", "LeasesHandlers"),
+            ("tbpkg.chaos", "ChaosHandlers"),
+            ("shop.orders", "OrdersHandlers"),
+            ("shop.payments", "PaymentsHandlers"),
+        )
+    ]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for module in ("tbpkg.leases", "tbpkg.chaos"):
+            importlib.import_module(module).install(c)
+    concurrency, poll, seconds = 4, 0.1, 4.0
+    with running(dsn, [stub() for stub in stubs], concurrency=concurrency, poll_interval=poll):
+        time.sleep(1.5)  # started, and the statistics of the start flushed
+        before = _commits(dsn)
+        time.sleep(seconds)
+        rate = (_commits(dsn) - before) / seconds
+    # One statement per consumer and poll is 40/s here; a read per domain was 200/s.
+    assert rate < 2.5 * concurrency / poll, rate
