@@ -14,10 +14,11 @@ __version__ = "0.1.0"
 RUNTIME_API = 2
 """The `cbus.registry.API_VERSION` the generated code needs at least."""
 
-RUNTIME_OPTIONS: dict[str, int | tuple[float, ...]] = {
+RUNTIME_OPTIONS: dict[str, int | tuple[float, ...] | None] = {
     "max_attempts": 5,
     "backoff": (1.0, 10.0, 60.0),
     "visibility_timeout": 30,
+    "timeout": None,
 }
 """The defaults of `cbus.registry.Options`, for options a schema leaves out; `cbgen docs`
 shows them. Kept equal to the runtime's by a test (cbgen does not import cbus)."""

@@ -325,6 +325,10 @@ class SyncWorker:
         """
         self._signals += 1
 
+    def _halted(self) -> bool:
+        """Stop reading: `stop()` ran, or a signal came that `run` has not seen yet."""
+        return self._signals > 0 or self._stopping.is_set()
+
     def _wake_one(self) -> None:
         """Wake an idle consumer (if any): new work arrived, or more is likely."""
         with self._counter_lock:
@@ -539,7 +543,7 @@ class SyncWorker:
         )
         wake = self._wakes[index]
         modern = self._modern_queues(conn)
-        while not self._stopping.is_set():
+        while not self._halted():
             # Counted as waiting from before the poll: a notification that comes while
             # this consumer polls sets its event, so the next wait returns at once.
             wake.clear()
@@ -548,7 +552,7 @@ class SyncWorker:
             worked = 0
             due = self._due(conn)
             for runtime in domains:
-                if self._stopping.is_set():
+                if self._halted():
                     break
                 if not self._domain_due(runtime):
                     continue
@@ -714,6 +718,8 @@ class SyncWorker:
                     extra={"action": "batch_replay"},
                 )
                 for delivery in batch[start : replay.end]:
+                    if delivery.timed_out:
+                        continue  # its failure is recorded: it must not run again
                     status = self._still_leased(conn, runtime, delivery)
                     if status is None:
                         log.warning(
@@ -899,24 +905,30 @@ class SyncWorker:
         if timeout is None:
             return delivery.method(delivery.command, ctx)
         key = (runtime.queue, delivery.msg_id)
+        deadline = monotonic() + timeout
         with self._counter_lock:
             delivery.ctx = ctx
-            delivery.deadline = monotonic() + timeout
+            delivery.deadline = deadline
             self._deliveries[key] = delivery
         try:
-            return bounded(delivery.method(delivery.command, ctx), timeout)
-        except TimeoutError:
-            if delivery.deadline is None or monotonic() < delivery.deadline:
-                raise  # the handler's own
-            raise TransientError(f"Timed out after {timeout:g} s", code="TIMEOUT") from None
-        finally:
-            with self._counter_lock:
-                recorded = delivery.timed_out
-                delivery.deadline = None
-                self._deliveries.pop(key, None)
-                conn.timed_out = False
-            if recorded:
-                raise _AlreadyRecorded()
+            value = bounded(delivery.method(delivery.command, ctx), timeout)
+        except BaseException as exc:
+            if not self._settle(conn, key, delivery) or cancelled_by_worker(exc):
+                if isinstance(exc, TimeoutError) and monotonic() >= deadline:
+                    raise TransientError(f"Timed out after {timeout:g} s", code="TIMEOUT") from None
+                raise
+            raise _AlreadyRecorded() from None
+        if self._settle(conn, key, delivery):
+            raise _AlreadyRecorded()
+        return value
+
+    def _settle(self, conn: _HandlerConnection, key: tuple[str, int], d: Delivery) -> bool:
+        """The handler returned: True when the heartbeat already recorded it as timed out."""
+        with self._counter_lock:
+            d.deadline = None
+            self._deliveries.pop(key, None)
+            conn.timed_out = False
+            return d.timed_out
 
     def _expire(self, conn: psycopg.Connection[Any]) -> None:
         """Record the attempts that ran past their `timeout` as failed (sync handlers)."""
