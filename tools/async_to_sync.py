@@ -58,6 +58,7 @@ NAMES = {
     "ALock": "Lock",
     "aspawn": "spawn",
     "asimple": "simple",
+    "abounded": "bounded",
     "acancelled_by_worker": "cancelled_by_worker",
     "acancel": "cancel",
     "agather": "gather",

@@ -36,6 +36,7 @@ from .errors import (
     ReplyTimeout,
     TransientError,
     ValidationError,
+    WorkerFailed,
 )
 from .registry import AsyncHandlers, Handlers
 
@@ -177,6 +178,7 @@ __all__ = [
     "TroubleshootingEntry",
     "TroubleshootingPage",
     "ValidationError",
+    "WorkerFailed",
     "Worker",
     "codec",
     "get_audit",

@@ -18,7 +18,9 @@ from psycopg import pq
 __all__ = [
     "AEvent",
     "ALock",
+    "abounded",
     "acancel",
+    "bounded",
     "acancelled_by_worker",
     "Event",
     "Lock",
@@ -28,6 +30,8 @@ __all__ = [
     "aspawn",
     "cancel",
     "cancelled_by_worker",
+    "current_caller",
+    "finished",
     "gather",
     "monotonic",
     "simple",
@@ -79,6 +83,30 @@ def gather(*threads: threading.Thread, timeout: float | None = None) -> None:
 async def agather(*tasks: Awaitable[Any], timeout: float | None = None) -> None:
     if tasks:
         await asyncio.wait([asyncio.ensure_future(t) for t in tasks], timeout=timeout)
+
+
+def finished(task: threading.Thread | asyncio.Task[Any]) -> bool:
+    """Whether a consumer thread or task has returned."""
+    return task.done() if isinstance(task, asyncio.Task) else not task.is_alive()
+
+
+def current_caller() -> tuple[int, object]:
+    """The running thread, and the running asyncio task (None outside a loop)."""
+    try:
+        task: object = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return threading.get_ident(), task
+
+
+def bounded(value: Any, seconds: float) -> Any:
+    """A sync handler cannot be interrupted: the heartbeat marks it when it runs late."""
+    return value
+
+
+async def abounded(call: Awaitable[Any], seconds: float) -> Any:
+    """Await an async handler for at most `seconds`: then it is cancelled (TimeoutError)."""
+    return await asyncio.wait_for(call, seconds)
 
 
 def cancel(thread: threading.Thread) -> None:

@@ -11,6 +11,7 @@ import enum
 import logging
 import os
 import re
+import reprlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -221,6 +222,9 @@ class Delivery:
     method: Callable[..., Any]
     max_attempts: int
     result: RawJson | None = None
+    ctx: Any = None  # the handler's context while it runs
+    deadline: float | None = None  # when the running attempt times out (`timeout`)
+    timed_out: bool = False  # the heartbeat recorded the attempt as timed out
 
 
 @dataclass(slots=True)
@@ -443,45 +447,81 @@ class Failure:
 
 
 def encode_details(details: Any) -> RawJson | None:
-    """A business error's details as JSON; its repr when they are not JSON data.
+    """A business error's details as JSON; a bounded repr when they are not JSON data.
 
     Failing here would lose the outcome itself: the command would be retried for an
-    encoding problem of the error that ended it.
+    encoding problem of the error that ended it. Details that refer to themselves or
+    nest too deep for msgspec (RecursionError) get the repr too, which `reprlib`
+    bounds in depth and length.
     """
     if details is None:
         return None
     try:
         return RawJson(codec.encode(details))
-    except (TypeError, ValueError, msgspec.EncodeError):
-        return RawJson(codec.encode(repr(details)))
+    except Exception:  # any failure here is the details' own
+        pass
+    try:
+        text = reprlib.repr(details)
+    except Exception:  # a __repr__ that raises
+        text = f"<details of type {type(details).__qualname__}: not JSON, repr failed>"
+    return RawJson(codec.encode(text))
+
+
+def safe_str(exc: BaseException) -> str:
+    """`str(exc)`, or a note saying it failed: a handler's exception must not stop its outcome."""
+    try:
+        text = str(exc)
+    except Exception:  # whatever a broken __str__ raises
+        return f"<{type(exc).__qualname__}: str() failed>"
+    return text if isinstance(text, str) else repr(text)
 
 
 def classify(delivery: Delivery, exc: BaseException) -> Failure:
-    """Decide what a handler's exception means for its command."""
+    """Decide what a handler's exception means for its command.
+
+    Never raises: an exception whose attributes or `str()` fail is still a failure
+    of its command (retried, then set aside), never of the consumer.
+    """
+    try:
+        return _classify(delivery, exc)
+    except Exception as broken:
+        return _plain_failure(
+            delivery,
+            type(exc).__qualname__,
+            type(exc).__qualname__,
+            (f"{safe_str(exc)} (and classifying it failed: {type(broken).__qualname__})"),
+        )
+
+
+def _plain_failure(delivery: Delivery, name: str, code: str, message: str) -> Failure:
+    if delivery.read_ct >= delivery.max_attempts:
+        return Failure(Outcome.TROUBLESHOOT, name, code, f"Attempts exhausted: {message}")
+    return Failure(
+        Outcome.RETRY, name, code, message, delivery.spec.options.backoff_for(delivery.read_ct)
+    )
+
+
+def _classify(delivery: Delivery, exc: BaseException) -> Failure:
     name = type(exc).__qualname__
     if isinstance(exc, BusinessError):
         details = encode_details(exc.details)
+        message = exc.message if isinstance(exc.message, str) else safe_str(exc)
         if exc.code in delivery.spec.errors:
-            return Failure(Outcome.FAILED, name, exc.code, exc.message, details=details)
+            return Failure(Outcome.FAILED, name, exc.code, message, details=details)
         declared = ", ".join(sorted(delivery.spec.errors)) or "none"
         return Failure(
             Outcome.TROUBLESHOOT,
             name,
             "UNDECLARED_ERROR",
             f"Business error code `{exc.code}` is not declared for `{delivery.spec.kind}` "
-            f"(declared: {declared}): {exc.message}",
+            f"(declared: {declared}): {message}",
             details=details,
         )
     if isinstance(exc, PermanentError):
         return Failure(Outcome.TROUBLESHOOT, name, exc.code, exc.message)
     code = getattr(exc, "code", None)
     code = code if isinstance(code, str) else name
-    message = str(exc) or name
-    if delivery.read_ct >= delivery.max_attempts:
-        return Failure(Outcome.TROUBLESHOOT, name, code, f"Attempts exhausted: {message}")
-    return Failure(
-        Outcome.RETRY, name, code, message, delivery.spec.options.backoff_for(delivery.read_ct)
-    )
+    return _plain_failure(delivery, name, code, safe_str(exc) or name)
 
 
 def ack_params(

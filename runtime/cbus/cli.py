@@ -272,8 +272,11 @@ def worker(
     log_level: str,
     log_format: str,
 ) -> None:
-    """Run the handlers FACTORY() returns until SIGINT or SIGTERM, then exit 0."""
-    from .errors import InstallError
+    """Run the handlers FACTORY() returns until SIGINT or SIGTERM, then exit 0.
+
+    A second SIGINT or SIGTERM stops it 10 s later even with handlers in flight (exit 1).
+    """
+    from .errors import InstallError, WorkerFailed
     from .logs import configure as configure_logs
     from .worker import Worker
 
@@ -295,7 +298,7 @@ def worker(
     try:
         with db_errors():
             w.run(until_idle=until_idle)
-    except InstallError as exc:
+    except (InstallError, WorkerFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     # `failed` counts attempts that failed, retried ones included, not commands.
     click.echo(f"worker stopped: {w.completed} completed, {w.failed} failed attempts", err=True)

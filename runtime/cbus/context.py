@@ -21,6 +21,9 @@ class _ContextBase:
     kind: str
     domain: str
     batch_id: uuid.UUID | None = None
+    # Set by the worker once the command's `timeout` has passed: the attempt has
+    # failed, and ctx.conn refuses statements. A sync handler should return.
+    timed_out: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

@@ -28,6 +28,7 @@ __all__ = [
     "ReplyTimeout",
     "TransientError",
     "ValidationError",
+    "WorkerFailed",
 ]
 
 
@@ -156,3 +157,9 @@ class BusinessError(Error):
         self.code = code
         self.message = message
         self.details = details
+
+
+class WorkerFailed(Error):
+    """The worker stopped on its own: its consumers cannot run, or a second signal's grace ended."""
+
+    __module__ = "cbus"

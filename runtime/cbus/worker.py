@@ -143,12 +143,18 @@ class Worker:
         if errors:
             raise errors[0]
 
+    def _note_signal(self) -> None:
+        # Only counts: each half stops itself (no lock taken in a signal handler).
+        for half in (self._sync, self._async):
+            if half is not None:
+                half.note_signal()
+
     def _install_signals(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
-            signal.signal(sig, lambda *_: self.stop())
+            signal.signal(sig, lambda *_: self._note_signal())
 
         def restore() -> None:
             for sig, handler in previous.items():

@@ -34,12 +34,15 @@ from . import _outage as outages
 from ._acompat import (
     AEvent,
     ALock,
+    abounded,
     acancel,
     acancelled_by_worker,
     agather,
     asimple,
     asleep,
     aspawn,
+    current_caller,
+    finished,
     monotonic,
 )
 from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
@@ -55,13 +58,14 @@ from ._worker_base import (
     classify,
     encode_result,
     read_query,
+    safe_str,
     stub_package,
     triage,
     unusable_database,
     with_application_name,
 )
 from .context import AsyncContext
-from .errors import BusinessError, InstallError, PermanentError, TransientError
+from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
@@ -78,6 +82,7 @@ _IDLE = pq.TransactionStatus.IDLE
 _INTRANS = pq.TransactionStatus.INTRANS
 _ROLLBACK_SAVEPOINT = b"ROLLBACK TO SAVEPOINT cbus_handler"
 _MAX_SAVEPOINTS = 60  # below PostgreSQL's 64 cached subtransactions per transaction
+_PROBE_ABOVE = 3  # domains: from four on, an idle round asks which have work first
 
 
 class _Replay(Exception):
@@ -91,7 +96,10 @@ class _Replay(Exception):
 
 async def _arm(conn: Any) -> None:
     """Open the running handler's transaction or savepoint before its first statement."""
-    opener = conn.claim_savepoint() if isinstance(conn, _HandlerConnection) else None
+    if not isinstance(conn, _HandlerConnection):
+        return
+    conn.check_caller()
+    opener = conn.claim_savepoint()
     if opener is not None:
         await asimple(conn, opener)
 
@@ -125,6 +133,10 @@ class _HandlerServerCursor(psycopg.AsyncServerCursor[Any]):
         return await super().execute(*args, **kwargs)
 
 
+class _AlreadyRecorded(Exception):
+    """The heartbeat recorded this attempt as timed out: roll back, do not acknowledge."""
+
+
 class _HandlerConnection(psycopg.AsyncConnection[Any]):
     """A worker connection that knows whether the running handler has used it."""
 
@@ -134,6 +146,28 @@ class _HandlerConnection(psycopg.AsyncConnection[Any]):
     began = False  # a handler statement opened the chunk's transaction
     use_savepoints = True
     in_handler = False
+    owner: tuple[int, object] | None = None  # the consumer's thread and task
+    timed_out = False  # the running handler's `timeout` passed: refuse its statements
+
+    def check_caller(self) -> None:
+        """Refuse a statement from a thread (or, outside a handler, a task) not the consumer's.
+
+        A handler that left ctx.conn to a thread would otherwise write after it
+        returned, and those rows would commit outside any command's outcome.
+        """
+        if self.timed_out:
+            raise PermanentError(
+                "TIMED_OUT", "The command's timeout passed: ctx.conn refuses statements"
+            )
+        if self.owner is None:
+            return
+        thread, task = current_caller()
+        if thread != self.owner[0] or (task is not self.owner[1] and not self.in_handler):
+            raise PermanentError(
+                "CONNECTION_MISUSE",
+                "ctx.conn used outside its handler (from another thread, or after the "
+                "handler returned): a handler's connection is the worker's once it returns",
+            )
 
     def claim_savepoint(self) -> bytes | None:
         """The statement opening the running handler's savepoint, when it needs one now.
@@ -203,6 +237,17 @@ class AsyncWorker:
 
     __module__ = "cbus"
 
+    # A second SIGINT/SIGTERM stops the worker this many seconds later, handlers in
+    # flight or not (docs/worker.md).
+    stop_grace: float = 10.0
+    # A consumer that fails restarts after 0.1 s, doubling up to 30 s until it gets
+    # through a whole round of its domains; after this many failures in a row the
+    # worker stops and `run` raises WorkerFailed.
+    restart_backoff: tuple[float, float] = (0.1, 30.0)
+    give_up_after: int = 8
+    # A domain whose statements fail is skipped for 0.5 s, doubling up to 60 s.
+    domain_backoff: tuple[float, float] = (0.5, 60.0)
+
     def __init__(
         self,
         dsn: str,
@@ -250,10 +295,24 @@ class AsyncWorker:
         self._min_vt = min(
             c.options.visibility_timeout for d in self._domains for c in d.spec.commands
         )
+        timeouts = [
+            c.options.timeout
+            for d in self._domains
+            for c in d.spec.commands
+            if c.options.timeout is not None
+        ]
+        # The heartbeat also notices attempts past their `timeout`, this often.
+        self._watch = max(0.05, min(timeouts) / 4) if timeouts else math.inf
+        self._runtimes = {d.queue: d for d in self._domains}
+        self._deliveries: dict[tuple[str, int], Delivery] = {}
         self._lease_lock = ALock()
         self._busy = 0
         self._counter_lock = threading.Lock()
         self._idle_rounds = 0
+        self._signals = 0  # stop signals received: the signal handler only counts them
+        self._rounds = [0] * concurrency  # rounds that ran messages, per consumer
+        self._sick: dict[str, tuple[int, float]] = {}  # queue -> (failures, retry at)
+        self._gave_up: list[BaseException] = []
         self.completed = 0
         self.failed = 0
 
@@ -262,6 +321,18 @@ class AsyncWorker:
         self._stopping.set()
         for wake in self._wakes:
             wake.set()
+
+    def note_signal(self) -> None:
+        """A stop signal arrived: the first stops reading, the second starts the grace.
+
+        Called in a signal handler, so it only counts: setting an event there takes
+        its lock, which the interrupted thread may hold (a burst of signals deadlocked).
+        """
+        self._signals += 1
+
+    def _halted(self) -> bool:
+        """Stop reading: `stop()` ran, or a signal came that `run` has not seen yet."""
+        return self._signals > 0 or self._stopping.is_set()
 
     def _wake_one(self) -> None:
         """Wake an idle consumer (if any): new work arrived, or more is likely."""
@@ -296,16 +367,33 @@ class AsyncWorker:
         helpers: list[Any] = []
         try:
             consumers = [
-                aspawn(self._consume, i, until_idle, name=f"cbus-consumer-{i}")
+                aspawn(self._supervise, i, until_idle, name=f"cbus-consumer-{i}")
                 for i in range(self.concurrency)
             ]
-            helpers = [aspawn(self._heartbeat, name="cbus-heartbeat")]
+            helpers = [
+                aspawn(self._keep_running, "heartbeat", self._heartbeat, name="cbus-heartbeat")
+            ]
             if not until_idle:
-                helpers.append(aspawn(self._listen, name="cbus-listener"))
-            await agather(*consumers)
+                helpers.append(
+                    aspawn(self._keep_running, "listener", self._listen, name="cbus-listener")
+                )
+            forced = await self._wait_for_consumers(consumers)
             self.stop()
             self._finished.set()
+            if forced:
+                for task in (*consumers, *helpers):
+                    acancel(task)
+                raise WorkerFailed(
+                    f"Stopped by a second signal after {self.stop_grace:g} s: handlers "
+                    "still running were abandoned; their messages are delivered again"
+                )
             await agather(*helpers, timeout=5)
+            if self._gave_up:
+                exc = self._gave_up[0]
+                raise WorkerFailed(
+                    f"A consumer cannot run ({self.give_up_after} failures in a row), "
+                    f"the last: {type(exc).__qualname__}: {safe_str(exc)}"
+                ) from exc
         except BaseException:
             # Cancelled from outside (or failed): nothing of this worker may run on.
             # A consumer cancelled mid-batch rolls back; its leases run out and the
@@ -317,6 +405,33 @@ class AsyncWorker:
             raise
         finally:
             restore()
+
+    async def _wait_for_consumers(self, consumers: list[Any]) -> bool:
+        """Wait for the consumers to return; True when a second signal's grace ran out."""
+        seen = 0
+        deadline: float | None = None
+        while not all(finished(c) for c in consumers):
+            await agather(*consumers, timeout=0.2)
+            if self._signals > seen:
+                if seen == 0:
+                    log.info(
+                        "stop signal: finishing the handlers in flight (a second signal "
+                        "stops within %g s)",
+                        self.stop_grace,
+                        extra={"action": "stopping"},
+                    )
+                    self.stop()
+                seen = self._signals
+                if seen >= 2 and deadline is None:
+                    deadline = monotonic() + self.stop_grace
+                    log.warning(
+                        "second stop signal: stopping within %g s, running handlers or not",
+                        self.stop_grace,
+                        extra={"action": "stopping_hard"},
+                    )
+            if deadline is not None and monotonic() >= deadline:
+                return True
+        return False
 
     async def check_database(self) -> None:
         """Refuse to start on a server that does not answer, or a database whose cbus
@@ -391,7 +506,7 @@ class AsyncWorker:
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, lambda *_: self.stop())
+            signal.signal(sig, lambda *_: self.note_signal())
 
         def restore() -> None:
             for sig, handler in previous.items():
@@ -401,69 +516,172 @@ class AsyncWorker:
 
     # -- consumers ---------------------------------------------------------------
 
-    async def _consume(self, index: int, until_idle: bool) -> None:
-        backoff = 0.1
+    async def _supervise(self, index: int, until_idle: bool) -> None:
+        """Run consumer `index`, restarting it whatever it fails with.
+
+        The backoff doubles from one failure to the next and starts over only once the
+        consumer has run messages, or has run for the longest backoff, without failing:
+        a connection that opens, or empty polls between failures, do not reset it.
+        """
+        first, most = self.restart_backoff
+        backoff, failures = first, 0
         while not self._stopping.is_set():
+            rounds, started = self._rounds[index], monotonic()
             try:
-                conn = await self._connect()
-            except psycopg.OperationalError as exc:
-                self._outage.lost(exc)
-                await self._stopping.wait_for(backoff)
-                backoff = min(backoff * 2, RETRY_MAX)
-                continue
-            self._outage.back()
-            backoff = 0.1
-            try:
-                async with conn:
-                    await self._consume_on(conn, index, until_idle)
-                    return
-            except psycopg.OperationalError as exc:
-                if isinstance(exc, psycopg.errors.QueryCanceled):
+                await self._consume(index, until_idle)
+                return
+            except BaseException as exc:
+                if acancelled_by_worker(exc):
+                    raise
+                failure = exc
+            if self._rounds[index] > rounds or monotonic() - started >= most:
+                backoff, failures = first, 0
+            if isinstance(failure, psycopg.OperationalError):
+                # The server is away or restarting: wait for it as long as it takes. An
+                # outage is said when reconnecting fails (`Outage`), once per worker.
+                if isinstance(failure, psycopg.errors.QueryCanceled):
                     log.warning(
-                        "statement timed out: %s", exc, extra={"action": "statement_timeout"}
+                        "consumer %d: statement timed out: %s",
+                        index,
+                        failure,
+                        extra={"action": "statement_timeout"},
                     )
-                else:  # an outage is said when reconnecting fails (`Outage`)
-                    log.debug("connection lost: %s", exc, extra={"action": "connection_lost"})
+                else:
+                    log.debug(
+                        "consumer %d: connection lost: %s (reconnecting in %.1f s)",
+                        index,
+                        failure,
+                        backoff,
+                        extra={"action": "connection_lost"},
+                    )
                 await self._stopping.wait_for(backoff)
-            except psycopg.Error as exc:
-                # A statement of the worker's own failed (not a handler's: those are
-                # caught per message). The consumer starts again on a new connection;
-                # its leased messages come back when their visibility timeout ends.
-                log.exception(
-                    "consumer %d failed, restarting: %s",
-                    index,
-                    exc,
-                    extra={"action": "consumer_failed"},
-                )
-                await self._stopping.wait_for(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, most, RETRY_MAX)
+                continue
+            failures += 1
+            gave_up = failures >= self.give_up_after
+            log.error(
+                "consumer %d failed (%s: %s), %s",
+                index,
+                type(failure).__qualname__,
+                safe_str(failure),
+                f"{failures} times in a row: stopping the worker"
+                if gave_up
+                else f"restarting in {backoff:.1f} s",
+                exc_info=failure,
+                extra={"action": "consumer_gave_up" if gave_up else "consumer_restarted"},
+            )
+            if gave_up:
+                self._gave_up.append(failure)
+                self.stop()
+                return
+            await self._stopping.wait_for(backoff)
+            backoff = min(backoff * 2, most)
+
+    async def _consume(self, index: int, until_idle: bool) -> None:
+        try:
+            conn = await self._connect()
+        except psycopg.OperationalError as exc:
+            self._outage.lost(exc)  # said once for the whole worker (`Outage`)
+            raise
+        self._outage.back()
+        async with conn:
+            await self._consume_on(conn, index, until_idle)
 
     async def _consume_on(self, conn: _HandlerConnection, index: int, until_idle: bool) -> None:
+        conn.owner = current_caller()
         domains = (
             self._domains[index % len(self._domains) :]
             + self._domains[: index % len(self._domains)]
         )
         wake = self._wakes[index]
         modern = await self._modern_queues(conn)
-        while not self._stopping.is_set():
+        while not self._halted():
             # Counted as waiting from before the poll: a notification that comes while
             # this consumer polls sets its event, so the next wait returns at once.
             wake.clear()
             with self._counter_lock:
                 self._waiting.add(index)
             worked = 0
+            due = await self._due(conn)
             for runtime in domains:
-                if self._stopping.is_set():
+                if self._halted():
                     break
+                if not self._domain_due(runtime):
+                    continue
+                if due is not None and runtime.queue not in due and runtime.queue not in self._sick:
+                    continue
                 lease = self._lease_sizes[runtime.queue]
                 read = read_query(runtime.queue, lease.size, runtime.queue in modern)
-                found = await self._poll(conn, runtime, index, read, lease)
+                try:
+                    found = await self._poll(conn, runtime, index, read, lease)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    # A statement of the worker's own failed for this domain (its
+                    # queue dropped, a grant missing, a trigger): the other domains
+                    # go on; its leased messages come back when their leases end.
+                    await self._abandon(conn)
+                    self._domain_failed(runtime, exc)
+                    continue
+                self._domain_ok(runtime)
                 worked += found
             if worked:
+                self._rounds[index] += 1
                 continue
             if until_idle and await self._idle(conn):
                 return
             await wake.wait_for(self.poll_interval)
+
+    async def _due(self, conn: _HandlerConnection) -> set[str] | None:
+        """The healthy domains with a message due now, when asking is cheaper than reading.
+
+        With many domains, an idle round would cost one lease statement (and
+        commit) per domain and consumer; one probe of all their queues costs one.
+        None: read every domain. Failing domains are left to the lease itself.
+        """
+        healthy = [(i, r) for i, r in enumerate(self._domains) if r.queue not in self._sick]
+        if len(healthy) <= _PROBE_ABOVE:
+            return None
+        probe = b" UNION ALL ".join(query("due_probe", r.queue, i) for i, r in healthy)
+        try:
+            cur = await conn.execute(probe)
+            rows = await cur.fetchall()
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            await self._abandon(conn)
+            return None  # a queue went away: the lease statements find which
+        return {self._domains[row[0]].queue for row in rows}
+
+    def _domain_due(self, runtime: DomainRuntime) -> bool:
+        sick = self._sick.get(runtime.queue)
+        return sick is None or monotonic() >= sick[1]
+
+    def _domain_failed(self, runtime: DomainRuntime, exc: psycopg.Error) -> None:
+        first, most = self.domain_backoff
+        with self._counter_lock:
+            failures = self._sick.get(runtime.queue, (0, 0.0))[0] + 1
+            delay = min(first * 2 ** min(failures - 1, 30), most)
+            self._sick[runtime.queue] = (failures, monotonic() + delay)
+        log.warning(
+            "domain %s failed (%s: %s); retried in %.1f s, the other domains go on",
+            runtime.spec.name,
+            type(exc).__name__,
+            safe_str(exc).strip(),
+            delay,
+            extra={"action": "domain_failed", "domain": runtime.spec.name},
+        )
+
+    def _domain_ok(self, runtime: DomainRuntime) -> None:
+        if runtime.queue not in self._sick:
+            return
+        with self._counter_lock:
+            self._sick.pop(runtime.queue, None)
+        log.info(
+            "domain %s works again",
+            runtime.spec.name,
+            extra={"action": "domain_recovered", "domain": runtime.spec.name},
+        )
 
     async def _modern_queues(self, conn: _HandlerConnection) -> set[str]:
         """The queues whose table has PGMQ 1.10's last_read_at, which the lease sets.
@@ -560,6 +778,8 @@ class AsyncWorker:
                     extra={"action": "batch_replay"},
                 )
                 for delivery in batch[start : replay.end]:
+                    if delivery.timed_out:
+                        continue  # its failure is recorded: it must not run again
                     status = await self._still_leased(conn, runtime, delivery)
                     if status is None:
                         log.warning(
@@ -621,9 +841,7 @@ class AsyncWorker:
                     conn.savepoint_taken = False
                     conn.in_handler = True
                     try:
-                        value = await delivery.method(
-                            delivery.command, self._context(conn, delivery)
-                        )
+                        value = await self._call(conn, runtime, delivery)
                         delivery.result = encode_result(delivery, value)
                     except BaseException as exc:
                         # A handler's BaseException (SystemExit, its own CancelledError)
@@ -632,7 +850,8 @@ class AsyncWorker:
                             raise
                         conn.in_handler = False
                         await self._undo_handler(conn)
-                        failures.append((delivery, exc))
+                        if not isinstance(exc, _AlreadyRecorded):
+                            failures.append((delivery, exc))
                     else:
                         expected = _INTRANS if conn.began else _IDLE
                         if conn.pgconn.transaction_status != expected:
@@ -708,7 +927,7 @@ class AsyncWorker:
                 conn.savepoint_armed = False
                 conn.in_handler = True
                 try:
-                    value = await delivery.method(delivery.command, self._context(conn, delivery))
+                    value = await self._call(conn, runtime, delivery)
                 finally:
                     conn.in_handler = False
                 delivery.result = encode_result(delivery, value)
@@ -718,7 +937,7 @@ class AsyncWorker:
                         extra={"action": "lease_lost", "msg_id": delivery.msg_id},
                     )
                     raise _Replay("lease lost")
-        except _Replay:
+        except (_Replay, _AlreadyRecorded):
             return
         except psycopg.OperationalError:
             raise
@@ -732,6 +951,74 @@ class AsyncWorker:
         async with conn.transaction():
             await self._record_failure(conn, runtime, delivery, failure)
         self._count(0, 1)
+
+    async def _call(
+        self, conn: _HandlerConnection, runtime: DomainRuntime, delivery: Delivery
+    ) -> Any:
+        """Run the handler; past the command's `timeout`, its attempt fails.
+
+        An async handler is cancelled then. A sync one cannot be: the heartbeat
+        records the failure, stops renewing the lease, marks `ctx.timed_out` and
+        makes ctx.conn refuse statements (cancelling the one running); whatever the
+        handler does after that is rolled back when it returns.
+        """
+        ctx = self._context(conn, delivery)
+        timeout = delivery.spec.options.timeout
+        if timeout is None:
+            return await delivery.method(delivery.command, ctx)
+        key = (runtime.queue, delivery.msg_id)
+        deadline = monotonic() + timeout
+        with self._counter_lock:
+            delivery.ctx = ctx
+            delivery.deadline = deadline
+            self._deliveries[key] = delivery
+        try:
+            value = await abounded(delivery.method(delivery.command, ctx), timeout)
+        except BaseException as exc:
+            if not self._settle(conn, key, delivery) or acancelled_by_worker(exc):
+                if isinstance(exc, TimeoutError) and monotonic() >= deadline:
+                    raise TransientError(f"Timed out after {timeout:g} s", code="TIMEOUT") from None
+                raise
+            raise _AlreadyRecorded() from None
+        if self._settle(conn, key, delivery):
+            raise _AlreadyRecorded()
+        return value
+
+    def _settle(self, conn: _HandlerConnection, key: tuple[str, int], d: Delivery) -> bool:
+        """The handler returned: True when the heartbeat already recorded it as timed out."""
+        with self._counter_lock:
+            d.deadline = None
+            self._deliveries.pop(key, None)
+            conn.timed_out = False
+            return d.timed_out
+
+    async def _expire(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Record the attempts that ran past their `timeout` as failed (sync handlers)."""
+        now = monotonic()
+        with self._counter_lock:
+            late = [
+                (key, d)
+                for key, d in self._deliveries.items()
+                if d.deadline is not None and now >= d.deadline
+            ]
+            for key, d in late:
+                d.deadline = None
+                d.timed_out = d.ctx.timed_out = d.ctx.conn.timed_out = True
+                self._deliveries.pop(key, None)
+        for key, d in late:
+            async with self._lease_lock:
+                self._leases.pop(key, None)
+            with contextlib.suppress(psycopg.Error):
+                await d.ctx.conn.cancel_safe(timeout=2)
+            timeout = d.spec.options.timeout
+            async with conn.transaction():
+                await self._record_failure(
+                    conn,
+                    self._runtimes[key[0]],
+                    d,
+                    TransientError(f"Timed out after {timeout:g} s", code="TIMEOUT"),
+                )
+            self._count(0, 1)
 
     def _context(self, conn: _HandlerConnection, d: Delivery) -> AsyncContext:
         return AsyncContext(
@@ -807,7 +1094,7 @@ class AsyncWorker:
 
     async def _record_failure(
         self,
-        conn: _HandlerConnection,
+        conn: psycopg.AsyncConnection[Any],
         runtime: DomainRuntime,
         delivery: Delivery,
         exc: BaseException,
@@ -822,18 +1109,20 @@ class AsyncWorker:
         }
         # Business, permanent and transient errors are outcomes the handler chose; any
         # other exception is a bug or an outage, and its traceback what an operator
-        # needs.
+        # needs: once, when the command stops being retried. Earlier attempts say the
+        # error in one line.
         expected = isinstance(exc, BusinessError | PermanentError | TransientError)
         log.log(
             logging.INFO if expected else logging.WARNING,
-            "%s %s %s (attempt %d): %s",
+            "%s %s %s (attempt %d): %s%s",
             delivery.spec.kind,
             command_id,
             failure.outcome.value,
             delivery.read_ct,
+            "" if expected else f"{failure.error_type}: ",
             failure.message,
             extra=extra,
-            exc_info=None if expected else exc,
+            exc_info=None if expected or failure.outcome is Outcome.RETRY else exc,
         )
         detail: dict[str, Any] = {
             "type": failure.error_type,
@@ -966,7 +1255,7 @@ class AsyncWorker:
 
     async def _audit(
         self,
-        conn: _HandlerConnection,
+        conn: psycopg.AsyncConnection[Any],
         runtime: DomainRuntime,
         command_id: uuid.UUID,
         event: str,
@@ -1014,6 +1303,29 @@ class AsyncWorker:
                     self._outage.lost(exc)
                 await self._stopping.wait_for(1.0)
 
+    async def _keep_running(self, name: str, target: Any) -> None:
+        """Run the listener or the heartbeat until the worker finishes, whatever it raises."""
+        backoff = 0.1
+        while True:
+            try:
+                await target()
+                return
+            except BaseException as exc:
+                if acancelled_by_worker(exc):
+                    raise
+                log.error(
+                    "%s failed, restarting in %.1f s: %s: %s",
+                    name,
+                    backoff,
+                    type(exc).__qualname__,
+                    safe_str(exc),
+                    exc_info=exc,
+                    extra={"action": f"{name}_restarted"},
+                )
+            if await self._finished.wait_for(backoff):
+                return
+            backoff = min(backoff * 2, 5.0)
+
     async def _heartbeat(self) -> None:
         """Keep the leases of messages in flight alive while their handlers run.
 
@@ -1021,6 +1333,7 @@ class AsyncWorker:
         SIGTERM the handlers in flight still finish, and their leases must hold.
         """
         interval = max(self._min_vt / 3, 0.5)
+        next_beat = monotonic() + interval
         conn: psycopg.AsyncConnection[Any] | None = None
         retry = 0.05
         try:
@@ -1032,16 +1345,30 @@ class AsyncWorker:
                             self._dsn, autocommit=True, **self._connect_kwargs
                         )
                         self._outage.back()
-                    await self._extend_all(conn)
+                    if monotonic() >= next_beat:
+                        await self._extend_all(conn)
+                        next_beat = monotonic() + interval
+                    await self._expire(conn)
                     retry = 0.05
-                    wait = interval
-                except psycopg.OperationalError as exc:
+                    wait = min(self._watch, max(0.0, next_beat - monotonic()))
+                except Exception as exc:
                     # A dropped connection must not cost a lease: reconnect at once,
                     # backing off only while the server stays away.
-                    if conn is None:  # said once the server does not answer a new one
-                        self._outage.lost(exc)
+                    if conn is None and isinstance(exc, psycopg.OperationalError):
+                        self._outage.lost(exc)  # said once the server answers no new one
+                    elif conn is None:
+                        log.warning(
+                            "heartbeat: %s", safe_str(exc), extra={"action": "heartbeat_failed"}
+                        )
                     else:
-                        await conn.close()
+                        if not isinstance(exc, psycopg.OperationalError):
+                            log.warning(
+                                "heartbeat: %s",
+                                safe_str(exc),
+                                extra={"action": "heartbeat_failed"},
+                            )
+                        with contextlib.suppress(Exception):
+                            await conn.close()
                     conn = None
                     wait, retry = retry, min(retry * 2, interval)
                 if await self._finished.wait_for(wait):
@@ -1082,16 +1409,28 @@ class AsyncWorker:
             cts.append(read_ct)
         domains = {d.queue: d.spec.name for d in self._domains}
         for (queue, vt), (ids, cts) in groups.items():
-            await conn.execute(
-                query("extend_lease", queue),
-                {
-                    "msg_ids": ids,
-                    "read_cts": cts,
-                    "seconds": vt,
-                    "domain": domains[queue],
-                    "mark": True,
-                },
-            )
+            try:
+                await conn.execute(
+                    query("extend_lease", queue),
+                    {
+                        "msg_ids": ids,
+                        "read_cts": cts,
+                        "seconds": vt,
+                        "domain": domains[queue],
+                        "mark": True,
+                    },
+                )
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                # One domain's failure (its queue dropped) must not cost the others
+                # their leases.
+                log.warning(
+                    "heartbeat: domain %s: %s",
+                    domains[queue],
+                    safe_str(exc).strip(),
+                    extra={"action": "heartbeat_failed", "domain": domains[queue]},
+                )
 
 
 def _ended(

@@ -323,7 +323,7 @@ def test_a_consumer_whose_own_statement_fails_starts_again(
     testbus: ModuleType,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The worker's own SQL fails once (a trigger): logged, the consumer goes on."""
+    """The worker's own SQL fails once (a trigger): logged, the domain is retried."""
     conn.execute("CREATE SEQUENCE trip_seq")  # not transactional: trips exactly once
     conn.execute(
         "CREATE FUNCTION trip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
@@ -347,7 +347,7 @@ def test_a_consumer_whose_own_statement_fails_starts_again(
     record = cbus.get_command(conn, "testbus", unknown)
     assert record is not None and record.last_error_code == "UNKNOWN_KIND"
     assert queue_depth(conn, QUEUE) == 0
-    failed = [r for r in caplog.records if getattr(r, "action", None) == "consumer_failed"]
+    failed = [r for r in caplog.records if getattr(r, "action", None) == "domain_failed"]
     assert len(failed) == 1 and "tripped once" in failed[0].getMessage()
 
 

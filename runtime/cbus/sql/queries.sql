@@ -271,6 +271,11 @@ FROM renewed
 WHERE c.domain = %(domain)s AND c.command_id = renewed.command_id::uuid
   AND c.status = 'PENDING' AND %(mark)s
 
+-- name: due_probe
+-- One queue's part of the idle probe, `{limit}` being the domain's position: the
+-- worker joins the parts of all its domains with UNION ALL, one statement for all.
+SELECT {limit} WHERE EXISTS (SELECT 1 FROM {q} WHERE vt <= clock_timestamp())
+
 -- name: pending
 -- Work a worker run with until_idle still waits for: due now or within the horizon,
 -- or waiting for a retry (read before).
