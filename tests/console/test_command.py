@@ -40,6 +40,9 @@ def test_console_prints_a_token_and_serves_on_localhost(dsn: str, mixed: Mixed) 
     )
     try:
         assert proc.stderr is not None
+        # The DSN carries a password: the warning about `ps` comes first.
+        warned = proc.stderr.readline()
+        assert warned.startswith("Warning: --dsn carries a password"), warned
         first = proc.stderr.readline()
         found = re.search(rf"on http://127\.0\.0\.1:{port}/  token: (\S+)", first)
         assert found, first
