@@ -35,6 +35,7 @@ from .defs import (
     TypeDef,
     TypeRef,
 )
+from .evolution import check_evolution
 from .load import Map, Mark, Node, Scalar, Seq
 from .problems import Problems, hint, joined, kind_of
 from .typeexpr import TypeSyntaxError, parse, set_marks
@@ -289,6 +290,8 @@ def check_file(root: Node, file: str, source: str, p: Problems) -> Schema | None
         if commands is not None:
             for key, value in commands.items:
                 cmd = _check_command(c, key, value)
+                if cmd is not None and isinstance(value, Map):
+                    check_evolution(c, value, cmd, domain)
                 if cmd is not None:
                     schema.commands.append(cmd)
     return schema
