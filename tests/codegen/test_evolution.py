@@ -64,3 +64,25 @@ commands:
     assert [f.name for f in cmd.previous[1].fields] == ["order_id", "note"]
     assert cmd.previous[1].fields[1].constraints["max_length"] == 9
     assert [k for k, _ in cmd.aliases] == ["orders.PlaceOrder"]
+
+
+def test_generated_names_collide() -> None:
+    text = """cbus: 1
+domain: orders
+types:
+  CreateOrderV1: {fields: {a: int}}
+commands:
+  CreateOrder:
+    version: 2
+    previous:
+      1: {}
+  UpgradeCreateOrderV1: {}
+"""
+    with pytest.raises(SchemaError) as info:
+        load_sources([("o.yaml", text)])
+    assert info.value.errors == [
+        "o.yaml:9:7: Version 1 of command `CreateOrder` becomes `CreateOrderV1`, "
+        "as does type `CreateOrderV1` (at 4:3)",
+        "o.yaml:10:3: Command `UpgradeCreateOrderV1` becomes `upgrade_create_order_v1`, "
+        "as does version 1 of command `CreateOrder` (at 9:7)",
+    ]
