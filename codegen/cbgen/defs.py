@@ -107,7 +107,7 @@ COMMAND_KEYS = (
 PREVIOUS_KEYS = ("description", "fields")
 RESULT_KEYS = ("description", "fields")
 OPTION_KEYS = ("max_attempts", "backoff", "visibility_timeout", "timeout")
-FIELD_KEYS = ("type", "default", "description", *CONSTRAINTS)
+FIELD_KEYS = ("type", "default", "description", "renamed_from", *CONSTRAINTS)
 
 
 @dataclass(eq=False)
@@ -146,6 +146,7 @@ class FieldDef:
     has_default: bool = False
     default: Any = None  # checked and normalised (see `_value`)
     default_node: Node | None = None
+    renamed_from: str = ""  # the name this field had in the version before
 
     @property
     def required(self) -> bool:

@@ -10,6 +10,7 @@ are refused.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from .defs import DOMAIN_RE, NAME_RE, PREVIOUS_KEYS, CommandDef, PreviousDef, Schema
@@ -19,7 +20,7 @@ from .problems import Problems, kind_of
 if TYPE_CHECKING:
     from .per_file import FileChecker
 
-__all__ = ["check_aliases", "check_evolution"]
+__all__ = ["check_aliases", "check_evolution", "check_renames"]
 
 
 def check_evolution(c: FileChecker, m: Map, cmd: CommandDef, domain: str) -> None:
@@ -96,3 +97,28 @@ def check_aliases(schemas: list[Schema], problems: Problems) -> None:
                     )
                 else:
                     seen[kind] = mark
+
+
+def check_renames(schemas: list[Schema], problems: Problems) -> None:
+    """`renamed_from` names a field of the version just before, which must exist."""
+    for s in schemas:
+        allowed: set[int] = set()
+        for cmd in s.commands:
+            chain: list[PreviousDef | CommandDef] = [*cmd.previous, cmd]
+            for before, after in itertools.pairwise(chain):
+                names = {f.name for f in before.fields}
+                for f in after.fields:
+                    allowed.add(id(f))
+                    if f.renamed_from and f.renamed_from not in names:
+                        problems.add(
+                            f.mark,
+                            f"`renamed_from: {f.renamed_from}` of field `{f.name}`: version "
+                            f"{before.version} of `{cmd.name}` has no field `{f.renamed_from}`",
+                        )
+        for f in s.all_fields():
+            if f.renamed_from and id(f) not in allowed:
+                problems.add(
+                    f.mark,
+                    f"`renamed_from` of field `{f.name}` needs the version before it "
+                    "under the command's `previous`",
+                )

@@ -220,6 +220,9 @@ class FileChecker:
             ref = self.parse_type(tnode, set())
             f = FieldDef(name, ref or TypeRef("scalar", "any"), key.mark)
             f.description = self.description(value)
+            rnode = value.get("renamed_from")
+            if rnode is not None:
+                f.renamed_from = self.text(rnode, "`renamed_from`") or ""
             for c in CONSTRAINTS:
                 cnode = value.get(c)
                 if cnode is not None:

@@ -32,14 +32,14 @@ def mechanical_body(old: list[FieldDef], new: list[FieldDef]) -> tuple[list[str]
     before = {f.name: f for f in old}
     args: list[str] = []
     for f in new:
-        o = before.get(f.name)
+        o = before.get(f.name) or before.get(f.renamed_from)
         if o is None:
             if f.required:
                 return [], f"field `{f.name}` is new and required"
             continue
         if str(o.type) != str(f.type):
             return [], f"field `{f.name}` changed type from `{o.type}` to `{f.type}`"
-        args.append(f"{f.name}=old.{f.name}")
+        args.append(f"{f.name}=old.{o.name}")
     return args, ""
 
 

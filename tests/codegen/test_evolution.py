@@ -6,6 +6,13 @@ import pytest
 from cbgen import SchemaError
 from cbgen.pipeline import load_sources
 
+
+def _errors(text: str) -> list[str]:
+    with pytest.raises(SchemaError) as info:
+        load_sources([("o.yaml", text)])
+    return info.value.errors
+
+
 BAD = """cbus: 1
 domain: orders
 commands:
@@ -26,9 +33,7 @@ commands:
 
 
 def test_errors() -> None:
-    with pytest.raises(SchemaError) as info:
-        load_sources([("o.yaml", BAD)])
-    assert info.value.errors == [
+    assert _errors(BAD) == [
         "o.yaml:9:51: Unknown type `strin` (did you mean `string`?)",
         "o.yaml:9:83: Invalid default for `n`: Expected `int`, got `str`",
         "o.yaml:10:9: Unknown key `feilds` (did you mean `fields`?)",
@@ -78,11 +83,29 @@ commands:
       1: {}
   UpgradeCreateOrderV1: {}
 """
-    with pytest.raises(SchemaError) as info:
-        load_sources([("o.yaml", text)])
-    assert info.value.errors == [
+    assert _errors(text) == [
         "o.yaml:9:7: Version 1 of command `CreateOrder` becomes `CreateOrderV1`, "
         "as does type `CreateOrderV1` (at 4:3)",
         "o.yaml:10:3: Command `UpgradeCreateOrderV1` becomes `upgrade_create_order_v1`, "
         "as does version 1 of command `CreateOrder` (at 9:7)",
+    ]
+
+
+def test_renamed_from() -> None:
+    text = """cbus: 1
+domain: orders
+types:
+  T: {fields: {a: {type: int, renamed_from: b}}}
+commands:
+  CreateOrder:
+    version: 2
+    fields: {x: {type: int, renamed_from: nope}}
+    previous:
+      1: {fields: {y: int}}
+"""
+    assert _errors(text) == [
+        "o.yaml:4:16: `renamed_from` of field `a` needs the version before it "
+        "under the command's `previous`",
+        "o.yaml:8:14: `renamed_from: nope` of field `x`: version 1 of `CreateOrder` "
+        "has no field `nope`",
     ]

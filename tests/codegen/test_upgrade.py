@@ -39,6 +39,7 @@ def test_previous_versions(models: str, tmp_path_factory: pytest.TempPathFactory
             NotImplementedError, match=r"ShopAsyncHandlers\.upgrade_rename_field_v1"
         ):
             asyncio.run(ah.upgrade_rename_field_v1(shop.RenameFieldV1(title="t", size=1)))
+        assert h.upgrade_renamed_v1(shop.RenamedV1(title="t")) == shop.Renamed(name="t")
         specs = {c.name: c for c in shop.DOMAIN.commands}
         prev = specs["CreateOrder"].previous
         assert [(p.version, p.type, p.upgrade_method, p.mechanical) for p in prev] == [
