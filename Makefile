@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := $(wildcard runtime codegen generated tools tests bench examples)
 
-.PHONY: venv demo test lint typecheck check-generated unit bench bench-venv generate clean
+.PHONY: venv demo test lint typecheck check-generated check-breaking unit bench bench-venv generate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,16 @@ check-generated: $(STAMP)
 	$(VENV)/bin/cbgen generate --check
 	$(PY) tools/async_to_sync.py --check
 
+# Schema changes since the previous commit must not strand queued messages.
+check-breaking: $(STAMP)
+	@if git rev-parse --verify --quiet HEAD~1 >/dev/null; then \
+		$(VENV)/bin/cbgen breaking --against HEAD~1; \
+	else echo "check-breaking: no HEAD~1 (shallow clone?), skipped"; fi
+
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck check-generated unit
+test: lint typecheck check-generated check-breaking unit
 
 # Benchmarks run in their own virtualenv: the peers (reliable-cmd, pgqueuer) are
 # installed there only, never into the project's environment.

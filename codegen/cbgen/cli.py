@@ -257,5 +257,43 @@ def docs_cmd(schemas: tuple[str, ...], out: str, package: str | None) -> None:
         click.echo(f"Wrote {_shown(path)}")
 
 
+@main.command("breaking")
+@_schemas_arg
+@click.option("--against", "ref", required=True, help="A git revision or a folder of schemas.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def breaking_cmd(schemas: tuple[str, ...], ref: str, as_json: bool) -> None:
+    """Report the changes since REF that break queued messages or deployed senders.
+
+    Exit 0 when there are none, 1 when there are, 2 when REF or a schema cannot be read.
+    """
+    import json
+
+    from .against import RefError, read_against
+    from .breaking import compare
+    from .pipeline import load_schemas, load_sources
+
+    cfg = load_config(schemas, None, None, None)
+    paths = schema_files(cfg.schemas)
+    try:
+        old_sources = read_against(ref, cfg.schemas)
+        new = load_schemas(paths, cfg.root)
+        old = load_sources(old_sources)
+    except RefError as exc:
+        click.echo(f"cbgen: {exc}", err=True)
+        sys.exit(2)
+    except SchemaError as exc:
+        for line in exc.errors:
+            click.echo(line, err=True)
+        click.echo("cbgen: cannot compare schemas that do not load", err=True)
+        sys.exit(2)
+    found = compare(old, new)
+    if as_json:
+        click.echo(json.dumps([f.as_json() for f in found], indent=2))
+    else:
+        for f in found:
+            click.echo(str(f))
+    sys.exit(1 if found else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

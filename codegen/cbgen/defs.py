@@ -31,6 +31,8 @@ __all__ = [
     "NAME_RE",
     "NUMERIC",
     "OPTION_KEYS",
+    "PREVIOUS_KEYS",
+    "PreviousDef",
     "RESULT_KEYS",
     "ResultDef",
     "SCALARS",
@@ -92,10 +94,20 @@ ENUM_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 TOP_KEYS = ("cbus", "domain", "description", "options", "types", "commands")
 TYPE_KEYS = ("description", "fields", "enum")
-COMMAND_KEYS = ("description", "version", "fields", "result", "errors", "options")
+COMMAND_KEYS = (
+    "description",
+    "version",
+    "fields",
+    "result",
+    "errors",
+    "options",
+    "previous",
+    "aliases",
+)
+PREVIOUS_KEYS = ("description", "fields")
 RESULT_KEYS = ("description", "fields")
 OPTION_KEYS = ("max_attempts", "backoff", "visibility_timeout", "timeout")
-FIELD_KEYS = ("type", "default", "description", *CONSTRAINTS)
+FIELD_KEYS = ("type", "default", "description", "renamed_from", *CONSTRAINTS)
 
 
 @dataclass(eq=False)
@@ -134,6 +146,7 @@ class FieldDef:
     has_default: bool = False
     default: Any = None  # checked and normalised (see `_value`)
     default_node: Node | None = None
+    renamed_from: str = ""  # the name this field had in the version before
 
     @property
     def required(self) -> bool:
@@ -158,6 +171,16 @@ class ResultDef:
 
 
 @dataclass(eq=False)
+class PreviousDef:
+    """An earlier version of a command, kept so its queued messages still decode."""
+
+    version: int
+    mark: Mark
+    description: str = ""
+    fields: list[FieldDef] = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class CommandDef:
     name: str
     mark: Mark
@@ -167,6 +190,8 @@ class CommandDef:
     result: ResultDef | None = None
     errors: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    previous: list[PreviousDef] = field(default_factory=list)  # oldest first
+    aliases: list[tuple[str, Mark]] = field(default_factory=list)  # earlier kinds
 
 
 @dataclass(eq=False)
@@ -188,5 +213,7 @@ class Schema:
             yield from t.fields or ()
         for c in self.commands:
             yield from c.fields
+            for prev in c.previous:
+                yield from prev.fields
             if c.result is not None:
                 yield from c.result.fields

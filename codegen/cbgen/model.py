@@ -17,6 +17,7 @@ from .defs import CommandDef, FieldDef, Schema, TypeRef
 from .naming import camel_case, domain_alias, functions_of, snake_case
 from .pyexpr import Expressions, is_factory, py_repr
 from .pytext import comment, docstring
+from .upgrade import previous_versions
 
 __all__ = [
     "HEADER_START",
@@ -91,6 +92,22 @@ class ErrorClass:
 
 
 @dataclass
+class Previous:
+    """An earlier version of a command: its class and the hook that upgrades it."""
+
+    version: int
+    struct: Struct  # `<Command>V<N>`
+    hook: str  # `upgrade_<command>_v<N>`
+    target: str  # the class of the next version
+    returns: str  # the default body's return expression; "" when not mechanical
+    reason: str  # why the hook must be written, when not mechanical
+
+    @property
+    def mechanical(self) -> bool:
+        return not self.reason
+
+
+@dataclass
 class Command:
     name: str
     kind: str
@@ -111,6 +128,8 @@ class Command:
     options: str
     effective_options: dict[str, Any]
     """The runtime's defaults overlaid by the domain's and the command's options."""
+    previous: list[Previous] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
 
     @property
     def return_type(self) -> str:
@@ -258,6 +277,7 @@ def _module(s: Schema, package: str, models: str, cyclic: bool) -> Module:
     names: list[str] = [e.name for e in enums] + [st.name for st in structs]
     for cmd in commands:
         names.append(cmd.name)
+        names += [p.struct.name for p in cmd.previous]
         if cmd.result is not None:
             names.append(cmd.result.name)
         if cmd.error is not None:
@@ -327,6 +347,8 @@ def _command(ctx: Expressions, s: Schema, c: CommandDef) -> Command:
         errors=list(c.errors),
         options=_options(ctx, merged),
         effective_options=_effective(merged),
+        previous=previous_versions(c, method, lambda fs: _ordered([_field(ctx, f) for f in fs])),
+        aliases=[kind for kind, _ in c.aliases],
     )
 
 

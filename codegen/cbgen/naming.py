@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from .defs import Schema
 from .load import Mark
 from .problems import Problems
+from .upgrade import hook_name
 
 __all__ = [
     "ERROR_RESERVED",
@@ -127,6 +128,11 @@ def check_names(schemas: Sequence[Schema], problems: Problems) -> None:
             for name in names:
                 if not claim(taken, problems, name, c.mark, owner):
                     break
+            for prev in c.previous:
+                where = f"version {prev.version} of command `{c.name}`"
+                claim(taken, problems, f"{c.name}V{prev.version}", prev.mark, where)
+                hook = hook_name(method, prev.version)
+                claim(methods, problems, hook, prev.mark, where)
             for code in c.errors:
                 low = code.lower()
                 if keyword.iskeyword(low) or low in ERROR_RESERVED:

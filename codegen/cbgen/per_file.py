@@ -35,6 +35,7 @@ from .defs import (
     TypeDef,
     TypeRef,
 )
+from .evolution import check_evolution
 from .load import Map, Mark, Node, Scalar, Seq
 from .problems import Problems, hint, joined, kind_of
 from .typeexpr import TypeSyntaxError, parse, set_marks
@@ -219,6 +220,9 @@ class FileChecker:
             ref = self.parse_type(tnode, set())
             f = FieldDef(name, ref or TypeRef("scalar", "any"), key.mark)
             f.description = self.description(value)
+            rnode = value.get("renamed_from")
+            if rnode is not None:
+                f.renamed_from = self.text(rnode, "`renamed_from`") or ""
             for c in CONSTRAINTS:
                 cnode = value.get(c)
                 if cnode is not None:
@@ -289,6 +293,8 @@ def check_file(root: Node, file: str, source: str, p: Problems) -> Schema | None
         if commands is not None:
             for key, value in commands.items:
                 cmd = _check_command(c, key, value)
+                if cmd is not None and isinstance(value, Map):
+                    check_evolution(c, value, cmd, domain)
                 if cmd is not None:
                     schema.commands.append(cmd)
     return schema

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from .cycles import default_cycles, value_cycles
 from .defs import FieldDef, Schema
+from .evolution import check_aliases, check_renames
 from .load import Mark, Node
 from .per_file import check_file
 from .problems import Problems
@@ -60,6 +61,8 @@ def validate(files: Sequence[tuple[str, str, Node | None]], problems: Problems) 
         if id(f) not in ok:
             f.has_default = False
             f.constraints = {}
+    check_aliases(schemas, problems)
+    check_renames(schemas, problems)
     value_cycles(schemas, problems)
     default_cycles(schemas, problems)
     return schemas

@@ -25,6 +25,7 @@ __all__ = [
     "DomainSpec",
     "Handlers",
     "Options",
+    "PreviousSpec",
     "domain_of",
     "register",
     "require_api",
@@ -92,6 +93,26 @@ class Options:
 
 
 @dataclass(frozen=True, slots=True)
+class PreviousSpec:
+    """An earlier version of a command that the schema keeps under `previous`.
+
+    A message whose `version` header is `version` decodes as `type`; the handler
+    method `upgrade_method` (`upgrade_<command>_v<N>`) turns it into the next
+    version (the next `previous` entry's type, or the command's own type for the
+    last one), so a worker upgrades step by step, oldest first. `mechanical` is
+    True when the generated stub's body upgrades by itself (the next version's
+    fields all exist with the same type, or have defaults); when False that body
+    raises `NotImplementedError`, and a worker whose handlers do not override
+    `upgrade_method` must refuse to start, naming it.
+    """
+
+    version: int
+    type: type[Any]
+    upgrade_method: str
+    mechanical: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CommandSpec:
     """One command of a domain, as the schema declares it."""
 
@@ -105,6 +126,11 @@ class CommandSpec:
     error_type: builtins.type[BusinessError] | None = None
     errors: frozenset[str] = frozenset()
     description: str = ""
+    previous: tuple[PreviousSpec, ...] = ()
+    """The earlier versions still decoded, oldest first (see `PreviousSpec`)."""
+    aliases: tuple[str, ...] = ()
+    """Earlier kinds of this command (`<domain>.<Name>`, this domain): renames. A
+    message of an alias kind is this command, with this command's versions."""
 
     @property
     def kind(self) -> str:
