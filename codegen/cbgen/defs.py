@@ -94,7 +94,14 @@ TOP_KEYS = ("cbus", "domain", "description", "options", "types", "commands")
 TYPE_KEYS = ("description", "fields", "enum")
 COMMAND_KEYS = ("description", "version", "fields", "result", "errors", "options")
 RESULT_KEYS = ("description", "fields")
-OPTION_KEYS = ("max_attempts", "backoff", "visibility_timeout", "timeout")
+OPTION_KEYS = (
+    "max_attempts",
+    "backoff",
+    "visibility_timeout",
+    "timeout",
+    "unknown_version_grace",
+    "priority",
+)
 FIELD_KEYS = ("type", "default", "description", *CONSTRAINTS)
 
 
