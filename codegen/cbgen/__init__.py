@@ -23,6 +23,8 @@ RUNTIME_OPTIONS: dict[str, int | float | tuple[float, ...] | None] = {
     "backoff": (1.0, 10.0, 60.0),
     "visibility_timeout": 30,
     "timeout": None,
+    "unknown_version_grace": 3600,
+    "priority": 5,
 }
 """The defaults of `cbus.registry.Options`, for options a schema leaves out; `cbgen docs`
 shows them. Kept equal to the runtime's by a test (cbgen does not import cbus)."""

@@ -106,7 +106,14 @@ COMMAND_KEYS = (
 )
 PREVIOUS_KEYS = ("description", "fields")
 RESULT_KEYS = ("description", "fields")
-OPTION_KEYS = ("max_attempts", "backoff", "visibility_timeout", "timeout")
+OPTION_KEYS = (
+    "max_attempts",
+    "backoff",
+    "visibility_timeout",
+    "timeout",
+    "unknown_version_grace",
+    "priority",
+)
 FIELD_KEYS = ("type", "default", "description", "renamed_from", *CONSTRAINTS)
 
 

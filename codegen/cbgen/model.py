@@ -239,7 +239,7 @@ def _ordered(fields: list[Field]) -> list[Field]:
 
 def _options(ctx: Expressions, values: dict[str, Any]) -> str:
     args = []
-    for key in ("max_attempts", "backoff", "visibility_timeout", "timeout"):
+    for key in RUNTIME_OPTIONS:
         if key in values:
             v = values[key]
             if key == "backoff":

@@ -130,6 +130,18 @@ class FileChecker:
             seconds = self.seconds(t, "timeout")
             if seconds is not None:
                 out["timeout"] = seconds
+        g = m.get("unknown_version_grace")
+        if g is not None:
+            grace = self.seconds(g, "unknown_version_grace")
+            if grace is not None:
+                out["unknown_version_grace"] = grace
+        p = m.get("priority")
+        if p is not None:
+            i = self.integer(p, "priority", 0)
+            if i is not None and i > 9:
+                self.err(p.mark, f"Expected `int` from 0 to 9 for `priority`, got `{i}`")
+            elif i is not None:
+                out["priority"] = i
         b = m.get("backoff")
         if b is not None:
             if not isinstance(b, Seq):

@@ -84,6 +84,11 @@ class Options:
     visibility_timeout: int = 30
     timeout: float | None = None
     """Seconds an attempt may run before it fails; None: no limit."""
+    unknown_version_grace: float = 3600
+    """Seconds a message of a newer version or unknown kind waits for a newer worker
+    before it goes to the troubleshooting queue (contract section 8)."""
+    priority: int = 5
+    """0 to 9, higher first: among due commands of a domain, the order of leasing."""
 
     def backoff_for(self, attempt: int) -> float:
         """Seconds to wait before the retry that follows failed attempt `attempt` (1-based)."""

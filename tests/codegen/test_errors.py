@@ -456,6 +456,20 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "schemas/a.yaml:8:29: Expected seconds > 0 for `timeout`, got `bool`",
         ],
     ),
+    "bad_priority": (
+        {
+            "a.yaml": HEAD
+            + "options: {priority: 10}\ncommands:\n  Ping: {options: {priority: -1}}\n"
+        },
+        [
+            "schemas/a.yaml:3:21: Expected `int` from 0 to 9 for `priority`, got `10`",
+            "schemas/a.yaml:5:30: Expected `int` >= 0 for `priority`, got `-1`",
+        ],
+    ),
+    "bad_unknown_version_grace": (
+        {"a.yaml": HEAD + "options: {unknown_version_grace: 0}\n" + OK_CMD},
+        ["schemas/a.yaml:3:34: Expected seconds > 0 for `unknown_version_grace`, got `0`"],
+    ),
     "bad_version": (
         {"a.yaml": HEAD + "commands:\n  Ping: {version: 0}\n"},
         ["schemas/a.yaml:4:19: Expected `int` >= 1 for `version`, got `0`"],
@@ -512,7 +526,7 @@ def test_every_error_is_reported_at_once(project: Path) -> None:
     assert r.exit_code == 1
     assert r.stderr.splitlines() == [
         "schemas/a.yaml:3:11: Unknown key `retries` (expected one of `max_attempts`, "
-        "`backoff`, `visibility_timeout` or `timeout`)",
+        "`backoff`, `visibility_timeout`, `timeout`, `unknown_version_grace` or `priority`)",
         "schemas/a.yaml:6:14: Field name `class` is a Python keyword",
         "schemas/a.yaml:6:33: Unknown type `Mony`",
         "schemas/a.yaml:7:14: Invalid error code `bad`: expected ^[A-Z][A-Z0-9_]*$",
