@@ -49,7 +49,6 @@ from ._acompat import (
 )
 from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
 from ._queries import query
-from ._send_base import channel
 from ._worker_base import (
     Delivery,
     DomainRuntime,
@@ -69,6 +68,7 @@ from ._worker_base import (
 from .context import Context
 from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
+from .names import send_channel as channel
 from .outcomes import Ended, commands_ended
 from .pgmq import RawJson, register_adapters
 from .registry import domain_of

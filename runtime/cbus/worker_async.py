@@ -47,7 +47,6 @@ from ._acompat import (
 )
 from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
 from ._queries import query
-from ._send_base import channel
 from ._worker_base import (
     Delivery,
     DomainRuntime,
@@ -67,6 +66,7 @@ from ._worker_base import (
 from .context import AsyncContext
 from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
+from .names import send_channel as channel
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
 from .registry import domain_of
