@@ -126,3 +126,23 @@ def test_the_public_names_are_sorted_and_each_has_one_home() -> None:
     }
     lazy = {(module, name) for module, names in cbus._LAZY.items() for name in names}
     assert typed == lazy
+
+
+def test_generated_code_uses_exactly_the_surface_of_cbus_api() -> None:
+    import cbus.api
+
+    used: set[str] = set()
+    imported: set[str] = set()
+    for path in sorted((REPO / "generated/shop").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "cbus":
+                used.add(node.attr)
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {f"{node.module}.{a.name}" for a in node.names}
+    # `from cbus import api as cbus`: the generated module's `cbus` is `cbus.api`.
+    assert {m for m in imported if m.split(".")[0] == "cbus"} == {"cbus.api"}
+    # API_VERSION numbers the surface; generated code states the number it needs instead.
+    assert used == set(cbus.api.__all__) - {"API_VERSION"}
+    assert cbus.api.__all__ == sorted(cbus.api.__all__, key=lambda n: (not n.isupper(), n))

@@ -131,7 +131,7 @@ class Module:
     from_imports: list[tuple[str, str]]
     """(domain, alias) of each other domain the module refers to."""
     default_alias: str | None
-    """The alias of `cbus.registry.DEFAULT` when a sender parameter defaults to it."""
+    """The alias of `cbus.api.DEFAULT` when a sender parameter defaults to it."""
     late_imports: bool
     """Import the other domains after this module's enums, not at the top.
 
@@ -227,7 +227,7 @@ def _options(ctx: Expressions, values: dict[str, Any]) -> str:
                 inner = ", ".join(repr(float(x)) for x in v)
                 v = f"({inner},)" if len(v) == 1 else f"({inner})"
             args.append(f"{key}={v}")
-    return f"cbus.registry.Options({', '.join(args)})"
+    return f"cbus.Options({', '.join(args)})"
 
 
 def _effective(values: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +267,9 @@ def _module(s: Schema, package: str, models: str, cyclic: bool) -> Module:
         names += [cmd.sender, cmd.sender_async, cmd.reader, cmd.waiter, cmd.waiter_async]
     names += ["install", "install_async"]
     stdlib = sorted(ctx.stdlib)
-    third = ["cbus", "cbus.registry"] + (["msgspec"] if ctx.msgspec else []) + ["psycopg"]
+    # `cbus` is the runtime's API module: generated code uses no other part of cbus.
+    third = ["from cbus import api as cbus", *(["import msgspec"] if ctx.msgspec else [])]
+    third.append("import psycopg")
     return Module(
         domain=s.domain,
         source=s.source,

@@ -29,7 +29,7 @@ __all__ = [
 # Attributes of BusinessError and Exception that an error-code classmethod must not hide,
 # and the module its class body's annotations name (mypy looks there first).
 ERROR_RESERVED = ("code", "message", "details", "args", "with_traceback", "add_note", "typing")
-# The private alias of `cbus.registry.DEFAULT`, typed `typing.Any` so it can be the
+# The private alias of `cbus.api.DEFAULT`, typed `typing.Any` so it can be the
 
 # Modules the handler stubs' class bodies name in annotations.
 STUB_MODULES = ("cbus", "typing")

@@ -10,6 +10,6 @@ __all__ = ["API_VERSION", "__version__"]
 
 __version__ = "0.1.0"
 
-API_VERSION = 2
-"""The number of `cbus.generated`, the surface generated code calls; bumped when
-generated code needs something new from it (2: `DEFAULT`)."""
+API_VERSION = 3
+"""The number of `cbus.api`, the surface generated code uses; bumped when generated
+code needs something new from it (2: `DEFAULT`; 3: `cbus.api` itself)."""

@@ -29,9 +29,11 @@ def test_importing_generated_code_loads_only_the_registry_and_errors_of_cbus() -
     out = subprocess.run(
         [sys.executable, "-c", _LOADED], capture_output=True, text=True, env=env, check=True
     )
-    # With the leaves they need: the version (the API handshake) and the names.
+    # With `cbus.api`, the module generated code imports, and the leaves they need:
+    # the version (the API handshake) and the names.
     assert json.loads(out.stdout) == [
         "cbus",
+        "cbus.api",
         "cbus.errors",
         "cbus.names",
         "cbus.registry",

@@ -1,0 +1,104 @@
+"""The surface generated code is written against, numbered by `API_VERSION`.
+
+cbgen's output imports this module and nothing else of cbus (`import cbus.api`), and
+uses no name that is not here; `API_VERSION` (in `cbus.version`) is bumped when
+that set, or what one of its names does for generated code, grows. A generated
+module calls `require_api(N, generator)` first: code written for a newer API refuses
+to import, naming both versions.
+
+What a module declares loads with it (the registry, `DEFAULT`, the handler bases,
+`BusinessError`); the senders, waiters and readers load on first use, as the
+package's names do, so importing generated code costs psycopg and msgspec only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import typing
+from typing import Any
+
+from .errors import BusinessError
+from .registry import (
+    DEFAULT,
+    AsyncHandlers,
+    CommandSpec,
+    DomainSpec,
+    Handlers,
+    Options,
+    register,
+    require_api,
+)
+from .version import API_VERSION
+
+if typing.TYPE_CHECKING:
+    from ._send_base import SendResult
+    from .bus import send
+    from .bus_async import send_async
+    from .context import AsyncContext, Context
+    from .install import install_domain, install_domain_async
+    from .records import CommandRecord
+    from .store import result_of
+    from .targets import AsyncTarget, AsyncWaitTarget, SyncTarget, WaitTarget
+    from .waiting import wait_for
+    from .waiting_async import wait_for_async
+    from .wire import Reply
+
+_LAZY: dict[str, tuple[str, ...]] = {
+    "._send_base": ("SendResult",),
+    ".bus": ("send",),
+    ".bus_async": ("send_async",),
+    ".context": ("AsyncContext", "Context"),
+    ".install": ("install_domain", "install_domain_async"),
+    ".records": ("CommandRecord",),
+    ".store": ("result_of",),
+    ".targets": ("AsyncTarget", "AsyncWaitTarget", "SyncTarget", "WaitTarget"),
+    ".waiting": ("wait_for",),
+    ".waiting_async": ("wait_for_async",),
+    ".wire": ("Reply",),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+if not typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """Import a name's module on first use, and keep the name."""
+        home = _HOME.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(home, __package__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT",
+    "AsyncContext",
+    "AsyncHandlers",
+    "AsyncTarget",
+    "AsyncWaitTarget",
+    "BusinessError",
+    "CommandRecord",
+    "CommandSpec",
+    "Context",
+    "DomainSpec",
+    "Handlers",
+    "Options",
+    "Reply",
+    "SendResult",
+    "SyncTarget",
+    "WaitTarget",
+    "install_domain",
+    "install_domain_async",
+    "register",
+    "require_api",
+    "result_of",
+    "send",
+    "send_async",
+    "wait_for",
+    "wait_for_async",
+]
