@@ -146,3 +146,12 @@ def test_generated_code_uses_exactly_the_surface_of_cbus_api() -> None:
     # API_VERSION numbers the surface; generated code states the number it needs instead.
     assert used == set(cbus.api.__all__) - {"API_VERSION"}
     assert cbus.api.__all__ == sorted(cbus.api.__all__, key=lambda n: (not n.isupper(), n))
+
+
+def test_every_name_of_cbus_api_resolves() -> None:
+    import cbus.api
+
+    for name in cbus.api.__all__:
+        assert getattr(cbus.api, name) is not None, name
+    assert cbus.api.send is cbus.send
+    assert cbus.api.register is cbus.registry.register

@@ -13,7 +13,7 @@ package's names do, so importing generated code costs psycopg and msgspec only.
 
 from __future__ import annotations
 
-import importlib
+import sys
 import typing
 from typing import Any
 
@@ -43,29 +43,13 @@ if typing.TYPE_CHECKING:
     from .waiting_async import wait_for_async
     from .wire import Reply
 
-_LAZY: dict[str, tuple[str, ...]] = {
-    "._send_base": ("SendResult",),
-    ".bus": ("send",),
-    ".bus_async": ("send_async",),
-    ".context": ("AsyncContext", "Context"),
-    ".install": ("install_domain", "install_domain_async"),
-    ".records": ("CommandRecord",),
-    ".store": ("result_of",),
-    ".targets": ("AsyncTarget", "AsyncWaitTarget", "SyncTarget", "WaitTarget"),
-    ".waiting": ("wait_for",),
-    ".waiting_async": ("wait_for_async",),
-    ".wire": ("Reply",),
-}
-_HOME = {name: module for module, names in _LAZY.items() for name in names}
-
 if not typing.TYPE_CHECKING:
 
     def __getattr__(name: str) -> Any:
-        """Import a name's module on first use, and keep the name."""
-        home = _HOME.get(name)
-        if home is None:
+        """A name that loads on first use: the package's own, which it loads lazily."""
+        if name not in __all__:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(home, __package__), name)
+        value = getattr(sys.modules[__package__], name)  # the parent, imported first
         globals()[name] = value
         return value
 
