@@ -230,7 +230,7 @@ def _options(ctx: Expressions, values: dict[str, Any]) -> str:
     return f"cbus.Options({', '.join(args)})"
 
 
-def _effective(values: dict[str, Any]) -> dict[str, Any]:
+def _options_in_effect(values: dict[str, Any]) -> dict[str, Any]:
     """Every option with the value the runtime will use, in a fixed order."""
     return {key: values.get(key, default) for key, default in RUNTIME_OPTIONS.items()}
 
@@ -291,7 +291,7 @@ def _module(s: Schema, package: str, models: str, cyclic: bool) -> Module:
         handlers=f"{prefix}Handlers",
         async_handlers=f"{prefix}AsyncHandlers",
         options=_options(ctx, s.options),
-        effective_options=_effective(s.options),
+        effective_options=_options_in_effect(s.options),
         all=names,
     )
 
@@ -328,7 +328,7 @@ def _command(ctx: Expressions, s: Schema, c: CommandDef) -> Command:
         error=error,
         errors=list(c.errors),
         options=_options(ctx, merged),
-        effective_options=_effective(merged),
+        effective_options=_options_in_effect(merged),
     )
 
 
