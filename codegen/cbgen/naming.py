@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from .defs import Schema
 from .load import Mark
 from .problems import Problems
-from .upgrade import hook_name
 
 __all__ = [
     "ERROR_RESERVED",
@@ -23,14 +22,20 @@ __all__ = [
     "claim",
     "domain_alias",
     "functions_of",
+    "hook_name",
     "snake_case",
 ]
+
+
+def hook_name(method: str, version: int) -> str:
+    """The handler stub's method that upgrades `version` of a command to the next."""
+    return f"upgrade_{method}_v{version}"
 
 
 # Attributes of BusinessError and Exception that an error-code classmethod must not hide,
 # and the module its class body's annotations name (mypy looks there first).
 ERROR_RESERVED = ("code", "message", "details", "args", "with_traceback", "add_note", "typing")
-# The private alias of `cbus.registry.DEFAULT`, typed `typing.Any` so it can be the
+# The private alias of `cbus.api.DEFAULT`, typed `typing.Any` so it can be the
 
 # Modules the handler stubs' class bodies name in annotations.
 STUB_MODULES = ("cbus", "typing")

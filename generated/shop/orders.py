@@ -11,12 +11,11 @@ import enum
 import typing
 import uuid
 
-import cbus
-import cbus.registry
 import msgspec
 import psycopg
+from cbus import api as cbus
 
-cbus.registry.require_api(2, "0.1.0")
+cbus.require_api(3, "0.1.0")
 
 __all__ = [
     "Priority",
@@ -119,17 +118,17 @@ class CancelOrder:
     reason: str = "customer request"
 
 
-DOMAIN = cbus.registry.register(
-    cbus.registry.DomainSpec(
+DOMAIN = cbus.register(
+    cbus.DomainSpec(
         name="orders",
         commands=(
-            cbus.registry.CommandSpec(
+            cbus.CommandSpec(
                 domain="orders",
                 name="CreateOrder",
                 version=1,
                 type=CreateOrder,
                 handler_method="create_order",
-                options=cbus.registry.Options(
+                options=cbus.Options(
                     max_attempts=3, backoff=(1.0, 10.0, 60.0), visibility_timeout=30
                 ),
                 result_type=CreateOrderResult,
@@ -137,34 +136,32 @@ DOMAIN = cbus.registry.register(
                 errors=frozenset({"OUT_OF_STOCK", "CUSTOMER_BLOCKED"}),
                 description="Place a new order.",
             ),
-            cbus.registry.CommandSpec(
+            cbus.CommandSpec(
                 domain="orders",
                 name="CancelOrder",
                 version=1,
                 type=CancelOrder,
                 handler_method="cancel_order",
-                options=cbus.registry.Options(
+                options=cbus.Options(
                     max_attempts=5, backoff=(1.0, 10.0, 60.0), visibility_timeout=30
                 ),
             ),
         ),
-        options=cbus.registry.Options(
-            max_attempts=5, backoff=(1.0, 10.0, 60.0), visibility_timeout=30
-        ),
+        options=cbus.Options(max_attempts=5, backoff=(1.0, 10.0, 60.0), visibility_timeout=30),
         description="Order lifecycle.",
     )
 )
 """The `orders` domain as the worker sees it: queue, commands, options."""
 
 
-class OrdersHandlers(cbus.registry.Handlers):
+class OrdersHandlers(cbus.Handlers):
     """Handlers of the `orders` domain: subclass and override one method per command.
 
     Each method raising `NotImplementedError` is a command not handled yet; the
     worker receives the decoded command and its `cbus.Context`.
     """
 
-    __cbus_domain__: typing.ClassVar[cbus.registry.DomainSpec] = DOMAIN
+    __cbus_domain__: typing.ClassVar[cbus.DomainSpec] = DOMAIN
 
     def create_order(self, cmd: CreateOrder, ctx: cbus.Context) -> CreateOrderResult:
         """Place a new order."""
@@ -174,14 +171,14 @@ class OrdersHandlers(cbus.registry.Handlers):
         raise NotImplementedError("OrdersHandlers.cancel_order is not implemented")
 
 
-class OrdersAsyncHandlers(cbus.registry.AsyncHandlers):
+class OrdersAsyncHandlers(cbus.AsyncHandlers):
     """Async handlers of the `orders` domain: subclass and override one method per command.
 
     Each method raising `NotImplementedError` is a command not handled yet; the
     worker receives the decoded command and its `cbus.AsyncContext`.
     """
 
-    __cbus_domain__: typing.ClassVar[cbus.registry.DomainSpec] = DOMAIN
+    __cbus_domain__: typing.ClassVar[cbus.DomainSpec] = DOMAIN
 
     async def create_order(self, cmd: CreateOrder, ctx: cbus.AsyncContext) -> CreateOrderResult:
         """Place a new order."""

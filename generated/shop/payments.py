@@ -14,14 +14,13 @@ import enum
 import typing
 import uuid
 
-import cbus
-import cbus.registry
 import msgspec
 import psycopg
+from cbus import api as cbus
 
 from . import orders as _d_orders
 
-cbus.registry.require_api(2, "0.1.0")
+cbus.require_api(3, "0.1.0")
 
 __all__ = [
     "CardBrand",
@@ -57,7 +56,7 @@ __all__ = [
     "install_async",
 ]
 
-_DEFAULT: typing.Any = cbus.registry.DEFAULT
+_DEFAULT: typing.Any = cbus.DEFAULT
 """A sender argument left out: the model builds the schema's default (never a value)."""
 
 
@@ -231,17 +230,17 @@ class RefundPaymentError(cbus.BusinessError):
         return cls("REFUND_EXCEEDS_CAPTURE", message, details)
 
 
-DOMAIN = cbus.registry.register(
-    cbus.registry.DomainSpec(
+DOMAIN = cbus.register(
+    cbus.DomainSpec(
         name="payments",
         commands=(
-            cbus.registry.CommandSpec(
+            cbus.CommandSpec(
                 domain="payments",
                 name="AuthorizePayment",
                 version=1,
                 type=AuthorizePayment,
                 handler_method="authorize_payment",
-                options=cbus.registry.Options(
+                options=cbus.Options(
                     max_attempts=3, backoff=(2.0, 30.0, 300.0), visibility_timeout=60
                 ),
                 result_type=AuthorizePaymentResult,
@@ -249,13 +248,13 @@ DOMAIN = cbus.registry.register(
                 errors=frozenset({"CARD_DECLINED", "INSUFFICIENT_FUNDS", "CARD_EXPIRED"}),
                 description="Reserve an amount on the customer's card for an order.",
             ),
-            cbus.registry.CommandSpec(
+            cbus.CommandSpec(
                 domain="payments",
                 name="CapturePayment",
                 version=1,
                 type=CapturePayment,
                 handler_method="capture_payment",
-                options=cbus.registry.Options(
+                options=cbus.Options(
                     max_attempts=8, backoff=(2.0, 30.0, 300.0), visibility_timeout=60
                 ),
                 result_type=CapturePaymentResult,
@@ -263,38 +262,34 @@ DOMAIN = cbus.registry.register(
                 errors=frozenset({"AUTHORIZATION_EXPIRED", "ALREADY_CAPTURED"}),
                 description="Take the money an authorization reserved.",
             ),
-            cbus.registry.CommandSpec(
+            cbus.CommandSpec(
                 domain="payments",
                 name="RefundPayment",
                 version=2,
                 type=RefundPayment,
                 handler_method="refund_payment",
-                options=cbus.registry.Options(
-                    max_attempts=8, backoff=(60.0,), visibility_timeout=60
-                ),
+                options=cbus.Options(max_attempts=8, backoff=(60.0,), visibility_timeout=60),
                 result_type=RefundPaymentResult,
                 error_type=RefundPaymentError,
                 errors=frozenset({"NOT_CAPTURED", "REFUND_EXCEEDS_CAPTURE"}),
                 description="Give back all or part of a captured payment.",
             ),
         ),
-        options=cbus.registry.Options(
-            max_attempts=8, backoff=(2.0, 30.0, 300.0), visibility_timeout=60
-        ),
+        options=cbus.Options(max_attempts=8, backoff=(2.0, 30.0, 300.0), visibility_timeout=60),
         description="Card payments of orders: authorize, capture, refund.\n\nAmounts reuse `orders.Money`, so both domains agree on what money is.",
     )
 )
 """The `payments` domain as the worker sees it: queue, commands, options."""
 
 
-class PaymentsHandlers(cbus.registry.Handlers):
+class PaymentsHandlers(cbus.Handlers):
     """Handlers of the `payments` domain: subclass and override one method per command.
 
     Each method raising `NotImplementedError` is a command not handled yet; the
     worker receives the decoded command and its `cbus.Context`.
     """
 
-    __cbus_domain__: typing.ClassVar[cbus.registry.DomainSpec] = DOMAIN
+    __cbus_domain__: typing.ClassVar[cbus.DomainSpec] = DOMAIN
 
     def authorize_payment(self, cmd: AuthorizePayment, ctx: cbus.Context) -> AuthorizePaymentResult:
         """Reserve an amount on the customer's card for an order."""
@@ -309,14 +304,14 @@ class PaymentsHandlers(cbus.registry.Handlers):
         raise NotImplementedError("PaymentsHandlers.refund_payment is not implemented")
 
 
-class PaymentsAsyncHandlers(cbus.registry.AsyncHandlers):
+class PaymentsAsyncHandlers(cbus.AsyncHandlers):
     """Async handlers of the `payments` domain: subclass and override one method per command.
 
     Each method raising `NotImplementedError` is a command not handled yet; the
     worker receives the decoded command and its `cbus.AsyncContext`.
     """
 
-    __cbus_domain__: typing.ClassVar[cbus.registry.DomainSpec] = DOMAIN
+    __cbus_domain__: typing.ClassVar[cbus.DomainSpec] = DOMAIN
 
     async def authorize_payment(
         self, cmd: AuthorizePayment, ctx: cbus.AsyncContext

@@ -7,8 +7,6 @@ subclassing generated stubs.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib
 import sys
 import types
@@ -39,6 +37,7 @@ from .errors import (
     WorkerFailed,
 )
 from .registry import AsyncHandlers, Handlers
+from .version import __version__ as __version__
 
 if typing.TYPE_CHECKING:
     from . import codec, troubleshooting
@@ -46,10 +45,11 @@ if typing.TYPE_CHECKING:
     from .audit import AuditEvent, get_audit, get_audit_async
     from .bus import Bus, send, send_many
     from .bus_async import AsyncBus, send_async, send_many_async
-    from .codec import BatchCompleted, Reply, ReplyError, decode_batch_completed, decode_reply
+    from .codec import decode_batch_completed, decode_reply
     from .context import AsyncContext, Context
     from .install import install, install_async, install_domain, install_domain_async
-    from .store import CommandRecord, CommandStatus, get_command, get_command_async, result_of
+    from .records import CommandRecord, CommandStatus
+    from .store import get_command, get_command_async, result_of
     from .targets import AsyncTarget, AsyncWaitTarget, SyncTarget, WaitTarget
     from .troubleshooting import (
         CommandDetail,
@@ -62,6 +62,7 @@ if typing.TYPE_CHECKING:
     )
     from .waiting import BatchStatus, batch_status, trace, wait_batch, wait_for
     from .waiting_async import batch_status_async, trace_async, wait_batch_async, wait_for_async
+    from .wire import BatchCompleted, Reply, ReplyError
     from .worker import Worker
     from .worker_async import AsyncWorker
 
@@ -70,10 +71,11 @@ _LAZY: dict[str, tuple[str, ...]] = {
     ".audit": ("AuditEvent", "get_audit", "get_audit_async"),
     ".bus": ("Bus", "send", "send_many"),
     ".bus_async": ("AsyncBus", "send_async", "send_many_async"),
-    ".codec": ("BatchCompleted", "Reply", "ReplyError", "decode_batch_completed", "decode_reply"),
+    ".codec": ("decode_batch_completed", "decode_reply"),
     ".context": ("AsyncContext", "Context"),
     ".install": ("install", "install_async", "install_domain", "install_domain_async"),
-    ".store": ("CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"),
+    ".records": ("CommandRecord", "CommandStatus"),
+    ".store": ("get_command", "get_command_async", "result_of"),
     ".targets": ("AsyncTarget", "AsyncWaitTarget", "SyncTarget", "WaitTarget"),
     ".troubleshooting": (
         "CommandDetail",
@@ -86,6 +88,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     ),
     ".waiting": ("BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"),
     ".waiting_async": ("batch_status_async", "trace_async", "wait_batch_async", "wait_for_async"),
+    ".wire": ("BatchCompleted", "Reply", "ReplyError"),
     ".worker": ("Worker",),
     ".worker_async": ("AsyncWorker",),
 }
@@ -130,38 +133,24 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AsyncWaitTarget",
-    "CommandCanceled",
-    "CommandInTroubleshooting",
-    "CommandNotCompleted",
-    "WaitTarget",
-    "result_of",
-    "BatchCompleted",
-    "BatchStatus",
-    "Reply",
-    "ReplyError",
-    "batch_status",
-    "batch_status_async",
-    "decode_batch_completed",
-    "decode_reply",
-    "trace",
-    "trace_async",
-    "wait_batch",
-    "wait_batch_async",
-    "wait_for",
-    "wait_for_async",
     "AsyncBus",
     "AsyncContext",
     "AsyncHandlers",
     "AsyncTarget",
+    "AsyncWaitTarget",
     "AsyncWorker",
     "AuditEvent",
+    "BatchCompleted",
+    "BatchStatus",
     "Bus",
     "BusinessError",
+    "CannotRetry",
+    "CommandCanceled",
     "CommandDetail",
+    "CommandInTroubleshooting",
+    "CommandNotCompleted",
     "CommandRecord",
     "CommandStatus",
-    "CannotRetry",
     "ConcurrentOperationError",
     "Context",
     "DuplicateCommandError",
@@ -171,6 +160,8 @@ __all__ = [
     "InstallError",
     "NotFoundError",
     "PermanentError",
+    "Reply",
+    "ReplyError",
     "ReplyTimeout",
     "SendResult",
     "SyncTarget",
@@ -178,9 +169,14 @@ __all__ = [
     "TroubleshootingEntry",
     "TroubleshootingPage",
     "ValidationError",
-    "WorkerFailed",
+    "WaitTarget",
     "Worker",
+    "WorkerFailed",
+    "batch_status",
+    "batch_status_async",
     "codec",
+    "decode_batch_completed",
+    "decode_reply",
     "get_audit",
     "get_audit_async",
     "get_command",
@@ -192,11 +188,18 @@ __all__ = [
     "list_troubleshooting",
     "list_troubleshooting_async",
     "registry",
+    "result_of",
     "send",
     "send_async",
     "send_many",
     "send_many_async",
     "show_command",
     "show_command_async",
+    "trace",
+    "trace_async",
     "troubleshooting",
+    "wait_batch",
+    "wait_batch_async",
+    "wait_for",
+    "wait_for_async",
 ]

@@ -25,7 +25,7 @@ __all__ = [
     "Event",
     "Lock",
     "agather",
-    "asimple",
+    "aexecute_bare",
     "asleep",
     "aspawn",
     "cancel",
@@ -34,7 +34,7 @@ __all__ = [
     "finished",
     "gather",
     "monotonic",
-    "simple",
+    "execute_bare",
     "sleep",
     "spawn",
 ]
@@ -142,12 +142,12 @@ async def asleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-async def asimple(conn: psycopg.AsyncConnection[Any], statement: bytes) -> None:
+async def aexecute_bare(conn: psycopg.AsyncConnection[Any], statement: bytes) -> None:
     """Run a statement with neither parameters nor rows (BEGIN, SAVEPOINT)."""
     await conn.execute(statement, prepare=False)
 
 
-def simple(conn: psycopg.Connection[Any], statement: bytes) -> None:
+def execute_bare(conn: psycopg.Connection[Any], statement: bytes) -> None:
     """The same through libpq's PQexec, which skips psycopg's cursor machinery.
 
     A handler's savepoint is one round trip more per writing handler; through

@@ -11,10 +11,11 @@ from typing import Any, TypeAlias
 
 from . import codec
 from .errors import DuplicateCommandError, InstallError
+from .names import require_uuid, send_channel
 from .pgmq import RawJson, check_queue_name
 from .registry import CommandSpec, spec_for
 
-__all__ = ["Delay", "SendResult", "channel", "send_many_params", "send_params"]
+__all__ = ["Delay", "SendResult", "send_many_params", "send_params"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +28,6 @@ class SendResult:
     kind: str
 
     __module__ = "cbus"
-
-
-def channel(domain: str) -> str:
-    """The NOTIFY channel a domain's workers LISTEN on."""
-    return f"cbus_{domain}"
 
 
 _MAX_DELAY = 100 * 365 * 86400.0  # a century: beyond it PostgreSQL's intervals overflow
@@ -67,11 +63,6 @@ def _delay(delay: Delay) -> tuple[dt.datetime | None, float]:
             "once, or an aware datetime to run at a moment"
         )
     return None, float(delay)
-
-
-def _uuid(name: str, value: uuid.UUID | None) -> None:
-    if value is not None and not isinstance(value, uuid.UUID):
-        raise TypeError(f"{name} must be a uuid.UUID, got {type(value).__name__}")
 
 
 def _headers(
@@ -110,8 +101,8 @@ def send_params(
     """Validate a command and build the parameters of the `send` query."""
     spec = spec_for(command)
     message = RawJson(codec.validate(command))
-    _uuid("command_id", command_id)
-    _uuid("correlation_id", correlation_id)
+    require_uuid("command_id", command_id)
+    require_uuid("correlation_id", correlation_id)
     command_id = command_id or uuid.uuid4()
     correlation_id = correlation_id or command_id
     if reply_to is not None:
@@ -132,7 +123,7 @@ def send_params(
         "headers": _headers(spec, command_id, correlation_id, reply_to, batch_id, causation_id),
         "at": at,
         "delay": seconds,
-        "channel": channel(spec.domain),
+        "channel": send_channel(spec.domain),
     }
 
 
@@ -175,11 +166,11 @@ def send_many_params(
     """Group commands by domain and build both queries' parameters per group."""
     if command_ids is not None and len(command_ids) != len(commands):
         raise ValueError("command_ids must have one id per command")
-    _uuid("correlation_id", correlation_id)
+    require_uuid("correlation_id", correlation_id)
     ids = list(command_ids) if command_ids is not None else [uuid.uuid4() for _ in commands]
     if command_ids is not None:
         for command_id in ids:
-            _uuid("command_ids[]", command_id)
+            require_uuid("command_ids[]", command_id)
     if len(set(ids)) != len(ids):
         raise ValueError("command_ids must be distinct within one send_many")
     if reply_to is not None:
@@ -217,7 +208,7 @@ def send_many_params(
                     "headers": [],
                     "at": at,
                     "delay": seconds,
-                    "channel": channel(spec.domain),
+                    "channel": send_channel(spec.domain),
                 },
             )
         group.positions.append(i)

@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from . import codec
 from ._queries import query
 from .errors import BusinessError, PermanentError, ValidationError
-from .outcomes import done_channel
+from .names import done_channel
 from .pgmq import RawJson
 from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods, stub_of
 

@@ -40,16 +40,15 @@ from ._acompat import (
     cancel,
     cancelled_by_worker,
     current_caller,
+    execute_bare,
     finished,
     gather,
     monotonic,
-    simple,
     sleep,
     spawn,
 )
 from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
 from ._queries import query
-from ._send_base import channel
 from ._worker_base import (
     Delivery,
     DomainRuntime,
@@ -69,6 +68,7 @@ from ._worker_base import (
 from .context import Context
 from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
+from .names import send_channel as channel
 from .outcomes import Ended, commands_ended
 from .pgmq import RawJson, register_adapters
 from .registry import domain_of
@@ -103,7 +103,7 @@ def _arm(conn: Any) -> None:
     conn.check_caller()
     opener = conn.claim_savepoint()
     if opener is not None:
-        simple(conn, opener)
+        execute_bare(conn, opener)
 
 
 class _HandlerCursor(psycopg.Cursor[Any]):
@@ -870,14 +870,14 @@ class SyncWorker:
                 )
                 alone = conn.pgconn.transaction_status == _IDLE and not failures and not endings
                 if conn.pgconn.transaction_status == _IDLE and not alone:
-                    simple(conn, b"BEGIN")
+                    execute_bare(conn, b"BEGIN")
                 # Alone, the acknowledgement is one atomic statement: a lost lease there
                 # undoes nothing (no handler wrote), so it is only logged.
                 self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
                     self._record_failure(conn, runtime, delivery, error)
                 if conn.pgconn.transaction_status != _IDLE:
-                    simple(conn, b"COMMIT")
+                    execute_bare(conn, b"COMMIT")
             except BaseException:
                 self._abandon(conn)
                 raise
@@ -896,7 +896,7 @@ class SyncWorker:
         if conn.closed or conn.pgconn.transaction_status == _IDLE:
             return
         with contextlib.suppress(psycopg.Error):
-            simple(conn, b"ROLLBACK")
+            execute_bare(conn, b"ROLLBACK")
 
     def _count(self, completed: int, failed: int) -> None:
         with self._counter_lock:
@@ -906,7 +906,7 @@ class SyncWorker:
     def _undo_handler(self, conn: _HandlerConnection) -> None:
         if conn.savepoint_taken:
             try:
-                simple(conn, _ROLLBACK_SAVEPOINT)
+                execute_bare(conn, _ROLLBACK_SAVEPOINT)
             except psycopg.Error as exc:
                 raise _Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
         elif not conn.use_savepoints and conn.began:

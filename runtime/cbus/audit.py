@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from .errors import NotFoundError
+from .names import as_uuid
 
 __all__ = ["AuditEvent", "get_audit", "get_audit_async"]
 
@@ -67,16 +68,6 @@ SELECT event, at, attempt, operator, detail FROM cbus.audit
 WHERE domain = %(domain)s AND command_id = %(command_id)s
 ORDER BY id
 """
-
-
-def to_uuid(value: uuid.UUID | str) -> uuid.UUID:
-    """A command_id given as a UUID or its text; raises ValueError naming the bad value."""
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise ValueError(f"Invalid command_id {value!r}: expected a UUID") from None
 
 
 def audit_plan(domain: str, command_id: uuid.UUID) -> Plan[list[AuditEvent]]:
@@ -134,11 +125,11 @@ def get_audit(
     conn: psycopg.Connection[Any], domain: str, command_id: uuid.UUID | str
 ) -> list[AuditEvent]:
     """The command's events, oldest first; raises `cbus.NotFoundError` for an unknown command."""
-    return run(conn, audit_plan(domain, to_uuid(command_id)))
+    return run(conn, audit_plan(domain, as_uuid(command_id)))
 
 
 async def get_audit_async(
     conn: psycopg.AsyncConnection[Any], domain: str, command_id: uuid.UUID | str
 ) -> list[AuditEvent]:
     """The async twin of `get_audit`."""
-    return await run_async(conn, audit_plan(domain, to_uuid(command_id)))
+    return await run_async(conn, audit_plan(domain, as_uuid(command_id)))

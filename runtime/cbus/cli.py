@@ -53,8 +53,8 @@ def db() -> None:
 )
 def db_install(dsn: str, module: str | None) -> None:
     """Install PGMQ and cbus's schema (idempotent, safe to run concurrently)."""
-    from . import install, install_domain
     from .errors import InstallError
+    from .install import install, install_domain
 
     domains = _import_generated(module) if module else []
     with _connect(dsn) as conn:

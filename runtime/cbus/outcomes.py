@@ -21,12 +21,7 @@ from . import codec
 from ._queries import query
 from .pgmq import RawJson, reply_queue_problem
 
-__all__ = ["Ended", "commands_ended", "done_channel"]
-
-
-def done_channel(domain: str) -> str:
-    """The channel waiters LISTEN on for the commands of a domain that end."""
-    return f"cbus_done_{domain}"
+__all__ = ["Ended", "commands_ended"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,7 @@ from . import codec
 from ._queries import query
 from .pgmq import RawJson, reply_queue_problem
 
-__all__ = ["Ended", "commands_ended_async", "done_channel"]
-
-
-def done_channel(domain: str) -> str:
-    """The channel waiters LISTEN on for the commands of a domain that end."""
-    return f"cbus_done_{domain}"
+__all__ = ["Ended", "commands_ended_async"]
 
 
 @dataclass(frozen=True, slots=True)

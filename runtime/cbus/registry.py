@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, final
 
 from .errors import BusinessError, IncompatibleGeneratedCode
+from .names import command_queue
+from .version import API_VERSION, __version__
 
 __all__ = [
     "API_VERSION",
@@ -33,18 +35,12 @@ __all__ = [
     "spec_for_kind",
 ]
 
-API_VERSION = 2
-"""Bumped when generated code needs something new from the runtime (2: `DEFAULT`)."""
-
 DOMAIN_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
-QUEUE_SUFFIX = "__commands"
 
 
 def require_api(api: int, generator: str) -> None:
     """Fail the import of generated code written for a newer runtime."""
     if api > API_VERSION:
-        from . import __version__
-
         raise IncompatibleGeneratedCode(
             f"Generated code from cbgen {generator} needs cbus runtime API {api}, but the "
             f"installed cbus {__version__} provides API {API_VERSION}: upgrade cbus, or "
@@ -143,7 +139,7 @@ class CommandSpec:
 
     @property
     def queue(self) -> str:
-        return self.domain + QUEUE_SUFFIX
+        return command_queue(self.domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +159,7 @@ class DomainSpec:
 
     @property
     def queue(self) -> str:
-        return self.name + QUEUE_SUFFIX
+        return command_queue(self.name)
 
     def by_kind(self) -> Mapping[str, CommandSpec]:
         return {c.kind: c for c in self.commands}

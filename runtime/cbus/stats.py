@@ -14,8 +14,8 @@ from psycopg import sql
 
 from ._queries import raw
 from .audit import Plan, run, run_async
+from .names import QUEUE_SUFFIX, command_queue
 from .pgmq import check_queue_name, queue_table
-from .registry import QUEUE_SUFFIX
 
 __all__ = ["DomainStats", "domain_names_async", "domain_stats", "domain_stats_async"]
 
@@ -48,7 +48,7 @@ class DomainStats:
 
 def _stats_plan(domain: str | None) -> Plan[list[DomainStats]]:
     if domain is not None:
-        check_queue_name(domain + QUEUE_SUFFIX)
+        check_queue_name(command_queue(domain))
     names = yield from _names_plan()
     if domain is not None:
         names = [n for n in names if n == domain]
@@ -56,7 +56,7 @@ def _stats_plan(domain: str | None) -> Plan[list[DomainStats]]:
         return []
     part = sql.SQL(raw("stats_queue"))
     queues = sql.SQL("\nUNION ALL\n").join(
-        part.format(domain=sql.Literal(n), q=queue_table(check_queue_name(n + QUEUE_SUFFIX)))
+        part.format(domain=sql.Literal(n), q=queue_table(check_queue_name(command_queue(n))))
         for n in names
     )
     found = yield sql.SQL(raw("stats")).format(queues=queues), {}

@@ -2,67 +2,27 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import msgspec
 import psycopg
 from psycopg.rows import DictRow, dict_row
 
 from ._queries import query
-from .codec import Reply
 from .errors import (
     BusinessError,
     CommandCanceled,
     CommandInTroubleshooting,
     CommandNotCompleted,
 )
-from .registry import QUEUE_SUFFIX
+from .names import IN_TROUBLESHOOTING, as_uuid, command_queue
+from .records import CommandRecord, CommandStatus
+from .wire import Reply
 
 T = TypeVar("T")
 
 __all__ = ["CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"]
-
-CommandStatus: TypeAlias = Literal[
-    "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "IN_TROUBLESHOOTING_QUEUE", "CANCELED"
-]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CommandRecord:
-    """A command as the log knows it. `result` is the handler's result as JSON data."""
-
-    domain: str
-    command_id: uuid.UUID
-    kind: str
-    version: int
-    status: CommandStatus
-    attempts: int
-    max_attempts: int
-    msg_id: int | None
-    correlation_id: uuid.UUID
-    reply_to: str | None
-    batch_id: uuid.UUID | None
-    causation_id: uuid.UUID | None
-    last_error_type: str | None
-    last_error_code: str | None
-    last_error_message: str | None
-    last_error_details: Any
-    result: Any
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    finished_at: dt.datetime | None
-
-    __module__ = "cbus"
-
-    def result_as(self, type_: type[T]) -> T | None:
-        """The stored result decoded into the command's generated result class."""
-        if self.result is None:
-            return None
-        return msgspec.convert(self.result, type_, strict=False)
-
 
 _COLUMNS = (
     "domain, command_id, kind, version, status, attempts, max_attempts, msg_id, "
@@ -73,8 +33,6 @@ GET_COMMAND = f"SELECT {_COLUMNS} FROM cbus.command WHERE domain = %s AND comman
 TRACE = (
     f"SELECT {_COLUMNS} FROM cbus.command WHERE correlation_id = %s ORDER BY created_at, command_id"
 )
-ENDED = ("COMPLETED", "FAILED", "CANCELED")
-"""Statuses a command never leaves (an operator may still act on IN_TROUBLESHOOTING_QUEUE)."""
 
 
 def get_command(
@@ -85,13 +43,13 @@ def get_command(
     A PENDING command whose message a worker holds now reads IN_PROGRESS, even
     before the worker's heartbeat has written that to the log.
     """
-    params = {"domain": domain, "command_id": _uuid(command_id)}
+    params = {"domain": domain, "command_id": as_uuid(command_id)}
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query("get_command"), params)
         row = cur.fetchone()
         if row is None or not _may_be_leased(row):
             return _record(row)
-        cur.execute(query("command_leased", row["domain"] + QUEUE_SUFFIX), _lease_params(row))
+        cur.execute(query("command_leased", command_queue(row["domain"])), _lease_params(row))
         leased = cur.fetchone()
         return _record(row, leased is not None and bool(leased["leased"]))
 
@@ -100,13 +58,13 @@ async def get_command_async(
     conn: psycopg.AsyncConnection[Any], domain: str, command_id: uuid.UUID | str
 ) -> CommandRecord | None:
     """The async twin of `get_command`."""
-    params = {"domain": domain, "command_id": _uuid(command_id)}
+    params = {"domain": domain, "command_id": as_uuid(command_id)}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query("get_command"), params)
         row = await cur.fetchone()
         if row is None or not _may_be_leased(row):
             return _record(row)
-        await cur.execute(query("command_leased", row["domain"] + QUEUE_SUFFIX), _lease_params(row))
+        await cur.execute(query("command_leased", command_queue(row["domain"])), _lease_params(row))
         leased = await cur.fetchone()
         return _record(row, leased is not None and bool(leased["leased"]))
 
@@ -131,10 +89,6 @@ def _record(row: DictRow | None, leased: bool = False) -> CommandRecord | None:
     if leased:
         row["status"] = "IN_PROGRESS"
     return CommandRecord(**row)
-
-
-def _uuid(value: uuid.UUID | str) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 _OUTCOME_OF_STATUS = {"COMPLETED": "SUCCESS", "FAILED": "FAILED", "CANCELED": "CANCELED"}
@@ -191,7 +145,7 @@ def result_of(
         raise exc
     if outcome == "CANCELED":
         raise CommandCanceled(f"Command {command_id} was canceled: {message}", outcome, source)
-    if outcome == "IN_TROUBLESHOOTING_QUEUE":
+    if outcome == IN_TROUBLESHOOTING:
         raise CommandInTroubleshooting(
             f"Command {command_id} is in the troubleshooting queue: {code}: {message}",
             outcome,

@@ -26,8 +26,6 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from .pgmq import dump_raw_json
 
 if TYPE_CHECKING:
-    from .bus import Bus
-    from .bus_async import AsyncBus
     from .context import AsyncContext, Context
 
 __all__ = [
@@ -84,6 +82,22 @@ class SQLAlchemyAsyncConnection(Protocol):
 
     async def get_raw_connection(self) -> Any: ...
     def in_transaction(self) -> bool: ...
+
+
+class Bus(Protocol):
+    """A `cbus.Bus` (typed by shape: `cbus.bus` imports this module, not the reverse)."""
+
+    @property
+    def pool(self) -> ConnectionPool[Any]: ...
+    def open(self) -> Any: ...
+
+
+class AsyncBus(Protocol):
+    """A `cbus.AsyncBus` (typed by shape, as `Bus`)."""
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]: ...
+    async def open(self) -> Any: ...
 
 
 class DjangoConnection(Protocol):

@@ -44,14 +44,14 @@ from psycopg import sql
 from . import codec
 from ._command_types import check_result
 from ._queries import raw
-from ._send_base import channel
-from .audit import AuditEvent, Plan, audit_plan, run, run_async, to_uuid
+from .audit import AuditEvent, Plan, audit_plan, run, run_async
 from .errors import CannotRetry, ConcurrentOperationError, NotFoundError, ValidationError
+from .names import IN_TROUBLESHOOTING, as_uuid, command_queue, done_channel, send_channel
 from .outcomes import Ended, commands_ended
 from .outcomes_async import Ended as AsyncEnded
-from .outcomes_async import commands_ended_async, done_channel
+from .outcomes_async import commands_ended_async
 from .pgmq import RawJson, archive_table, check_queue_name, queue_table
-from .registry import QUEUE_SUFFIX, spec_for_kind
+from .registry import spec_for_kind
 from .store import GET_COMMAND, CommandRecord
 
 __all__ = [
@@ -70,7 +70,6 @@ __all__ = [
     "show_command_async",
 ]
 
-TSQ = "IN_TROUBLESHOOTING_QUEUE"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MAX_LIMIT = 1000
 
@@ -259,7 +258,7 @@ LIMIT 1
 
 
 def _queue_of(domain: str) -> str:
-    return check_queue_name(domain + QUEUE_SUFFIX)
+    return check_queue_name(command_queue(domain))
 
 
 def _message_plan(
@@ -324,14 +323,14 @@ def show_command(
     conn: psycopg.Connection[Any], domain: str, command_id: uuid.UUID | str
 ) -> CommandDetail:
     """The command's record, PGMQ message and audit trail; `cbus.NotFoundError` if unknown."""
-    return run(conn, _show_plan(domain, to_uuid(command_id)))
+    return run(conn, _show_plan(domain, as_uuid(command_id)))
 
 
 async def show_command_async(
     conn: psycopg.AsyncConnection[Any], domain: str, command_id: uuid.UUID | str
 ) -> CommandDetail:
     """The async twin of `show_command`."""
-    return await run_async(conn, _show_plan(domain, to_uuid(command_id)))
+    return await run_async(conn, _show_plan(domain, as_uuid(command_id)))
 
 
 # -- actions ---------------------------------------------------------------------
@@ -397,7 +396,7 @@ def _state_error(
         why = f" ({row['event']} by {row['operator']} at {row['at'].isoformat()})"
     return ConcurrentOperationError(
         f"Cannot {_VERBS[event]} command {command_id} in domain `{domain}`: it is "
-        f"{row['status']}, not {TSQ}{why}"
+        f"{row['status']}, not {IN_TROUBLESHOOTING}{why}"
     )
 
 
@@ -409,7 +408,7 @@ def _check_plan(domain: str, command_id: uuid.UUID, event: str) -> Plan[tuple[st
     rows = yield _STATUS, {"domain": domain, "command_id": command_id}
     if not rows:
         raise NotFoundError(f"No command {command_id} in domain `{domain}`")
-    if rows[0]["status"] != TSQ:
+    if rows[0]["status"] != IN_TROUBLESHOOTING:
         raise _state_error(domain, command_id, event, rows[0])
     return str(rows[0]["kind"]), int(rows[0]["version"])
 
@@ -485,7 +484,7 @@ def _act_plan(
             sql.SQL(_RESEND).format(a=archive_table(_queue_of(domain))),
             {
                 "queue": _queue_of(domain),
-                "channel": channel(domain),
+                "channel": send_channel(domain),
                 "msg_id": archived_msg_id,
             },
         )
@@ -538,7 +537,7 @@ def _checked(operator: str) -> str:
 def _act(
     conn: psycopg.Connection[Any], domain: str, command_id: Any, event: str, **kw: Any
 ) -> None:
-    cid = to_uuid(command_id)
+    cid = as_uuid(command_id)
     kw["operator"] = _checked(kw["operator"])
     kind, version = run(conn, _check_plan(domain, cid, event))
     if event == "completed":
@@ -558,7 +557,7 @@ def _act(
 async def _act_async(
     conn: psycopg.AsyncConnection[Any], domain: str, command_id: Any, event: str, **kw: Any
 ) -> None:
-    cid = to_uuid(command_id)
+    cid = as_uuid(command_id)
     kw["operator"] = _checked(kw["operator"])
     kind, version = await run_async(conn, _check_plan(domain, cid, event))
     if event == "completed":

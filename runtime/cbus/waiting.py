@@ -24,13 +24,12 @@ from . import _acompat as compat
 from . import targets
 from .bus import Bus
 from .errors import NotFoundError, ReplyTimeout
-from .outcomes import done_channel
-from .store import ENDED, TRACE, CommandRecord, get_command
+from .names import BATCH_CHANNEL, ENDED, IN_TROUBLESHOOTING, done_channel
+from .store import TRACE, CommandRecord, get_command
 from .targets import WaitTarget
 
 __all__ = ["BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"]
 
-_BATCH_CHANNEL = "cbus_batch"
 _BATCH_STATUS = """
 SELECT b.batch_id, b.total, b.created_at, b.completed_at,
        count(*) FILTER (WHERE c.status = 'PENDING') AS pending,
@@ -109,7 +108,7 @@ def wait_for(
     `cbus.ReplyTimeout` after `timeout` seconds; the command may still end later.
     Raises `cbus.NotFoundError` at once for a command_id the log does not know.
     """
-    ends = ENDED + (("IN_TROUBLESHOOTING_QUEUE",) if include_troubleshooting else ())
+    ends = ENDED + ((IN_TROUBLESHOOTING,) if include_troubleshooting else ())
     deadline = compat.monotonic() + timeout
     with _listening(target, done_channel(domain)) as conn:
         while True:
@@ -147,7 +146,7 @@ def wait_batch(
 ) -> BatchStatus:
     """Wait until every command of the batch has ended; raises `cbus.ReplyTimeout`."""
     deadline = compat.monotonic() + timeout
-    with _listening(target, _BATCH_CHANNEL) as conn:
+    with _listening(target, BATCH_CHANNEL) as conn:
         while True:
             status = batch_status(conn, batch_id)
             if status is None:

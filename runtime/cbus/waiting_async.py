@@ -22,13 +22,12 @@ from . import _acompat as compat
 from . import targets
 from .bus_async import AsyncBus
 from .errors import NotFoundError, ReplyTimeout
-from .outcomes_async import done_channel
-from .store import ENDED, TRACE, CommandRecord, get_command_async
+from .names import BATCH_CHANNEL, ENDED, IN_TROUBLESHOOTING, done_channel
+from .store import TRACE, CommandRecord, get_command_async
 from .targets import AsyncWaitTarget
 
 __all__ = ["BatchStatus", "batch_status_async", "trace_async", "wait_batch_async", "wait_for_async"]
 
-_BATCH_CHANNEL = "cbus_batch"
 _BATCH_STATUS = """
 SELECT b.batch_id, b.total, b.created_at, b.completed_at,
        count(*) FILTER (WHERE c.status = 'PENDING') AS pending,
@@ -109,7 +108,7 @@ async def wait_for_async(
     `cbus.ReplyTimeout` after `timeout` seconds; the command may still end later.
     Raises `cbus.NotFoundError` at once for a command_id the log does not know.
     """
-    ends = ENDED + (("IN_TROUBLESHOOTING_QUEUE",) if include_troubleshooting else ())
+    ends = ENDED + ((IN_TROUBLESHOOTING,) if include_troubleshooting else ())
     deadline = compat.monotonic() + timeout
     async with _listening(target, done_channel(domain)) as conn:
         while True:
@@ -149,7 +148,7 @@ async def wait_batch_async(
 ) -> BatchStatus:
     """Wait until every command of the batch has ended; raises `cbus.ReplyTimeout`."""
     deadline = compat.monotonic() + timeout
-    async with _listening(target, _BATCH_CHANNEL) as conn:
+    async with _listening(target, BATCH_CHANNEL) as conn:
         while True:
             status = await batch_status_async(conn, batch_id)
             if status is None:

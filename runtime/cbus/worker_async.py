@@ -37,8 +37,8 @@ from ._acompat import (
     abounded,
     acancel,
     acancelled_by_worker,
+    aexecute_bare,
     agather,
-    asimple,
     asleep,
     aspawn,
     current_caller,
@@ -47,7 +47,6 @@ from ._acompat import (
 )
 from ._outage import RETRY_MAX, Outage, server_of, unreachable_message
 from ._queries import query
-from ._send_base import channel
 from ._worker_base import (
     Delivery,
     DomainRuntime,
@@ -67,6 +66,7 @@ from ._worker_base import (
 from .context import AsyncContext
 from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
+from .names import send_channel as channel
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
 from .registry import domain_of
@@ -101,7 +101,7 @@ async def _arm(conn: Any) -> None:
     conn.check_caller()
     opener = conn.claim_savepoint()
     if opener is not None:
-        await asimple(conn, opener)
+        await aexecute_bare(conn, opener)
 
 
 class _HandlerCursor(psycopg.AsyncCursor[Any]):
@@ -868,14 +868,14 @@ class AsyncWorker:
                 )
                 alone = conn.pgconn.transaction_status == _IDLE and not failures and not endings
                 if conn.pgconn.transaction_status == _IDLE and not alone:
-                    await asimple(conn, b"BEGIN")
+                    await aexecute_bare(conn, b"BEGIN")
                 # Alone, the acknowledgement is one atomic statement: a lost lease there
                 # undoes nothing (no handler wrote), so it is only logged.
                 await self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
                     await self._record_failure(conn, runtime, delivery, error)
                 if conn.pgconn.transaction_status != _IDLE:
-                    await asimple(conn, b"COMMIT")
+                    await aexecute_bare(conn, b"COMMIT")
             except BaseException:
                 await self._abandon(conn)
                 raise
@@ -894,7 +894,7 @@ class AsyncWorker:
         if conn.closed or conn.pgconn.transaction_status == _IDLE:
             return
         with contextlib.suppress(psycopg.Error):
-            await asimple(conn, b"ROLLBACK")
+            await aexecute_bare(conn, b"ROLLBACK")
 
     def _count(self, completed: int, failed: int) -> None:
         with self._counter_lock:
@@ -904,7 +904,7 @@ class AsyncWorker:
     async def _undo_handler(self, conn: _HandlerConnection) -> None:
         if conn.savepoint_taken:
             try:
-                await asimple(conn, _ROLLBACK_SAVEPOINT)
+                await aexecute_bare(conn, _ROLLBACK_SAVEPOINT)
             except psycopg.Error as exc:
                 raise _Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
         elif not conn.use_savepoints and conn.began:

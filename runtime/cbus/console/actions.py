@@ -23,8 +23,8 @@ from ..troubleshooting import (
     retry_async,
 )
 from . import views
-from .app import Console, parse_uuid
 from .results import parse_result
+from .state import Console, parse_uuid
 
 __all__ = ["act", "bulk_confirm", "bulk_run"]
 

@@ -8,91 +8,27 @@ header or log line carries it.
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import parse_qsl
 
-import jinja2
-from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .security import COOKIE, SECURITY_HEADERS, Session, Sessions, csrf_ok, same_origin
+from .security import COOKIE, SECURITY_HEADERS, csrf_ok, same_origin
+from .state import Console, wants_json
 
 __all__ = ["Console", "create_app"]
 
 log = logging.getLogger("cbus.console")
 MAX_BODY = 1 << 20
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class Console:
-    """What the routes share: the pool, the sessions, the templates, the mode."""
-
-    def __init__(self, dsn: str, token: str, *, read_only: bool = False) -> None:
-        self.pool = AsyncConnectionPool(
-            dsn, kwargs={"autocommit": True}, min_size=1, max_size=4, open=False
-        )
-        self.sessions = Sessions(token)
-        self.read_only = read_only
-        self.env = jinja2.Environment(
-            loader=jinja2.PackageLoader("cbus.console", "templates"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-        )
-        self.env.filters["pretty"] = pretty
-        self.env.filters["when"] = when
-        self.env.filters["age"] = _age
-
-    def render(
-        self, request: Request, name: str, status_code: int = 200, **context: Any
-    ) -> HTMLResponse:
-        session: Session | None = request.scope.get("cbus.session")
-        html = self.env.get_template(name).render(
-            session=session,
-            csrf=session.csrf if session is not None else None,
-            read_only=self.read_only,
-            path=request.url.path,
-            **context,
-        )
-        return HTMLResponse(html, status_code=status_code)
-
-    def refuse(self, request: Request, status_code: int, why: str) -> Response:
-        if _wants_json(request):
-            return JSONResponse({"error": why}, status_code=status_code)
-        return self.render(request, "error.html", status_code, why=why)
-
-
-def pretty(value: Any) -> str:
-    """JSON data indented for a <pre> (escaped by the template like everything else)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
-
-
-def when(at: Any) -> str:
-    if at is None:
-        return "-"
-    return str(at.isoformat(timespec="milliseconds"))
-
-
-def _age(seconds: float) -> str:
-    from ..stats import age
-
-    return age(seconds)
-
-
-def _wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "") or request.headers.get(
-        "authorization", ""
-    ).lower().startswith("bearer ")
 
 
 async def form_of(request: Request) -> dict[str, str]:
@@ -113,7 +49,7 @@ def page(handler: Handler) -> Handler:
         console: Console = request.app.state.console
         session = console.sessions.of(request)
         if session is None:
-            if _wants_json(request):
+            if wants_json(request):
                 return JSONResponse({"error": "a valid token is required"}, status_code=401)
             return RedirectResponse("/login", status_code=303)
         request.scope["cbus.session"] = session
@@ -243,10 +179,3 @@ def create_app(
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)
     return app
-
-
-def parse_uuid(text: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(text.strip())
-    except ValueError:
-        return None

@@ -9,12 +9,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from .. import codec
 from ..errors import NotFoundError
+from ..names import IN_TROUBLESHOOTING
 from ..stats import domain_names_async, domain_stats_async
 from ..store import get_command_async
-from ..troubleshooting import TSQ, list_troubleshooting_async, show_command_async
+from ..troubleshooting import list_troubleshooting_async, show_command_async
 from ..waiting_async import trace_async
-from .app import Console, parse_uuid
 from .results import result_checked_against
+from .state import Console, parse_uuid
 
 __all__ = ["command", "overview", "search", "stats_json", "troubleshooting"]
 
@@ -116,7 +117,7 @@ async def command(request: Request, *, status_code: int = 200, **extra: Any) -> 
         d=detail,
         r=detail.record,
         correlated=correlated,
-        actionable=detail.record.status == TSQ and not console.read_only,
+        actionable=detail.record.status == IN_TROUBLESHOOTING and not console.read_only,
         checked_against=result_checked_against(detail.record.kind),
         **context,
     )
