@@ -8,14 +8,14 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._worker_sync import SyncWorker
+from ._worker import SyncWorker
+from ._worker_async import AsyncWorker
 from .registry import AsyncHandlers, Handlers
-from .worker_async import AsyncWorker
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["Worker", "connection_of"]
+__all__ = ["AsyncWorker", "Worker", "connection_of"]
 
 # What a worker sets on its own connections, whatever a pool asks for: autocommit
 # (it opens its transactions itself), tuples as rows, its cursor classes.
