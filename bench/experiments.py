@@ -31,7 +31,9 @@ import sends
 from cbus import codec
 from cbus._queries import query, raw
 from cbus._send_base import send_many_params, send_params
-from cbus._worker_base import Delivery, DomainRuntime, ack_params, read_query, triage
+from cbus._worker_domain import DomainRuntime, read_query
+from cbus._worker_failure import ack_params
+from cbus._worker_triage import Delivery, triage
 from cbus.pgmq import queue_table, register_adapters
 from env import Result
 from psycopg import sql

@@ -100,20 +100,21 @@ def make_leases() -> list[object]:
 
 def make_broken() -> list[object]:
     """Handlers whose worker cannot decode anything: every consumer fails at each lease."""
-    import cbus._worker_sync
+    import cbus._consume
+    import cbus._worker
 
     def broken(*_: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded (injected)")
 
-    cbus._worker_sync.triage = broken  # type: ignore[attr-defined]
-    cbus._worker_sync.SyncWorker.restart_backoff = (0.05, 0.2)
-    cbus._worker_sync.SyncWorker.give_up_after = 3
+    cbus._consume.triage = broken  # type: ignore[attr-defined]
+    cbus._worker.SyncWorker.restart_backoff = (0.05, 0.2)
+    cbus._worker.SyncWorker.give_up_after = 3
     return [SlowHandlers()]
 
 
 def make_testbus_short_grace() -> list[object]:
     """Slow handlers; a second stop signal ends the worker after 2 s, not 10."""
-    import cbus._worker_sync
+    import cbus._worker
 
-    cbus._worker_sync.SyncWorker.stop_grace = 2.0
+    cbus._worker.SyncWorker.stop_grace = 2.0
     return [SlowHandlers()]

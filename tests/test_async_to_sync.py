@@ -16,8 +16,8 @@ TOOL = ROOT / "tools" / "async_to_sync.py"
 def _tree(tmp_path: Path) -> Path:
     for rel in ("runtime/cbus", "tests"):
         (tmp_path / rel).mkdir(parents=True)
-    for src in ("bus_async.py", "outcomes_async.py", "waiting_async.py", "worker_async.py"):
-        shutil.copy(ROOT / "runtime" / "cbus" / src, tmp_path / "runtime" / "cbus" / src)
+    for src in (ROOT / "runtime" / "cbus").glob("*_async.py"):
+        shutil.copy(src, tmp_path / "runtime" / "cbus" / src.name)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 

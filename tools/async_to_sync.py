@@ -32,11 +32,14 @@ SOURCES = [
     "runtime/cbus/bus_async.py",
     "runtime/cbus/outcomes_async.py",
     "runtime/cbus/waiting_async.py",
-    "runtime/cbus/worker_async.py",
+    "runtime/cbus/_handler_conn_async.py",
+    "runtime/cbus/_worker_record_async.py",
+    "runtime/cbus/_worker_state_async.py",
+    "runtime/cbus/_heartbeat_async.py",
+    "runtime/cbus/_consume_async.py",
+    "runtime/cbus/_supervise_async.py",
+    "runtime/cbus/_worker_async.py",
 ]
-OUTPUTS = {
-    "runtime/cbus/worker_async.py": "runtime/cbus/_worker_sync.py",
-}
 
 # The one sync/async name table: names, attributes, imported names and modules.
 NAMES = {
@@ -80,6 +83,8 @@ NAMES = {
     "asynccontextmanager": "contextmanager",
     "bus_async": "bus",
 }
+# An async source's module name, where another imports it, becomes its twin's.
+NAMES.update({Path(src).stem: Path(src).stem.removesuffix("_async") for src in SOURCES})
 
 HEADER = "# Generated from {src} by tools/async_to_sync.py.\n# DO NOT EDIT: change {src} instead.\n"
 _HEADER_MARK = "by tools/async_to_sync.py."
@@ -181,8 +186,6 @@ def convert(text: str, src: str) -> str:
 
 
 def output_of(src: str) -> str:
-    if src in OUTPUTS:
-        return OUTPUTS[src]
     if not src.endswith("_async.py"):
         raise SystemExit(f"{src}: an async source must be named X_async.py")
     return src.removesuffix("_async.py") + ".py"

@@ -63,8 +63,7 @@ if typing.TYPE_CHECKING:
     from .waiting import BatchStatus, batch_status, trace, wait_batch, wait_for
     from .waiting_async import batch_status_async, trace_async, wait_batch_async, wait_for_async
     from .wire import BatchCompleted, Reply, ReplyError
-    from .worker import Worker
-    from .worker_async import AsyncWorker
+    from .worker import AsyncWorker, Worker
 
 _LAZY: dict[str, tuple[str, ...]] = {
     "._send_base": ("SendResult",),
@@ -89,8 +88,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     ".waiting": ("BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"),
     ".waiting_async": ("batch_status_async", "trace_async", "wait_batch_async", "wait_for_async"),
     ".wire": ("BatchCompleted", "Reply", "ReplyError"),
-    ".worker": ("Worker",),
-    ".worker_async": ("AsyncWorker",),
+    ".worker": ("AsyncWorker", "Worker"),
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
 _SUBMODULES = frozenset({"codec", "troubleshooting"})

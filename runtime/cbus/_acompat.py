@@ -1,7 +1,7 @@
 """Sync and async primitives under paired names, so the worker is written once.
 
-`worker_async.py` uses the async names; `tools/async_to_sync.py` maps each to its
-sync twin (`AEvent` -> `Event`, `aspawn` -> `spawn`, ...) to write `worker.py`.
+The worker's `*_async.py` modules use the async names; `tools/async_to_sync.py` maps
+each to its sync twin (`AEvent` -> `Event`, `aspawn` -> `spawn`, ...) to write `X.py`.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def wait_for_server(dsn: str, grace: float = START_GRACE, every: float = 0.25) -
     answers the DSN can never work (unknown role or database, refused password) is
     reported at once.
     """
-    from ._worker_base import unusable_database
+    from ._worker_dsn import unusable_database
 
     deadline = time.monotonic() + grace
     with db_errors():

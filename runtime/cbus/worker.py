@@ -8,14 +8,14 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._worker_sync import SyncWorker
+from ._worker import SyncWorker
+from ._worker_async import AsyncWorker
 from .registry import AsyncHandlers, Handlers
-from .worker_async import AsyncWorker
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["Worker", "connection_of"]
+__all__ = ["AsyncWorker", "Worker", "connection_of"]
 
 # What a worker sets on its own connections, whatever a pool asks for: autocommit
 # (it opens its transactions itself), tuples as rows, its cursor classes.
@@ -111,14 +111,19 @@ class Worker:
         if self._sync is None:
             asyncio.run(self._async.run(until_idle=until_idle))
             return
-        # Both halves check the database before either starts: a half that cannot
-        # start must not leave the other one running.
-        self._sync.check_database()
-        asyncio.run(self._async.check_database())
         # One handler stops both halves; the sync half, run on this thread, would
-        # otherwise replace it with its own and leave the async half running.
+        # otherwise replace it with its own and leave the async half running. It is
+        # in place before the checks, so a SIGTERM during them stops the worker cleanly.
         self._sync.handles_signals = False
         restore = self._install_signals()
+        try:
+            # Both halves check the database before either starts: a half that cannot
+            # start must not leave the other one running.
+            self._sync.check_database()
+            asyncio.run(self._async.check_database())
+        except BaseException:
+            restore()
+            raise
         errors: list[BaseException] = []
 
         def run_async() -> None:

@@ -175,7 +175,7 @@ def test_worker_refuses_a_database_that_does_not_exist(server_dsn: str, testbus:
 
 
 def test_worker_sessions_are_named_unless_the_user_named_them(dsn: str, testbus: Any) -> None:
-    from cbus._worker_base import with_application_name
+    from cbus._worker_dsn import with_application_name
 
     assert "application_name='cbus worker'" in with_application_name(dsn, {})
     named = psycopg.conninfo.make_conninfo(dsn, application_name="billing")

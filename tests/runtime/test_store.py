@@ -8,7 +8,7 @@ from typing import Any
 import cbus
 import psycopg
 from cbus._queries import query
-from cbus._worker_base import DomainRuntime, read_query
+from cbus._worker_domain import DomainRuntime, read_query
 
 from .helpers import drain
 

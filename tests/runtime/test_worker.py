@@ -553,7 +553,7 @@ def test_acknowledged_batches_update_the_log_in_place(
 def test_the_lease_records_last_read_at_as_pgmq_read_does(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
 ) -> None:
-    from cbus._worker_base import DomainRuntime, read_query
+    from cbus._worker_domain import DomainRuntime, read_query
 
     sent = testbus.send_echo(conn, n=1)
     conn.commit()
@@ -729,7 +729,7 @@ def test_slow_handlers_run_on_every_consumer_even_with_a_short_backlog(
 
 
 def test_the_lease_grows_for_quick_handlers_and_shrinks_for_slow_ones() -> None:
-    from cbus._worker_base import LeaseSize
+    from cbus._worker_domain import LeaseSize
 
     lease = LeaseSize(100)
     sizes = []

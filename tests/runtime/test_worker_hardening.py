@@ -109,7 +109,7 @@ def test_a_consumer_that_fails_is_restarted_with_a_log_line(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import cbus._worker_sync as sync_worker
+    import cbus._consume as sync_worker
 
     real = sync_worker.triage
     calls = [0]
@@ -137,12 +137,13 @@ def test_a_worker_whose_consumers_cannot_run_raises(
     testbus: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import cbus._worker_sync as sync_worker
+    import cbus._consume as sync_consume
+    import cbus._worker as sync_worker
 
     def broken(*_: Any) -> Any:
         raise RecursionError("injected")
 
-    monkeypatch.setattr(sync_worker, "triage", broken)
+    monkeypatch.setattr(sync_consume, "triage", broken)
     monkeypatch.setattr(sync_worker.SyncWorker, "restart_backoff", (0.05, 0.4))
     monkeypatch.setattr(sync_worker.SyncWorker, "give_up_after", 4)
     for i in range(12):

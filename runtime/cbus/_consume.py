@@ -1,0 +1,420 @@
+# Generated from _consume_async.py by tools/async_to_sync.py.
+# DO NOT EDIT: change _consume_async.py instead.
+"""The consume loop: lease a batch, run its handlers, acknowledge in their transaction.
+
+Each consumer owns one connection and loops: lease a batch (`read`: one statement
+that also records each command on first receipt), run the handlers of the batch in
+one transaction, and acknowledge them in that same transaction with one statement
+that deletes the messages (matching read_ct, so a lost lease is noticed) and marks
+their commands COMPLETED. A handler's writes through `ctx.conn` therefore commit if
+and only if its command completes.
+
+Handlers that never touch `ctx.conn` cost no savepoint; the first statement a handler
+runs on it opens one, so a failing handler's writes roll back alone. Anything
+unexpected (a lost lease, a savepoint the handler released) rolls the whole batch
+back and replays it one message per transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import psycopg
+
+from ._acompat import cancelled_by_worker, current_caller, execute_bare, monotonic
+from ._handler_conn import IDLE, INTRANS, HandlerConnection
+from ._heartbeat import AlreadyRecorded, LeaseKeeper
+from ._queries import query
+from ._worker_domain import DomainRuntime, LeaseSize, read_query
+from ._worker_failure import ack_params, encode_result
+from ._worker_record import record_failure, set_aside, to_ended
+from ._worker_triage import Delivery, Poison, triage
+from .outcomes import commands_ended
+from .pgmq import register_adapters
+
+__all__ = ["Consumer", "Replay"]
+
+_ROLLBACK_SAVEPOINT = b"ROLLBACK TO SAVEPOINT cbus_handler"
+_MAX_SAVEPOINTS = 60  # below PostgreSQL's 64 cached subtransactions per transaction
+_PROBE_ABOVE = 3  # domains: from four on, an idle round asks which have work first
+
+
+log = logging.getLogger("cbus.worker")
+
+
+class Replay(Exception):
+    """Roll the batch back and run its messages one transaction each."""
+
+    def __init__(self, reason: str, end: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.end = end
+
+
+class Consumer(LeaseKeeper):
+    """What one consumer does on its connection, round after round."""
+
+    def _consume_on(self, conn: HandlerConnection, index: int, until_idle: bool) -> None:
+        conn.owner = current_caller()
+        domains = (
+            self._domains[index % len(self._domains) :]
+            + self._domains[: index % len(self._domains)]
+        )
+        wake = self._wakes[index]
+        modern = self._queues_with_last_read_at(conn)
+        while not self._halted():
+            # Counted as waiting from before the poll: a notification that comes while
+            # this consumer polls sets its event, so the next wait returns at once.
+            wake.clear()
+            with self._counter_lock:
+                self._waiting.add(index)
+            worked = 0
+            due = self._due(conn)
+            for runtime in domains:
+                if self._halted():
+                    break
+                if not self._domain_due(runtime):
+                    continue
+                if due is not None and runtime.queue not in due and runtime.queue not in self._sick:
+                    continue
+                lease = self._lease_sizes[runtime.queue]
+                read = read_query(runtime.queue, lease.size, runtime.queue in modern)
+                try:
+                    found = self._poll(conn, runtime, index, read, lease)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    # A statement of the worker's own failed for this domain (its
+                    # queue dropped, a grant missing, a trigger): the other domains
+                    # go on; its leased messages come back when their leases end.
+                    self._abandon(conn)
+                    self._domain_failed(runtime, exc)
+                    continue
+                self._domain_ok(runtime)
+                worked += found
+            if worked:
+                self._rounds[index] += 1
+                continue
+            if until_idle and self._idle(conn):
+                return
+            wake.wait_for(self.poll_interval)
+
+    def _due(self, conn: HandlerConnection) -> set[str] | None:
+        """The healthy domains with a message due now, when asking is cheaper than reading.
+
+        With many domains, an idle round would cost one lease statement (and
+        commit) per domain and consumer; one probe of all their queues costs one.
+        None: read every domain. Failing domains are left to the lease itself.
+        """
+        healthy = [(i, r) for i, r in enumerate(self._domains) if r.queue not in self._sick]
+        if len(healthy) <= _PROBE_ABOVE:
+            return None
+        probe = b" UNION ALL ".join(query("due_probe", r.queue, i) for i, r in healthy)
+        try:
+            cur = conn.execute(probe)
+            rows = cur.fetchall()
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            self._abandon(conn)
+            return None  # a queue went away: the lease statements find which
+        return {self._domains[row[0]].queue for row in rows}
+
+    def _queues_with_last_read_at(self, conn: HandlerConnection) -> set[str]:
+        """The queues whose table has PGMQ 1.10's last_read_at, which the lease sets.
+
+        Asked on every connection a consumer opens, so a PGMQ upgraded while the
+        worker runs is picked up when the consumer next reconnects.
+        """
+        queues = [runtime.queue for runtime in self._domains]
+        cur = conn.execute(query("pgmq_last_read_at"), {"queues": queues})
+        return {row[0] for row in cur.fetchall()}
+
+    def _idle(self, conn: HandlerConnection) -> bool:
+        """No message due now or within a minute, none waiting for a retry, none in flight.
+
+        A consumer that finds the worker idle wakes the others: those that waited
+        for a busy sibling check again now, not a `poll_interval` later.
+        """
+        if self._busy:
+            return False
+        for runtime in self._domains:
+            cur = conn.execute(query("pending", runtime.queue), {"horizon": 60.0})
+            row = cur.fetchone()
+            if row and row[0]:
+                return False
+        if self._busy:
+            return False
+        for wake in self._wakes:
+            wake.set()
+        return True
+
+    def _poll(
+        self,
+        conn: HandlerConnection,
+        runtime: DomainRuntime,
+        index: int,
+        read: bytes,
+        lease: LeaseSize,
+    ) -> int:
+        cur = conn.cursor()
+        register_adapters(cur)
+        cur.execute(read, runtime.read_params(self.audit_full))
+        rows = cur.fetchall()
+        if not rows:
+            lease.forget()
+            return 0
+        with self._counter_lock:
+            self._waiting.discard(index)
+        if len(rows) >= lease.size:
+            self._wake_one()  # a full lease: more is probably waiting
+        with self._counter_lock:
+            self._busy += 1
+        try:
+            ready, poison = triage(runtime, rows)
+            with self._lease_lock:
+                for d in ready:
+                    self._leases[(runtime.queue, d.msg_id)] = (
+                        d.read_ct,
+                        d.spec.options.visibility_timeout,
+                    )
+            try:
+                # One read leases the whole batch for the domain's longest timeout;
+                # commands that declare a shorter one get it back now, so a crash
+                # redelivers them as soon as their schema says.
+                self._shorten_leases(conn, runtime, ready)
+                for p in poison:
+                    set_aside(conn, runtime, p)
+                if ready:
+                    started = monotonic()
+                    self._run_batch(conn, runtime, ready)
+                    lease.record(len(ready), monotonic() - started)
+            finally:
+                with self._lease_lock:
+                    for d in ready:
+                        self._leases.pop((runtime.queue, d.msg_id), None)
+        finally:
+            with self._counter_lock:
+                self._busy -= 1
+        return len(rows)
+
+    def _run_batch(
+        self, conn: HandlerConnection, runtime: DomainRuntime, batch: list[Delivery]
+    ) -> None:
+        start = 0
+        while start < len(batch):
+            try:
+                start = self._run_chunk(conn, runtime, batch, start)
+            except Replay as replay:
+                log.info(
+                    "batch rolled back (%s), replaying %d message(s) one by one",
+                    replay.reason,
+                    replay.end - start,
+                    extra={"action": "batch_replay"},
+                )
+                for delivery in batch[start : replay.end]:
+                    if delivery.timed_out:
+                        continue  # its failure is recorded: it must not run again
+                    status = self._still_leased(conn, runtime, delivery)
+                    if status is None:
+                        log.warning(
+                            "lease lost, not run again",
+                            extra={"action": "lease_lost", "msg_id": delivery.msg_id},
+                        )
+                    elif status not in ("PENDING", "IN_PROGRESS"):
+                        duplicate = Poison(
+                            delivery.msg_id,
+                            delivery.read_ct,
+                            f"Duplicate: the command already ended ({status})",
+                            "DUPLICATE",
+                            delivery.headers.command_id,
+                            drop=True,
+                            kind=delivery.spec.kind,
+                        )
+                        set_aside(conn, runtime, duplicate)
+                    else:
+                        self._run_one(conn, runtime, delivery)
+                start = replay.end
+
+    def _still_leased(
+        self, conn: HandlerConnection, runtime: DomainRuntime, delivery: Delivery
+    ) -> str | None:
+        """The command's status if this delivery still holds its message, else None."""
+        cur = conn.execute(
+            query("still_leased", runtime.queue),
+            {
+                "msg_id": delivery.msg_id,
+                "read_ct": delivery.read_ct,
+                "domain": runtime.spec.name,
+                "command_id": delivery.headers.command_id,
+            },
+        )
+        row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+    def _run_chunk(
+        self, conn: HandlerConnection, runtime: DomainRuntime, batch: list[Delivery], start: int
+    ) -> int:
+        """Run handlers from `start` and acknowledge them; returns where the next chunk starts.
+
+        No transaction is opened until a handler's first statement (or a failure, a
+        reply or a batch completion) needs one: a chunk of handlers that never touch
+        `ctx.conn` is acknowledged by one autocommitted statement.
+        """
+        completed: list[Delivery] = []
+        failures: list[tuple[Delivery, BaseException]] = []
+        conn.savepoints = 0
+        conn.began = False
+        conn.use_savepoints = self.savepoints
+        i = start
+        try:
+            try:
+                while i < len(batch):
+                    delivery = batch[i]
+                    i += 1
+                    conn.savepoint_armed = True
+                    conn.savepoint_taken = False
+                    conn.in_handler = True
+                    try:
+                        value = self._call(conn, runtime, delivery)
+                        delivery.result = encode_result(delivery, value)
+                    except BaseException as exc:
+                        # A handler's BaseException (SystemExit, its own CancelledError)
+                        # fails its command alone; the batch goes on.
+                        if cancelled_by_worker(exc):
+                            raise
+                        conn.in_handler = False
+                        self._undo_handler(conn)
+                        if not isinstance(exc, AlreadyRecorded):
+                            failures.append((delivery, exc))
+                    else:
+                        expected = INTRANS if conn.began else IDLE
+                        if conn.pgconn.transaction_status != expected:
+                            raise Replay("a handler left the transaction in a bad state")
+                        completed.append(delivery)
+                    finally:
+                        conn.savepoint_armed = False
+                        conn.in_handler = False
+                    if conn.savepoints >= _MAX_SAVEPOINTS:
+                        break
+                endings = any(
+                    d.headers.reply_to is not None or d.headers.batch_id is not None
+                    for d in completed
+                )
+                alone = conn.pgconn.transaction_status == IDLE and not failures and not endings
+                if conn.pgconn.transaction_status == IDLE and not alone:
+                    execute_bare(conn, b"BEGIN")
+                # Alone, the acknowledgement is one atomic statement: a lost lease there
+                # undoes nothing (no handler wrote), so it is only logged.
+                self._ack(conn, runtime, completed, strict=not alone)
+                for delivery, error in failures:
+                    record_failure(conn, runtime, delivery, error)
+                if conn.pgconn.transaction_status != IDLE:
+                    execute_bare(conn, b"COMMIT")
+            except BaseException:
+                self._abandon(conn)
+                raise
+        except Replay as replay:
+            replay.end = i
+            raise
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            raise Replay(f"{type(exc).__name__}: {exc}", i) from exc
+        self._count(len(completed), len(failures))
+        return i
+
+    def _abandon(self, conn: HandlerConnection) -> None:
+        """Roll back whatever the chunk had begun, leaving the connection idle."""
+        if conn.closed or conn.pgconn.transaction_status == IDLE:
+            return
+        with contextlib.suppress(psycopg.Error):
+            execute_bare(conn, b"ROLLBACK")
+
+    def _undo_handler(self, conn: HandlerConnection) -> None:
+        if conn.savepoint_taken:
+            try:
+                execute_bare(conn, _ROLLBACK_SAVEPOINT)
+            except psycopg.Error as exc:
+                raise Replay(f"cannot roll back the handler's savepoint: {exc}") from exc
+        elif not conn.use_savepoints and conn.began:
+            raise Replay("a handler failed in a batch without savepoints")
+        elif conn.pgconn.transaction_status != (INTRANS if conn.began else IDLE):
+            raise Replay("a failing handler left the transaction in a bad state")
+
+    def _run_one(self, conn: HandlerConnection, runtime: DomainRuntime, delivery: Delivery) -> None:
+        """One message in its own transaction: the slow, always-correct path.
+
+        A failure of the handler, or of its acknowledgement (for example a database
+        error while sending its reply), is recorded like any handler failure: retry
+        after the backoff, or the troubleshooting queue once attempts are exhausted.
+        """
+        failure: BaseException | None = None
+        try:
+            with conn.transaction():
+                conn.savepoint_armed = False
+                conn.in_handler = True
+                try:
+                    value = self._call(conn, runtime, delivery)
+                finally:
+                    conn.in_handler = False
+                delivery.result = encode_result(delivery, value)
+                if not self._ack(conn, runtime, [delivery], strict=False):
+                    log.warning(
+                        "lease lost, handler's writes rolled back",
+                        extra={"action": "lease_lost", "msg_id": delivery.msg_id},
+                    )
+                    raise Replay("lease lost")
+        except (Replay, AlreadyRecorded):
+            return
+        except psycopg.OperationalError:
+            raise
+        except BaseException as exc:
+            if cancelled_by_worker(exc):
+                raise
+            failure = exc
+        if failure is None:
+            self._count(1, 0)
+            return
+        with conn.transaction():
+            record_failure(conn, runtime, delivery, failure)
+        self._count(0, 1)
+
+    def _ack(
+        self,
+        conn: HandlerConnection,
+        runtime: DomainRuntime,
+        completed: list[Delivery],
+        *,
+        strict: bool = True,
+    ) -> bool:
+        if not completed:
+            return True
+        cur = conn.execute(
+            query("ack_completed", runtime.queue), ack_params(runtime, completed, self.audit_full)
+        )
+        row = cur.fetchone()
+        acked, logged = (row[0], row[1]) if row is not None else (0, 0)
+        if acked != len(completed) or logged != acked:
+            lost, ended = len(completed) - acked, acked - logged
+            if strict:
+                raise Replay(
+                    f"{lost} lease(s) lost, {ended} command(s) ended by another delivery, "
+                    "before the acknowledgement"
+                )
+            log.warning(
+                "%d lease(s) lost, %d command(s) ended by another delivery (duplicates)",
+                lost,
+                ended,
+                extra={"action": "lease_lost"},
+            )
+            return False
+        ended = [
+            to_ended(d, "SUCCESS")
+            for d in completed
+            if d.headers.reply_to is not None or d.headers.batch_id is not None
+        ]
+        if ended:
+            commands_ended(conn, runtime.spec.name, ended)
+        return True
