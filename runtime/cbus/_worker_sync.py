@@ -69,6 +69,7 @@ from ._worker_base import (
 from .context import Context
 from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
+from .metrics import NULL_OBSERVER, NullObserver
 from .outcomes import Ended, commands_ended
 from .pgmq import RawJson, register_adapters
 from .registry import domain_of
@@ -317,6 +318,7 @@ class SyncWorker:
         self._gave_up: list[BaseException] = []
         self.completed = 0
         self.failed = 0
+        self._observer: NullObserver = NULL_OBSERVER  # metrics: cbus.metrics.Observer
 
     def stop(self) -> None:
         """Stop reading; messages in flight finish, then `run` returns."""
@@ -843,7 +845,8 @@ class SyncWorker:
                     conn.savepoint_taken = False
                     conn.in_handler = True
                     try:
-                        value = self._call(conn, runtime, delivery)
+                        with self._observer.handling(delivery):
+                            value = self._call(conn, runtime, delivery)
                         delivery.result = encode_result(delivery, value)
                     except BaseException as exc:
                         # A handler's BaseException (SystemExit, its own CancelledError)
@@ -929,7 +932,8 @@ class SyncWorker:
                 conn.savepoint_armed = False
                 conn.in_handler = True
                 try:
-                    value = self._call(conn, runtime, delivery)
+                    with self._observer.handling(delivery):
+                        value = self._call(conn, runtime, delivery)
                 finally:
                     conn.in_handler = False
                 delivery.result = encode_result(delivery, value)
@@ -1088,6 +1092,7 @@ class SyncWorker:
         ]
         if ended:
             commands_ended(conn, runtime.spec.name, ended)
+        self._observer.completed(runtime, completed)
         return True
 
     def _record_failure(
@@ -1153,6 +1158,7 @@ class SyncWorker:
                     delivery.read_ct,
                     {"in_seconds": failure.backoff},
                 )
+                self._observer.retried(runtime, delivery)
             return
         if failure.outcome is Outcome.FAILED:
             cur = conn.execute(
@@ -1189,6 +1195,7 @@ class SyncWorker:
                 "done_channel": runtime.done_channel,
             },
         )
+        self._observer.ended(runtime, delivery, status)
         if status == "FAILED":
             ended = _ended(
                 delivery,
@@ -1202,6 +1209,7 @@ class SyncWorker:
 
     def _set_aside(self, conn: _HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
         """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
+        self._observer.set_aside(runtime, p)
         log.warning(
             "message %s %s: %s",
             p.msg_id,
@@ -1414,6 +1422,7 @@ class SyncWorker:
                         "mark": True,
                     },
                 )
+                self._observer.renewed(domains[queue], len(ids))
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:

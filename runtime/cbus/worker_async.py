@@ -67,6 +67,7 @@ from ._worker_base import (
 from .context import AsyncContext
 from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
+from .metrics import NULL_OBSERVER, NullObserver
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
 from .registry import domain_of
@@ -315,6 +316,7 @@ class AsyncWorker:
         self._gave_up: list[BaseException] = []
         self.completed = 0
         self.failed = 0
+        self._observer: NullObserver = NULL_OBSERVER  # metrics: cbus.metrics.Observer
 
     def stop(self) -> None:
         """Stop reading; messages in flight finish, then `run` returns."""
@@ -841,7 +843,8 @@ class AsyncWorker:
                     conn.savepoint_taken = False
                     conn.in_handler = True
                     try:
-                        value = await self._call(conn, runtime, delivery)
+                        with self._observer.handling(delivery):
+                            value = await self._call(conn, runtime, delivery)
                         delivery.result = encode_result(delivery, value)
                     except BaseException as exc:
                         # A handler's BaseException (SystemExit, its own CancelledError)
@@ -927,7 +930,8 @@ class AsyncWorker:
                 conn.savepoint_armed = False
                 conn.in_handler = True
                 try:
-                    value = await self._call(conn, runtime, delivery)
+                    with self._observer.handling(delivery):
+                        value = await self._call(conn, runtime, delivery)
                 finally:
                     conn.in_handler = False
                 delivery.result = encode_result(delivery, value)
@@ -1090,6 +1094,7 @@ class AsyncWorker:
         ]
         if ended:
             await commands_ended_async(conn, runtime.spec.name, ended)
+        self._observer.completed(runtime, completed)
         return True
 
     async def _record_failure(
@@ -1155,6 +1160,7 @@ class AsyncWorker:
                     delivery.read_ct,
                     {"in_seconds": failure.backoff},
                 )
+                self._observer.retried(runtime, delivery)
             return
         if failure.outcome is Outcome.FAILED:
             cur = await conn.execute(
@@ -1191,6 +1197,7 @@ class AsyncWorker:
                 "done_channel": runtime.done_channel,
             },
         )
+        self._observer.ended(runtime, delivery, status)
         if status == "FAILED":
             ended = _ended(
                 delivery,
@@ -1204,6 +1211,7 @@ class AsyncWorker:
 
     async def _set_aside(self, conn: _HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
         """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
+        self._observer.set_aside(runtime, p)
         log.warning(
             "message %s %s: %s",
             p.msg_id,
@@ -1420,6 +1428,7 @@ class AsyncWorker:
                         "mark": True,
                     },
                 )
+                self._observer.renewed(domains[queue], len(ids))
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
