@@ -69,7 +69,7 @@ from ._worker_base import (
 from .context import Context
 from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
-from .metrics import NULL_OBSERVER, NullObserver
+from .metrics import NullObserver, default_observer
 from .outcomes import Ended, commands_ended
 from .pgmq import RawJson, register_adapters
 from .registry import domain_of
@@ -318,7 +318,7 @@ class SyncWorker:
         self._gave_up: list[BaseException] = []
         self.completed = 0
         self.failed = 0
-        self._observer: NullObserver = NULL_OBSERVER  # metrics: cbus.metrics.Observer
+        self._observer: NullObserver = default_observer()  # cbus.metrics, cbus.tracing
 
     def stop(self) -> None:
         """Stop reading; messages in flight finish, then `run` returns."""

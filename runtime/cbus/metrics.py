@@ -28,7 +28,15 @@ import psycopg
 if TYPE_CHECKING:
     from ._worker_base import Delivery, DomainRuntime, Poison
 
-__all__ = ["NULL_OBSERVER", "MetricsServer", "NullObserver", "Observer", "serve"]
+__all__ = [
+    "NULL_OBSERVER",
+    "MetricsServer",
+    "NullObserver",
+    "Observer",
+    "TracingObserver",
+    "default_observer",
+    "serve",
+]
 
 QUEUE_CACHE = 5.0
 """Seconds a scrape reuses the last queue numbers."""
@@ -65,21 +73,42 @@ _NULL: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 NULL_OBSERVER = NullObserver()
 
 
-class _Timed:
-    __slots__ = ("_histogram", "_in_flight", "_start")
+class TracingObserver(NullObserver):
+    """Without metrics, with OpenTelemetry: each handler runs in its consumer span."""
 
-    def __init__(self, histogram: Any, in_flight: Any) -> None:
+    def handling(self, delivery: Delivery) -> contextlib.AbstractContextManager[None]:
+        from .tracing import processing
+
+        return processing(delivery)
+
+
+def default_observer() -> NullObserver:
+    """A worker's observer before any metrics: tracing's when OpenTelemetry is installed."""
+    from .tracing import enabled
+
+    return TracingObserver() if enabled() else NULL_OBSERVER
+
+
+class _Timed:
+    __slots__ = ("_histogram", "_in_flight", "_inner", "_start")
+
+    def __init__(
+        self, histogram: Any, in_flight: Any, inner: contextlib.AbstractContextManager[None]
+    ) -> None:
         self._histogram = histogram
         self._in_flight = in_flight
+        self._inner = inner  # the span, when tracing
         self._start = 0.0
 
     def __enter__(self) -> None:
         self._in_flight.inc()
+        self._inner.__enter__()
         self._start = time.perf_counter()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._histogram.observe(time.perf_counter() - self._start)
         self._in_flight.dec()
+        self._inner.__exit__(*exc)
 
 
 _OUTCOMES = ("completed", "failed", "in_troubleshooting_queue", "canceled")
@@ -88,8 +117,15 @@ _OUTCOMES = ("completed", "failed", "in_troubleshooting_queue", "canceled")
 class Observer(NullObserver):
     """Counts into a prometheus_client registry; label children bound once per kind."""
 
-    def __init__(self, registry: Any, domains: Iterable[tuple[str, Iterable[str]]]) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        domains: Iterable[tuple[str, Iterable[str]]],
+        inner: NullObserver = NULL_OBSERVER,
+    ) -> None:
         from prometheus_client import Counter, Gauge, Histogram
+
+        self._inner = inner
 
         commands = Counter(
             "cbus_commands",
@@ -133,7 +169,7 @@ class Observer(NullObserver):
 
     def handling(self, delivery: Delivery) -> contextlib.AbstractContextManager[None]:
         key = (delivery.spec.domain, delivery.spec.kind)
-        return _Timed(self._seconds[key], self._in_flight[key[0]])
+        return _Timed(self._seconds[key], self._in_flight[key[0]], self._inner.handling(delivery))
 
     def completed(self, runtime: DomainRuntime, deliveries: Sequence[Delivery]) -> None:
         for d in deliveries:
@@ -251,7 +287,7 @@ class MetricsServer:
                 "metrics need prometheus_client: pip install 'cbus[metrics]'"
             ) from None
         self.registry = CollectorRegistry()
-        self.observer = Observer(self.registry, domains)
+        self.observer = Observer(self.registry, domains, default_observer())
         self._queues = _Probe(dsn, connect_kwargs)
         self._health = _Probe(dsn, connect_kwargs)
         self.registry.register(_QueueCollector(self._queues, {d for d, _ in domains}))

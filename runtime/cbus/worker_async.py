@@ -67,7 +67,7 @@ from ._worker_base import (
 from .context import AsyncContext
 from .errors import BusinessError, InstallError, PermanentError, TransientError, WorkerFailed
 from .install import schema_problem
-from .metrics import NULL_OBSERVER, NullObserver
+from .metrics import NullObserver, default_observer
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson, register_adapters
 from .registry import domain_of
@@ -316,7 +316,7 @@ class AsyncWorker:
         self._gave_up: list[BaseException] = []
         self.completed = 0
         self.failed = 0
-        self._observer: NullObserver = NULL_OBSERVER  # metrics: cbus.metrics.Observer
+        self._observer: NullObserver = default_observer()  # cbus.metrics, cbus.tracing
 
     def stop(self) -> None:
         """Stop reading; messages in flight finish, then `run` returns."""

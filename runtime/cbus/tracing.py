@@ -1,0 +1,93 @@
+"""OpenTelemetry traces across send and handle (contract section 10), when installed.
+
+A send makes a producer span `send <kind>` and carries its W3C trace context in the
+message's headers (`traceparent`, `tracestate`); the worker runs each handler in a
+consumer span `process <kind>`, a child of that context (or of a foreign producer's
+`traceparent`). A send from a handler (through `ctx`) runs inside the handler's span,
+so the follow-up continues the trace.
+
+Without `opentelemetry` installed nothing is imported: `enabled()` looks for the
+package once (`importlib.util.find_spec`), and every hook then returns at once.
+With it installed, spans are made through the API: with no tracer provider set they
+are OpenTelemetry's non-recording spans (and carry no context).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._worker_base import Delivery
+    from .registry import CommandSpec
+
+__all__ = ["enabled", "processing", "send_context"]
+
+_NO_CONTEXT: tuple[str | None, str | None] = (None, None)
+_otel: Any = None  # (trace, propagate) once found; False when not installed
+
+
+def _load() -> Any:
+    global _otel
+    if _otel is None:
+        try:
+            found = importlib.util.find_spec("opentelemetry") is not None
+            if found:
+                from opentelemetry import propagate, trace
+        except (ImportError, ValueError):
+            found = False
+        _otel = (trace, propagate, trace.get_tracer("cbus")) if found else False
+    return _otel
+
+
+def enabled() -> bool:
+    """OpenTelemetry's API is installed (looked for once, imported only if found)."""
+    return bool(_load())
+
+
+def send_context(spec: CommandSpec) -> tuple[str | None, str | None]:
+    """A producer span for one message; its (traceparent, tracestate) for the headers."""
+    otel = _otel if _otel is not None else _load()
+    if not otel:
+        return _NO_CONTEXT
+    trace, propagate, tracer = otel
+    with tracer.start_as_current_span(
+        f"send {spec.kind}",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "pgmq",
+            "messaging.destination.name": spec.queue,
+            "messaging.operation.type": "send",
+        },
+    ):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+@contextlib.contextmanager
+def processing(delivery: Delivery) -> Iterator[None]:
+    """The consumer span of one handler invocation; a failure sets ERROR and is recorded."""
+    trace, propagate, tracer = _load()
+    h = delivery.headers
+    carrier: dict[str, str] = {}
+    if h.traceparent is not None:
+        carrier["traceparent"] = h.traceparent
+        if h.tracestate is not None:
+            carrier["tracestate"] = h.tracestate
+    with tracer.start_as_current_span(
+        f"process {delivery.spec.kind}",
+        context=propagate.extract(carrier),
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "pgmq",
+            "messaging.destination.name": delivery.spec.queue,
+            "messaging.message.id": str(delivery.msg_id),
+            "messaging.operation.type": "process",
+            "cbus.command_id": str(h.command_id),
+            "cbus.attempt": delivery.read_ct,
+        },
+    ):
+        yield
