@@ -77,9 +77,10 @@ class TracingObserver(NullObserver):
     """Without metrics, with OpenTelemetry: each handler runs in its consumer span."""
 
     def handling(self, delivery: Delivery) -> contextlib.AbstractContextManager[None]:
-        from .tracing import processing
+        from .tracing import processing, recording
 
-        return processing(delivery)
+        # No provider set: no span (a foreign traceparent has nowhere to go).
+        return processing(delivery) if recording() else _NULL
 
 
 def default_observer() -> NullObserver:

@@ -8,8 +8,8 @@ so the follow-up continues the trace.
 
 Without `opentelemetry` installed nothing is imported: `enabled()` looks for the
 package once (`importlib.util.find_spec`), and every hook then returns at once.
-With it installed, spans are made through the API: with no tracer provider set they
-are OpenTelemetry's non-recording spans (and carry no context).
+With it installed but no tracer provider set, a send outside any trace writes no
+context and makes no span; the worker's spans are OpenTelemetry's non-recording ones.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._worker_base import Delivery
     from .registry import CommandSpec
 
-__all__ = ["enabled", "processing", "send_context"]
+__all__ = ["enabled", "processing", "recording", "send_context"]
 
 _NO_CONTEXT: tuple[str | None, str | None] = (None, None)
 _otel: Any = None  # (trace, propagate) once found; False when not installed
@@ -47,12 +47,24 @@ def enabled() -> bool:
     return bool(_load())
 
 
+def recording() -> bool:
+    """A tracer provider is set (spans record); False until the application sets one."""
+    otel = _otel if _otel is not None else _load()
+    return bool(otel) and not isinstance(otel[0].get_tracer_provider(), otel[0].ProxyTracerProvider)
+
+
 def send_context(spec: CommandSpec) -> tuple[str | None, str | None]:
     """A producer span for one message; its (traceparent, tracestate) for the headers."""
     otel = _otel if _otel is not None else _load()
     if not otel:
         return _NO_CONTEXT
     trace, propagate, tracer = otel
+    # No provider set and no current span: a span would not record; write nothing.
+    if (
+        isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        and not trace.get_current_span().get_span_context().is_valid
+    ):
+        return _NO_CONTEXT
     with tracer.start_as_current_span(
         f"send {spec.kind}",
         kind=trace.SpanKind.PRODUCER,
