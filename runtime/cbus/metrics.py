@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NULL_OBSERVER",
     "MetricsServer",
+    "DebugObserver",
     "NullObserver",
     "Observer",
     "TracingObserver",
@@ -83,11 +84,38 @@ class TracingObserver(NullObserver):
         return processing(delivery) if recording() else _NULL
 
 
+class DebugObserver(NullObserver):
+    """At DEBUG: one line per command that completes (failures are logged anyway)."""
+
+    def __init__(self, inner: NullObserver) -> None:
+        self._inner = inner
+
+    def handling(self, delivery: Delivery) -> contextlib.AbstractContextManager[None]:
+        return self._inner.handling(delivery)
+
+    def completed(self, runtime: DomainRuntime, deliveries: Sequence[Delivery]) -> None:
+        for d in deliveries:
+            log.debug(
+                "%s %s completed (attempt %d)",
+                d.spec.kind,
+                d.headers.command_id,
+                d.read_ct,
+                extra={
+                    "action": "command_completed",
+                    "kind": d.spec.kind,
+                    "command_id": str(d.headers.command_id),
+                    "attempt": d.read_ct,
+                },
+            )
+
+
 def default_observer() -> NullObserver:
-    """A worker's observer before any metrics: tracing's when OpenTelemetry is installed."""
+    """A worker's observer before any metrics: tracing's when OpenTelemetry is
+    installed, with a line per completed command when `cbus.worker` logs DEBUG."""
     from .tracing import enabled
 
-    return TracingObserver() if enabled() else NULL_OBSERVER
+    base = TracingObserver() if enabled() else NULL_OBSERVER
+    return DebugObserver(base) if log.isEnabledFor(logging.DEBUG) else base
 
 
 class _Timed:
@@ -175,6 +203,7 @@ class Observer(NullObserver):
     def completed(self, runtime: DomainRuntime, deliveries: Sequence[Delivery]) -> None:
         for d in deliveries:
             self._ends[runtime.spec.name, d.spec.kind, "completed"].inc()
+        self._inner.completed(runtime, deliveries)
 
     def ended(self, runtime: DomainRuntime, delivery: Delivery, status: str) -> None:
         self._ends[runtime.spec.name, delivery.spec.kind, status.lower()].inc()

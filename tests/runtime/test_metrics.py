@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import running, statuses, wait_for
+from .helpers import drain, running, statuses, wait_for
 from .mixed import handlers
 from .tcp_proxy import Proxy
 
@@ -116,3 +116,25 @@ def test_healthz_follows_the_server(
             wait_for(lambda: _health(worker) == 200, timeout=15)
     finally:
         proxy.stop()
+
+
+def test_start_stop_and_debug_lines(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cbus.logs import JsonFormatter
+
+    sent = testbus.send_echo(conn, n=1, text="ok")
+    conn.commit()
+    with caplog.at_level("DEBUG", logger="cbus.worker"):
+        drain(dsn, [handlers(testbus)], concurrency=3, batch_size=7)
+    lines = {
+        r.action: json.loads(JsonFormatter().format(r))  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "action", None) in ("worker_started", "command_completed", "worker_stopped")
+    }
+    start = lines["worker_started"]
+    assert start["domains"]["testbus"].startswith("testbus.Echo@1,")
+    assert (start["concurrency"], start["batch_size"], start["poll_interval"]) == (3, 7, 0.05)
+    assert start["metrics"] is None
+    assert lines["command_completed"]["command_id"] == str(sent.command_id)
+    assert (lines["worker_stopped"]["completed"], lines["worker_stopped"]["failed"]) == (1, 0)
