@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -138,3 +140,21 @@ def test_start_stop_and_debug_lines(
     assert start["metrics"] is None
     assert lines["command_completed"]["command_id"] == str(sent.command_id)
     assert (lines["worker_stopped"]["completed"], lines["worker_stopped"]["failed"]) == (1, 0)
+
+
+def test_cli_a_taken_metrics_port_is_one_line(
+    dsn: str, testbus: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_cli import cbus_cli, write_factory
+
+    write_factory(tmp_path, testbus)
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        args = ["worker", "cli_handlers:make", "--until-idle", "--metrics-port", port]
+        result = cbus_cli(dsn, *args)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"Error: --metrics-port {port}: [Errno 98] Address already in use"
