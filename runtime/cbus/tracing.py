@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["enabled", "processing", "recording", "send_context"]
 
 _NO_CONTEXT: tuple[str | None, str | None] = (None, None)
+# (queue, msg_id) -> the span context of its last failed attempt in this process, so
+# the next attempt's span links to it. Bounded: the oldest go first.
+_FAILED_MAX = 10_000
+_failed: OrderedDict[tuple[str, int], Any] = OrderedDict()
+_failed_lock = threading.Lock()
 _otel: Any = None  # (trace, propagate) once found; False when not installed
 
 
@@ -81,7 +88,11 @@ def send_context(spec: CommandSpec) -> tuple[str | None, str | None]:
 
 @contextlib.contextmanager
 def processing(delivery: Delivery) -> Iterator[None]:
-    """The consumer span of one handler invocation; a failure sets ERROR and is recorded."""
+    """The consumer span of one handler invocation; a failure sets ERROR and is recorded.
+
+    A retry run by this process links to its previous attempt's span (another
+    worker process's retry is in the same trace, unlinked).
+    """
     trace, propagate, tracer = _load()
     h = delivery.headers
     carrier: dict[str, str] = {}
@@ -89,10 +100,14 @@ def processing(delivery: Delivery) -> Iterator[None]:
         carrier["traceparent"] = h.traceparent
         if h.tracestate is not None:
             carrier["tracestate"] = h.tracestate
+    key = (delivery.spec.queue, delivery.msg_id)
+    with _failed_lock:
+        previous = _failed.pop(key, None)
     with tracer.start_as_current_span(
         f"process {delivery.spec.kind}",
         context=propagate.extract(carrier),
         kind=trace.SpanKind.CONSUMER,
+        links=[trace.Link(previous)] if previous is not None else None,
         attributes={
             "messaging.system": "pgmq",
             "messaging.destination.name": delivery.spec.queue,
@@ -101,5 +116,12 @@ def processing(delivery: Delivery) -> Iterator[None]:
             "cbus.command_id": str(h.command_id),
             "cbus.attempt": delivery.read_ct,
         },
-    ):
-        yield
+    ) as span:
+        try:
+            yield
+        except BaseException:
+            with _failed_lock:
+                _failed[key] = span.get_span_context()
+                if len(_failed) > _FAILED_MAX:
+                    _failed.popitem(last=False)
+            raise

@@ -84,6 +84,7 @@ def test_failed_attempts_are_errors_and_a_retry_stays_in_the_trace(
         _named(spans, "process testbus.Flaky"), key=lambda s: s.attributes["cbus.attempt"]
     )
     assert first.context.trace_id == second.context.trace_id
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
     assert first.status.status_code is StatusCode.ERROR
     assert [e.name for e in first.events] == ["exception"]
     assert second.status.status_code is StatusCode.UNSET
