@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -24,7 +24,18 @@ from .helpers import drain
 from .mixed import handlers
 
 QUEUE = "testbus__commands"
-_EXPORTER = InMemorySpanExporter()
+
+
+class _Switched(InMemorySpanExporter):
+    """Keeps spans only during a test that asks for them: the global provider stays."""
+
+    on = False
+
+    def export(self, spans: Any) -> Any:
+        return super().export(spans) if self.on else SpanExportResult.SUCCESS
+
+
+_EXPORTER = _Switched()
 
 
 @pytest.fixture
@@ -35,7 +46,9 @@ def spans() -> Iterator[InMemorySpanExporter]:
         provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
         trace.set_tracer_provider(provider)
     _EXPORTER.clear()
+    _EXPORTER.on = True
     yield _EXPORTER
+    _EXPORTER.on = False
     _EXPORTER.clear()
 
 
