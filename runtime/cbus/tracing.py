@@ -108,6 +108,10 @@ def processing(delivery: Delivery) -> Iterator[None]:
         context=propagate.extract(carrier),
         kind=trace.SpanKind.CONSUMER,
         links=[trace.Link(previous)] if previous is not None else None,
+        # Recorded below: the SDK's own recording calls str() on the exception, which
+        # may raise and would replace the handler's exception with its own.
+        record_exception=False,
+        set_status_on_exception=False,
         attributes={
             "messaging.system": "pgmq",
             "messaging.destination.name": delivery.spec.queue,
@@ -119,9 +123,19 @@ def processing(delivery: Delivery) -> Iterator[None]:
     ) as span:
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
+            _record(trace, span, exc)
             with _failed_lock:
                 _failed[key] = span.get_span_context()
                 if len(_failed) > _FAILED_MAX:
                     _failed.popitem(last=False)
             raise
+
+
+def _record(trace: Any, span: Any, exc: BaseException) -> None:
+    """Status ERROR and the exception event, whatever the exception's str() does."""
+    try:
+        span.record_exception(exc)
+    except Exception:
+        span.add_event("exception", {"exception.type": type(exc).__qualname__})
+    span.set_status(trace.Status(trace.StatusCode.ERROR))

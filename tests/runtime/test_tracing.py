@@ -144,6 +144,29 @@ def test_sends_through_ctx_and_send_many_continue_the_handlers_trace(
     assert {s.context.trace_id for s in [*sends, *echoes]} == {chain.context.trace_id}
 
 
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+def test_an_exception_whose_str_fails_is_still_the_handlers_failure(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, spans: InMemorySpanExporter
+) -> None:
+    """Recording it on the span must not replace it with the error str() raised."""
+
+    class Bad(handlers(testbus).__class__):  # type: ignore[misc]
+        def reject(self, cmd: Any, ctx: cbus.Context) -> None:
+            raise _BadStr()
+
+    sent = testbus.send_reject(conn, mode="x")
+    conn.commit()
+    drain(dsn, [Bad()])
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None and record.last_error_type == "_BadStr", record
+    spans_ = _named(spans, "process testbus.Reject")
+    assert [s.status.status_code for s in spans_] == [StatusCode.ERROR] * 2
+
+
 BLOCK = textwrap.dedent(
     """
     import sys
