@@ -104,13 +104,15 @@ def test_metrics_count_each_command_once_by_how_it_ended(
 
 
 def test_healthz_follows_the_server(
-    dsn: str, testbus: ModuleType, monkeypatch: pytest.MonkeyPatch
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cbus.metrics, "HEALTH_EVERY", 0.2)
+    testbus.send_echo(conn, n=1, text="ok")
+    conn.commit()
     proxy = Proxy(dsn).start()
     try:
         with running(proxy.dsn, [handlers(testbus)], metrics_port=0) as worker:
-            wait_for(lambda: worker.metrics_address is not None)
+            wait_for(lambda: worker.completed == 1)  # past its start: it runs
             assert _health(worker) == 200
             proxy.stop()
             wait_for(lambda: _health(worker) == 503, timeout=15)
