@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := $(wildcard runtime codegen generated tools tests bench examples)
 
-.PHONY: venv demo test lint typecheck check-generated check-breaking unit bench bench-venv generate clean
+.PHONY: venv demo test lint typecheck check-generated check-breaking unit bench bench-otel bench-venv generate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 bench: $(BENCH_VENV)/.installed $(STAMP)
 	$(PY) bench/bench_codegen.py
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# The cost of tracing's hooks (bench/otel.py): OpenTelemetry installed, no provider, vs hidden.
+bench-otel: $(STAMP)
+	$(PY) bench/otel.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -185,7 +185,7 @@ class Consumer(LeaseKeeper):
                 # redelivers them as soon as their schema says.
                 self._shorten_leases(conn, runtime, ready)
                 for p in poison:
-                    set_aside(conn, runtime, p)
+                    set_aside(conn, runtime, p, self._observer)
                 if ready:
                     started = monotonic()
                     self._run_batch(conn, runtime, ready)
@@ -232,7 +232,7 @@ class Consumer(LeaseKeeper):
                             drop=True,
                             kind=delivery.spec.kind,
                         )
-                        set_aside(conn, runtime, duplicate)
+                        set_aside(conn, runtime, duplicate, self._observer)
                     else:
                         self._run_one(conn, runtime, delivery)
                 start = replay.end
@@ -277,7 +277,8 @@ class Consumer(LeaseKeeper):
                     conn.savepoint_taken = False
                     conn.in_handler = True
                     try:
-                        value = self._call(conn, runtime, delivery)
+                        with self._observer.handling(delivery):
+                            value = self._call(conn, runtime, delivery)
                         delivery.result = encode_result(delivery, value)
                     except BaseException as exc:
                         # A handler's BaseException (SystemExit, its own CancelledError)
@@ -309,7 +310,7 @@ class Consumer(LeaseKeeper):
                 # undoes nothing (no handler wrote), so it is only logged.
                 self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
-                    record_failure(conn, runtime, delivery, error)
+                    record_failure(conn, runtime, delivery, error, self._observer)
                 if conn.pgconn.transaction_status != IDLE:
                     execute_bare(conn, b"COMMIT")
             except BaseException:
@@ -356,7 +357,8 @@ class Consumer(LeaseKeeper):
                 conn.savepoint_armed = False
                 conn.in_handler = True
                 try:
-                    value = self._call(conn, runtime, delivery)
+                    with self._observer.handling(delivery):
+                        value = self._call(conn, runtime, delivery)
                 finally:
                     conn.in_handler = False
                 delivery.result = encode_result(delivery, value)
@@ -378,7 +380,7 @@ class Consumer(LeaseKeeper):
             self._count(1, 0)
             return
         with conn.transaction():
-            record_failure(conn, runtime, delivery, failure)
+            record_failure(conn, runtime, delivery, failure, self._observer)
         self._count(0, 1)
 
     def _ack(
@@ -417,4 +419,5 @@ class Consumer(LeaseKeeper):
         ]
         if ended:
             commands_ended(conn, runtime.spec.name, ended)
+        self._observer.completed(runtime, completed)
         return True

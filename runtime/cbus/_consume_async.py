@@ -183,7 +183,7 @@ class Consumer(LeaseKeeper):
                 # redelivers them as soon as their schema says.
                 await self._shorten_leases(conn, runtime, ready)
                 for p in poison:
-                    await set_aside(conn, runtime, p)
+                    await set_aside(conn, runtime, p, self._observer)
                 if ready:
                     started = monotonic()
                     await self._run_batch(conn, runtime, ready)
@@ -230,7 +230,7 @@ class Consumer(LeaseKeeper):
                             drop=True,
                             kind=delivery.spec.kind,
                         )
-                        await set_aside(conn, runtime, duplicate)
+                        await set_aside(conn, runtime, duplicate, self._observer)
                     else:
                         await self._run_one(conn, runtime, delivery)
                 start = replay.end
@@ -275,7 +275,8 @@ class Consumer(LeaseKeeper):
                     conn.savepoint_taken = False
                     conn.in_handler = True
                     try:
-                        value = await self._call(conn, runtime, delivery)
+                        with self._observer.handling(delivery):
+                            value = await self._call(conn, runtime, delivery)
                         delivery.result = encode_result(delivery, value)
                     except BaseException as exc:
                         # A handler's BaseException (SystemExit, its own CancelledError)
@@ -307,7 +308,7 @@ class Consumer(LeaseKeeper):
                 # undoes nothing (no handler wrote), so it is only logged.
                 await self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
-                    await record_failure(conn, runtime, delivery, error)
+                    await record_failure(conn, runtime, delivery, error, self._observer)
                 if conn.pgconn.transaction_status != IDLE:
                     await aexecute_bare(conn, b"COMMIT")
             except BaseException:
@@ -356,7 +357,8 @@ class Consumer(LeaseKeeper):
                 conn.savepoint_armed = False
                 conn.in_handler = True
                 try:
-                    value = await self._call(conn, runtime, delivery)
+                    with self._observer.handling(delivery):
+                        value = await self._call(conn, runtime, delivery)
                 finally:
                     conn.in_handler = False
                 delivery.result = encode_result(delivery, value)
@@ -378,7 +380,7 @@ class Consumer(LeaseKeeper):
             self._count(1, 0)
             return
         async with conn.transaction():
-            await record_failure(conn, runtime, delivery, failure)
+            await record_failure(conn, runtime, delivery, failure, self._observer)
         self._count(0, 1)
 
     async def _ack(
@@ -417,4 +419,5 @@ class Consumer(LeaseKeeper):
         ]
         if ended:
             await commands_ended_async(conn, runtime.spec.name, ended)
+        self._observer.completed(runtime, completed)
         return True

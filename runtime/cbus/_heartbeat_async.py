@@ -158,6 +158,7 @@ class LeaseKeeper(WorkerState):
                         "mark": True,
                     },
                 )
+                self._observer.renewed(domains[queue], len(ids))
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
@@ -256,6 +257,7 @@ class LeaseKeeper(WorkerState):
                     self._runtimes[key[0]],
                     d,
                     TransientError(f"Timed out after {timeout:g} s", code="TIMEOUT"),
+                    self._observer,
                 )
             self._count(0, 1)
 

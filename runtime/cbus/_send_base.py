@@ -14,6 +14,7 @@ from .errors import DuplicateCommandError, InstallError
 from .names import require_uuid, send_channel
 from .pgmq import RawJson, check_queue_name
 from .registry import CommandSpec, spec_for
+from .tracing import send_context
 
 __all__ = ["Delay", "SendResult", "send_many_params", "send_params"]
 
@@ -73,6 +74,7 @@ def _headers(
     batch_id: uuid.UUID | None,
     causation_id: uuid.UUID | None,
 ) -> RawJson:
+    traceparent, tracestate = send_context(spec)
     return RawJson(
         codec.encode(
             codec.Headers(
@@ -83,6 +85,8 @@ def _headers(
                 reply_to=reply_to,
                 batch_id=batch_id,
                 causation_id=causation_id,
+                traceparent=traceparent,
+                tracestate=tracestate,
             )
         )
     )

@@ -23,6 +23,7 @@ from ._worker_domain import DomainRuntime
 from ._worker_failure import Outcome, classify
 from ._worker_triage import Delivery, Poison
 from .errors import BusinessError, PermanentError, TransientError
+from .metrics import NULL_OBSERVER, NullObserver
 from .names import IN_TROUBLESHOOTING
 from .outcomes import Ended, commands_ended
 from .pgmq import RawJson
@@ -37,6 +38,7 @@ def record_failure(
     runtime: DomainRuntime,
     delivery: Delivery,
     exc: BaseException,
+    observer: NullObserver = NULL_OBSERVER,
 ) -> None:
     failure = classify(delivery, exc)
     command_id = delivery.headers.command_id
@@ -94,6 +96,7 @@ def record_failure(
                 delivery.read_ct,
                 {"in_seconds": failure.backoff},
             )
+            observer.retried(runtime, delivery)
         return
     if failure.outcome is Outcome.FAILED:
         cur = conn.execute(
@@ -128,6 +131,7 @@ def record_failure(
             "done_channel": runtime.done_channel,
         },
     )
+    observer.ended(runtime, delivery, status)
     if status == "FAILED":
         ended = to_ended(
             delivery,
@@ -140,8 +144,14 @@ def record_failure(
         commands_ended(conn, runtime.spec.name, [ended])
 
 
-def set_aside(conn: HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
+def set_aside(
+    conn: HandlerConnection,
+    runtime: DomainRuntime,
+    p: Poison,
+    observer: NullObserver = NULL_OBSERVER,
+) -> None:
     """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
+    observer.set_aside(runtime, p)
     log.warning(
         "message %s %s: %s",
         p.msg_id,

@@ -21,6 +21,7 @@ from ._worker_domain import DomainRuntime
 from ._worker_failure import Outcome, classify
 from ._worker_triage import Delivery, Poison
 from .errors import BusinessError, PermanentError, TransientError
+from .metrics import NULL_OBSERVER, NullObserver
 from .names import IN_TROUBLESHOOTING
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson
@@ -35,6 +36,7 @@ async def record_failure(
     runtime: DomainRuntime,
     delivery: Delivery,
     exc: BaseException,
+    observer: NullObserver = NULL_OBSERVER,
 ) -> None:
     failure = classify(delivery, exc)
     command_id = delivery.headers.command_id
@@ -92,6 +94,7 @@ async def record_failure(
                 delivery.read_ct,
                 {"in_seconds": failure.backoff},
             )
+            observer.retried(runtime, delivery)
         return
     if failure.outcome is Outcome.FAILED:
         cur = await conn.execute(
@@ -126,6 +129,7 @@ async def record_failure(
             "done_channel": runtime.done_channel,
         },
     )
+    observer.ended(runtime, delivery, status)
     if status == "FAILED":
         ended = to_ended(
             delivery,
@@ -138,8 +142,14 @@ async def record_failure(
         await commands_ended_async(conn, runtime.spec.name, [ended])
 
 
-async def set_aside(conn: HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
+async def set_aside(
+    conn: HandlerConnection,
+    runtime: DomainRuntime,
+    p: Poison,
+    observer: NullObserver = NULL_OBSERVER,
+) -> None:
     """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
+    observer.set_aside(runtime, p)
     log.warning(
         "message %s %s: %s",
         p.msg_id,

@@ -22,6 +22,7 @@ from ._outage import Outage, server_of
 from ._worker_domain import DomainRuntime, LeaseSize
 from ._worker_dsn import with_application_name
 from ._worker_triage import Delivery
+from .metrics import NullObserver, default_observer
 from .registry import domain_of
 
 __all__ = ["WorkerState"]
@@ -99,6 +100,7 @@ class WorkerState(DomainBackoff):
         self._lease_lock = Lock()
         self._busy = 0
         self._counter_lock = threading.Lock()
+        self._observer: NullObserver = default_observer()  # cbus.metrics, cbus.tracing
         self._idle_rounds = 0
         self._signals = 0  # stop signals received: the signal handler only counts them
         self._rounds = [0] * concurrency  # rounds that ran messages, per consumer

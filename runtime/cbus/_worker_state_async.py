@@ -20,6 +20,7 @@ from ._outage import Outage, server_of
 from ._worker_domain import DomainRuntime, LeaseSize
 from ._worker_dsn import with_application_name
 from ._worker_triage import Delivery
+from .metrics import NullObserver, default_observer
 from .registry import domain_of
 
 __all__ = ["WorkerState"]
@@ -97,6 +98,7 @@ class WorkerState(DomainBackoff):
         self._lease_lock = ALock()
         self._busy = 0
         self._counter_lock = threading.Lock()
+        self._observer: NullObserver = default_observer()  # cbus.metrics, cbus.tracing
         self._idle_rounds = 0
         self._signals = 0  # stop signals received: the signal handler only counts them
         self._rounds = [0] * concurrency  # rounds that ran messages, per consumer

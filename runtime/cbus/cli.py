@@ -260,6 +260,15 @@ def load_factory(spec: str) -> Iterable[object]:
     show_default=True,
     help="`json`: one object per line, with the worker's action, command_id, kind...",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics (Prometheus) and /healthz on this port (pip install 'cbus[metrics]').",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port."
+)
 def worker(
     factory: str,
     dsn: str,
@@ -271,6 +280,8 @@ def worker(
     savepoints: bool,
     log_level: str,
     log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the handlers FACTORY() returns until SIGINT or SIGTERM, then exit 0.
 
@@ -292,6 +303,8 @@ def worker(
             poll_interval=poll_interval,
             audit="full" if audit == "full" else "errors",
             savepoints=savepoints,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     except (TypeError, ValueError) as exc:
         raise UserError(f"{factory}: {exc}") from exc
@@ -300,8 +313,10 @@ def worker(
             w.run(until_idle=until_idle)
     except (InstallError, WorkerFailed) as exc:
         raise click.ClickException(str(exc)) from exc
-    # `failed` counts attempts that failed, retried ones included, not commands.
-    click.echo(f"worker stopped: {w.completed} completed, {w.failed} failed attempts", err=True)
+    except ImportError as exc:  # --metrics-port without prometheus_client
+        raise UserError(str(exc)) from exc
+    except OSError as exc:  # the metrics port is taken
+        raise UserError(f"--metrics-port {metrics_port}: {exc}") from exc
 
 
 # -- the troubleshooting queue and the audit trail -------------------------------

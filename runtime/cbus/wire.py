@@ -7,7 +7,7 @@ errors, the codec and the readers can all name these types.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -26,6 +26,10 @@ class Headers(msgspec.Struct, frozen=True, omit_defaults=True):
     reply_to: str | None = None
     batch_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
+    # W3C trace context (cbus.tracing): a traceparent is 55 characters, a tracestate
+    # at most 512 by the W3C's limit.
+    traceparent: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    tracestate: Annotated[str, msgspec.Meta(max_length=512)] | None = None
 
 
 class ReplyError(msgspec.Struct, frozen=True, omit_defaults=True):

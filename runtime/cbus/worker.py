@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._worker import SyncWorker
 from ._worker_async import AsyncWorker
+from .observed import observed
 from .registry import AsyncHandlers, Handlers
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class Worker:
     time; `poll_interval` is how long an idle consumer waits without a notification;
     `audit="full"` records every delivery in the audit trail, not only failures;
     `savepoints=False` trades a handler's isolation for speed (ADR 0002).
+    `metrics_port` serves `/metrics` and `/healthz` on `metrics_host` while `run`
+    runs (the `metrics` extra; port 0 picks a free one, see `metrics_address`).
     """
 
     __module__ = "cbus"
@@ -63,8 +66,12 @@ class Worker:
         poll_interval: float = 1.0,
         audit: Literal["errors", "full"] = "errors",
         savepoints: bool = True,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         dsn, connect_kwargs = connection_of(dsn_or_pool)
+        self._metrics_at = (metrics_host, metrics_port)
+        self.metrics_address: str | None = None
         sync_handlers = [h for h in handlers if isinstance(h, Handlers)]
         async_handlers = [h for h in handlers if isinstance(h, AsyncHandlers)]
         others = [h for h in handlers if not isinstance(h, Handlers | AsyncHandlers)]
@@ -104,6 +111,11 @@ class Worker:
 
     def run(self, *, until_idle: bool = False) -> None:
         """Work until stopped; with `until_idle`, return once no command is due within a minute."""
+        halves = [w for w in (self._sync, self._async) if w is not None]
+        with observed(self, halves, *self._metrics_at):
+            self._run(until_idle)
+
+    def _run(self, until_idle: bool) -> None:
         if self._async is None:
             assert self._sync is not None
             self._sync.run(until_idle=until_idle)
