@@ -137,8 +137,7 @@ def send_many(
             with conn.pipeline():
                 if batch_id is not None:
                     conn.execute(
-                        "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
-                        " VALUES (%s, %s, %s, %s)",
+                        query("batch_insert"),
                         (batch_id, len(commands), reply_to, correlation_id),
                     )
                 for group in groups:

@@ -135,8 +135,7 @@ async def send_many_async(
             async with conn.pipeline():
                 if batch_id is not None:
                     await conn.execute(
-                        "INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)"
-                        " VALUES (%s, %s, %s, %s)",
+                        query("batch_insert"),
                         (batch_id, len(commands), reply_to, correlation_id),
                     )
                 for group in groups:

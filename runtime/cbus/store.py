@@ -64,15 +64,6 @@ class CommandRecord:
         return msgspec.convert(self.result, type_, strict=False)
 
 
-_COLUMNS = (
-    "domain, command_id, kind, version, status, attempts, max_attempts, msg_id, "
-    "correlation_id, reply_to, batch_id, causation_id, last_error_type, last_error_code, "
-    "last_error_message, last_error_details, result, created_at, updated_at, finished_at"
-)
-GET_COMMAND = f"SELECT {_COLUMNS} FROM cbus.command WHERE domain = %s AND command_id = %s"
-TRACE = (
-    f"SELECT {_COLUMNS} FROM cbus.command WHERE correlation_id = %s ORDER BY created_at, command_id"
-)
 ENDED = ("COMPLETED", "FAILED", "CANCELED")
 """Statuses a command never leaves (an operator may still act on IN_TROUBLESHOOTING_QUEUE)."""
 
