@@ -22,7 +22,42 @@ SELECT logged.msg_id,
 FROM logged
 RETURNING msg_id, pg_notify(%(channel)s, '')
 
+-- name: send_many
+-- Record and enqueue a group of commands of one domain in one statement, as `send`
+-- does: each new log row draws its message's msg_id, and only new command_ids are
+-- enqueued, with those msg_ids (no UPDATE of the log). Returns the new ids.
+WITH u AS (
+    SELECT *
+    FROM unnest(%(command_ids)s::uuid[], %(kinds)s::text[], %(versions)s::int[],
+                %(max_attempts)s::int[], %(correlation_ids)s::uuid[], %(messages)s::jsonb[],
+                %(headers)s::jsonb[])
+         WITH ORDINALITY AS u(command_id, kind, version, max_attempts, correlation_id,
+                              message, headers, i)
+),
+logged AS (
+    INSERT INTO cbus.command (domain, command_id, kind, version, status, max_attempts,
+                              correlation_id, reply_to, batch_id, causation_id, msg_id)
+    SELECT %(domain)s, u.command_id, u.kind, u.version, 'PENDING', u.max_attempts,
+           u.correlation_id, %(reply_to)s, %(batch_id)s, %(causation_id)s,
+           nextval(pg_get_serial_sequence({qname}, 'msg_id'))
+    FROM u
+    ORDER BY u.i
+    ON CONFLICT DO NOTHING
+    RETURNING command_id, msg_id
+),
+queued AS (
+    INSERT INTO {q} (msg_id, vt, message, headers) OVERRIDING SYSTEM VALUE
+    SELECT logged.msg_id,
+           coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s)),
+           u.message, u.headers
+    FROM logged JOIN u USING (command_id)
+    ORDER BY logged.msg_id
+)
+SELECT logged.command_id, logged.msg_id
+FROM logged, (SELECT pg_notify(%(channel)s, '')) AS woken
+
 -- name: send_many_log
+-- (bench/experiments.py compares against these two.)
 -- Record a group of commands of one domain; returns the ids that were new.
 INSERT INTO cbus.command (domain, command_id, kind, version, status, max_attempts,
                           correlation_id, reply_to, batch_id, causation_id)
