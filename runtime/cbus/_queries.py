@@ -23,7 +23,7 @@ def _load() -> dict[str, str]:
     # Commands whose command_id cbus drew (uuid4) cannot collide with a logged one, so
     # their log row needs no speculative insertion: `ON CONFLICT DO NOTHING` cost 3-5%
     # of a send (ADR 0006). A command_id the caller chose keeps the conflict check.
-    for name in ("send", "send_many_log"):
+    for name in ("send", "send_many", "send_many_log"):
         queries[name + "_new_ids"] = queries[name].replace("ON CONFLICT DO NOTHING\n", "")
         assert queries[name + "_new_ids"] != queries[name], name
     # Queue tables made by PGMQ before 1.10 have no last_read_at.

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ._queries import raw
 from .errors import NotFoundError
 from .names import as_uuid
 
@@ -58,22 +59,10 @@ class AuditEvent:
     __module__ = "cbus"
 
 
-_COMMAND = """
-SELECT status, created_at, finished_at FROM cbus.command
-WHERE domain = %(domain)s AND command_id = %(command_id)s
-"""
-
-_AUDIT_ROWS = """
-SELECT event, at, attempt, operator, detail FROM cbus.audit
-WHERE domain = %(domain)s AND command_id = %(command_id)s
-ORDER BY id
-"""
-
-
 def audit_plan(domain: str, command_id: uuid.UUID) -> Plan[list[AuditEvent]]:
     params = {"domain": domain, "command_id": command_id}
-    commands = yield _COMMAND, params
-    rows = yield _AUDIT_ROWS, params
+    commands = yield raw("audit_command"), params
+    rows = yield raw("audit_rows"), params
     if not commands and not rows:
         raise NotFoundError(f"No command {command_id} in domain `{domain}`")
     return merge(commands[0] if commands else None, rows)

@@ -38,7 +38,7 @@ _ACCESS: dict[Kind, str] = {"producer": "send", "worker": "consume", "operator":
 # first three by domain); the keywords are fixed here, never taken from input.
 _SHARED: dict[Kind, list[tuple[str, tuple[str, str]]]] = {
     "producer": [
-        ("INSERT, SELECT, UPDATE (msg_id)", ("cbus", "command")),
+        ("INSERT, SELECT", ("cbus", "command")),
         ("INSERT, SELECT", ("cbus", "batch")),
         ("SELECT", ("cbus", "domain_grant")),
     ],
@@ -62,9 +62,9 @@ _SHARED: dict[Kind, list[tuple[str, tuple[str, str]]]] = {
 }
 # Per domain: (privileges on its queue table, on its archive table, inserts messages).
 _PER_DOMAIN: dict[Kind, tuple[str, str | None, bool]] = {
-    # INSERT ... RETURNING reads msg_id, send_many the command_id in the headers, and
-    # get_command the lease (vt, read_ct) that shows a command IN_PROGRESS; never a body.
-    "producer": ("INSERT, SELECT (msg_id, headers, vt, read_ct)", None, True),
+    # INSERT ... RETURNING reads msg_id, and get_command the lease (vt, read_ct) that
+    # shows a command IN_PROGRESS; never a body nor the headers.
+    "producer": ("INSERT, SELECT (msg_id, vt, read_ct)", None, True),
     "worker": ("SELECT, UPDATE, DELETE", "SELECT, INSERT", False),
     # `tsq retry` sends the archived message again (pgmq.send); `tsq show` reads both.
     "operator": ("SELECT, INSERT", "SELECT", True),

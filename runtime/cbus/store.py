@@ -24,16 +24,6 @@ T = TypeVar("T")
 
 __all__ = ["CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"]
 
-_COLUMNS = (
-    "domain, command_id, kind, version, status, attempts, max_attempts, msg_id, "
-    "correlation_id, reply_to, batch_id, causation_id, last_error_type, last_error_code, "
-    "last_error_message, last_error_details, result, created_at, updated_at, finished_at"
-)
-GET_COMMAND = f"SELECT {_COLUMNS} FROM cbus.command WHERE domain = %s AND command_id = %s"
-TRACE = (
-    f"SELECT {_COLUMNS} FROM cbus.command WHERE correlation_id = %s ORDER BY created_at, command_id"
-)
-
 
 def get_command(
     conn: psycopg.Connection[Any], domain: str, command_id: uuid.UUID | str

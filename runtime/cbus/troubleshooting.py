@@ -52,7 +52,7 @@ from .outcomes_async import Ended as AsyncEnded
 from .outcomes_async import commands_ended_async
 from .pgmq import RawJson, archive_table, check_queue_name, queue_table
 from .registry import spec_for_kind
-from .store import GET_COMMAND, CommandRecord
+from .store import CommandRecord
 
 __all__ = [
     "CommandDetail",
@@ -135,20 +135,6 @@ class CommandDetail:
 
 # -- list ------------------------------------------------------------------------
 
-# cbus.troubleshooting holds the queue's members (a trigger keeps it), so that no
-# index on cbus.command covers its status and the worker's updates there stay HOT.
-_LIST = """
-SELECT * FROM (
-    SELECT t.domain, t.command_id, t.kind, c.attempts, c.max_attempts, c.last_error_type,
-           c.last_error_code, c.last_error_message, t.since AS updated_at
-    FROM cbus.troubleshooting t
-    JOIN cbus.command c ON c.domain = t.domain AND c.command_id = t.command_id
-) AS tsq
-WHERE true{filters}
-ORDER BY updated_at DESC, domain DESC, command_id DESC
-LIMIT {limit}
-"""
-
 
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str, uuid.UUID]:
     try:
@@ -193,8 +179,8 @@ def _list_plan(
             )
         )
     where = sql.SQL("").join(sql.SQL("\n  AND ") + f for f in filters)
-    query = sql.SQL(_LIST).format(filters=where, limit=sql.Literal(limit + 1))
-    rows = yield query, params
+    text = sql.SQL(raw("tsq_list")).format(filters=where, limit=sql.Literal(limit + 1))
+    rows = yield text, params
     items = [TroubleshootingEntry(**row) for row in rows[:limit]]
     return TroubleshootingPage(
         items=items, next_cursor=items[-1].cursor if len(rows) > limit else None
@@ -242,20 +228,6 @@ async def list_troubleshooting_async(
 
 # -- show ------------------------------------------------------------------------
 
-_TABLES = "SELECT to_regclass(%(q)s) IS NOT NULL AS q, to_regclass(%(a)s) IS NOT NULL AS a"
-_BY_MSG_ID = (
-    "SELECT msg_id, message::text AS message, headers::text AS headers FROM {t}"
-    " WHERE msg_id = %(msg_id)s"
-)
-# When the log has no msg_id for the command (sent, not received yet): match the
-# headers. A scan of the table, so only then.
-_BY_HEADER = """
-SELECT msg_id, message::text AS message, headers::text AS headers FROM {t}
-WHERE replace(lower(headers ->> 'command_id'), '-', '') = %(hex)s
-ORDER BY msg_id DESC
-LIMIT 1
-"""
-
 
 def _queue_of(domain: str) -> str:
     return check_queue_name(command_queue(domain))
@@ -268,13 +240,13 @@ def _message_plan(
     queue = _queue_of(domain)
     tables = {"queue": queue_table(queue), "archive": archive_table(queue)}
     # A domain whose queue was never created (or was dropped) has no message to show.
-    exists = yield _TABLES, {"q": f"pgmq.q_{queue}", "a": f"pgmq.a_{queue}"}
+    exists = yield raw("tsq_tables"), {"q": f"pgmq.q_{queue}", "a": f"pgmq.a_{queue}"}
     present = {"queue": exists[0]["q"], "archive": exists[0]["a"]}
     params: dict[str, Any]
     if msg_id is not None:
-        text, params = _BY_MSG_ID, {"msg_id": msg_id}
+        text, params = raw("tsq_message_by_msg_id"), {"msg_id": msg_id}
     else:
-        text, params = _BY_HEADER, {"hex": command_id.hex}
+        text, params = raw("tsq_message_by_header"), {"hex": command_id.hex}
     for source in sources:
         if present[source]:
             rows = yield sql.SQL(text).format(t=tables[source]), params
@@ -302,7 +274,7 @@ def _json(text: str | None) -> Any:
 
 
 def _show_plan(domain: str, command_id: uuid.UUID) -> Plan[CommandDetail]:
-    rows = yield GET_COMMAND, (domain, command_id)
+    rows = yield raw("command_by_id"), (domain, command_id)
     if not rows:
         raise NotFoundError(f"No command {command_id} in domain `{domain}`")
     record = CommandRecord(**rows[0])
@@ -335,55 +307,6 @@ async def show_command_async(
 
 # -- actions ---------------------------------------------------------------------
 
-_STATUS = """
-SELECT c.status, c.kind, c.version, a.event, a.operator, a.at
-FROM cbus.command AS c
-LEFT JOIN LATERAL (
-    SELECT event, operator, at FROM cbus.audit
-    WHERE domain = c.domain AND command_id = c.command_id AND operator IS NOT NULL
-    ORDER BY id DESC
-    LIMIT 1
-) AS a ON true
-WHERE c.domain = %(domain)s AND c.command_id = %(command_id)s
-"""
-
-# The gate: only one transaction can move a command out of the troubleshooting queue.
-# msg_id and attempts come back unchanged, for the retry to find the message.
-_CLAIM = """
-UPDATE cbus.command
-SET status = %(status)s, updated_at = clock_timestamp(),
-    finished_at = CASE WHEN %(status)s = 'PENDING' THEN NULL ELSE clock_timestamp() END,
-    result = CASE WHEN %(status)s = 'COMPLETED' THEN %(result)s ELSE result END,
-    last_error_type = CASE WHEN %(status)s = 'COMPLETED' THEN NULL ELSE last_error_type END,
-    last_error_code = CASE WHEN %(status)s = 'COMPLETED' THEN NULL ELSE last_error_code END,
-    last_error_message = CASE WHEN %(status)s = 'COMPLETED' THEN NULL
-                              ELSE last_error_message END,
-    last_error_details = CASE WHEN %(status)s = 'COMPLETED' THEN NULL
-                              ELSE last_error_details END
-WHERE domain = %(domain)s AND command_id = %(command_id)s
-  AND status = 'IN_TROUBLESHOOTING_QUEUE'
-RETURNING msg_id, attempts, kind, correlation_id, reply_to, batch_id
-"""
-
-# Wakes `cbus.wait_for` callers once the command's end commits.
-_NOTIFY_DONE = "SELECT pg_notify(%(channel)s, '')"
-
-_RESEND = """
-SELECT pgmq.send(%(queue)s, message, headers) AS msg_id, pg_notify(%(channel)s, '')
-FROM {a}
-WHERE msg_id = %(msg_id)s
-"""
-
-# Attempts start again from 0; the worker's read records the new msg_id on receipt.
-_RESET = """
-UPDATE cbus.command SET attempts = 0, msg_id = NULL
-WHERE domain = %(domain)s AND command_id = %(command_id)s
-"""
-
-_AUDIT = """
-INSERT INTO cbus.audit (domain, command_id, event, attempt, operator, detail)
-VALUES (%(domain)s, %(command_id)s, %(event)s, %(attempt)s, %(operator)s, %(detail)s)
-"""
 
 _VERBS = {"retried": "retry", "canceled": "cancel", "completed": "complete"}
 
@@ -405,7 +328,7 @@ def _check_plan(domain: str, command_id: uuid.UUID, event: str) -> Plan[tuple[st
 
     Returns the command's kind and version.
     """
-    rows = yield _STATUS, {"domain": domain, "command_id": command_id}
+    rows = yield raw("tsq_status"), {"domain": domain, "command_id": command_id}
     if not rows:
         raise NotFoundError(f"No command {command_id} in domain `{domain}`")
     if rows[0]["status"] != IN_TROUBLESHOOTING:
@@ -455,9 +378,9 @@ def _act_plan(
     """
     key = {"domain": domain, "command_id": command_id}
     status = {"retried": "PENDING", "canceled": "CANCELED", "completed": "COMPLETED"}[event]
-    claimed = yield _CLAIM, {**key, "status": status, "result": result}
+    claimed = yield raw("tsq_claim"), {**key, "status": status, "result": result}
     if not claimed:
-        rows = yield _STATUS, key
+        rows = yield raw("tsq_status"), key
         if not rows:  # deleted meanwhile
             raise NotFoundError(f"No command {command_id} in domain `{domain}`")
         raise _state_error(domain, command_id, event, rows[0])
@@ -481,17 +404,17 @@ def _act_plan(
             )
         archived_msg_id = found[1]["msg_id"]
         sent = yield (
-            sql.SQL(_RESEND).format(a=archive_table(_queue_of(domain))),
+            sql.SQL(raw("tsq_resend")).format(a=archive_table(_queue_of(domain))),
             {
                 "queue": _queue_of(domain),
                 "channel": send_channel(domain),
                 "msg_id": archived_msg_id,
             },
         )
-        yield _RESET, key
+        yield raw("tsq_reset"), key
         detail.update(archived_msg_id=archived_msg_id, msg_id=sent[0]["msg_id"])
     yield (
-        _AUDIT,
+        raw("audit"),
         {
             **key,
             "event": event,
@@ -502,7 +425,7 @@ def _act_plan(
     )
     if event == "retried":
         return None
-    yield _NOTIFY_DONE, {"channel": done_channel(domain)}
+    yield raw("notify_done"), {"channel": done_channel(domain)}
     if row["reply_to"] is None and row["batch_id"] is None:
         return None
     canceled = event == "canceled"

@@ -22,10 +22,11 @@ from psycopg.rows import class_row
 
 from . import _acompat as compat
 from . import targets
+from ._queries import query
 from .bus import Bus
 from .errors import NotFoundError, ReplyTimeout
 from .names import BATCH_CHANNEL, ENDED, IN_TROUBLESHOOTING, done_channel
-from .store import TRACE, CommandRecord, get_command
+from .store import CommandRecord, get_command
 from .targets import WaitTarget
 
 __all__ = ["BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"]
@@ -161,5 +162,5 @@ def wait_batch(
 def trace(conn: psycopg.Connection[Any], correlation_id: uuid.UUID) -> list[CommandRecord]:
     """Every command of a workflow (one correlation_id), in the order they were sent."""
     with conn.cursor(row_factory=class_row(CommandRecord)) as cur:
-        cur.execute(TRACE, (correlation_id,))
+        cur.execute(query("command_trace"), (correlation_id,))
         return cur.fetchall()

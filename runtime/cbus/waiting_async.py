@@ -20,10 +20,11 @@ from psycopg.rows import class_row
 
 from . import _acompat as compat
 from . import targets
+from ._queries import query
 from .bus_async import AsyncBus
 from .errors import NotFoundError, ReplyTimeout
 from .names import BATCH_CHANNEL, ENDED, IN_TROUBLESHOOTING, done_channel
-from .store import TRACE, CommandRecord, get_command_async
+from .store import CommandRecord, get_command_async
 from .targets import AsyncWaitTarget
 
 __all__ = ["BatchStatus", "batch_status_async", "trace_async", "wait_batch_async", "wait_for_async"]
@@ -165,5 +166,5 @@ async def trace_async(
 ) -> list[CommandRecord]:
     """Every command of a workflow (one correlation_id), in the order they were sent."""
     async with conn.cursor(row_factory=class_row(CommandRecord)) as cur:
-        await cur.execute(TRACE, (correlation_id,))
+        await cur.execute(query("command_trace"), (correlation_id,))
         return await cur.fetchall()

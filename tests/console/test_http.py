@@ -266,3 +266,25 @@ def test_troubleshooting_pages_by_cursor_with_filters(console: Served, mixed: Mi
     assert 'id="empty"' in c.get("/tsq?error_code=NO_SUCH_CODE").text
     bad = c.get("/tsq?after=garbage")
     assert bad.status_code == 400 and "Invalid cursor" in bad.text
+
+
+def test_complete_refuses_a_wrong_result_without_the_generated_package(
+    console: Served, mixed: Mixed, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `cbus console` without --domains: no generated class for testbus.Echo in this
+    # process, so the result is checked against the JSON schema install recorded, by
+    # the same function `cbus tsq complete` uses.
+    from cbus import registry
+
+    monkeypatch.delitem(registry._by_kind, "testbus.Echo")
+    c = console.login("dave")
+    broken = mixed.tsq_broken[0]
+    token = csrf_of(c.get(f"/commands/testbus/{broken}"))
+    url = f"/commands/testbus/{broken}/complete"
+    wrong = c.post(url, data={"csrf": token, "result": '{"n": "one"}', "reason": "by hand"})
+    assert wrong.status_code == 400
+    assert "Invalid result for `testbus.Echo` (version 1, as installed)" in wrong.text
+    assert status_of(dsn, broken) == "IN_TROUBLESHOOTING_QUEUE"
+    ok = c.post(url, data={"csrf": token, "result": '{"n": 1, "text": "fixed"}'})
+    assert ok.status_code == 303
+    assert status_of(dsn, broken) == "COMPLETED"

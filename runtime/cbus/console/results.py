@@ -1,10 +1,10 @@
 """How the console reads and checks the result an operator gives to `complete`.
 
-One place to switch: today a result is checked exactly as `cbus tsq complete` checks
-it, by `cbus.complete` itself, against the command's generated result class when
-its package is imported in this process (`cbus console --domains PACKAGE`). Once
-cbus records each command type's JSON schema in the database, this module is where
-the console checks against that record instead, without application code.
+A result is checked exactly as `cbus tsq complete` checks it, by `cbus.complete`
+itself (one function, `cbus._command_types.check_result`): against the command's
+generated result class when its package is imported in this process (`cbus console
+--domains PACKAGE`), else against the JSON schema install recorded in
+`cbus.command_type`, without application code.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ def parse_result(text: str) -> Any:
         raise ValidationError(f"The result is not valid JSON: {exc}") from None
 
 
-def result_checked_against(kind: str) -> str | None:
-    """The name of the result class a result for `kind` is checked against, if any."""
+def result_checked_against(kind: str) -> str:
+    """What a result for `kind` is checked against (by `cbus.complete`), for the form."""
     spec = spec_for_kind(kind)
     if spec is None:
-        return None
+        return "the result schema recorded at install"
     if spec.result_type is None:
         return "no result (the command declares none)"
     return str(spec.result_type.__name__)

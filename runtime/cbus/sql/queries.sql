@@ -22,7 +22,42 @@ SELECT logged.msg_id,
 FROM logged
 RETURNING msg_id, pg_notify(%(channel)s, '')
 
+-- name: send_many
+-- Record and enqueue a group of commands of one domain in one statement, as `send`
+-- does: each new log row draws its message's msg_id, and only new command_ids are
+-- enqueued, with those msg_ids (no UPDATE of the log). Returns the new ids.
+WITH u AS (
+    SELECT *
+    FROM unnest(%(command_ids)s::uuid[], %(kinds)s::text[], %(versions)s::int[],
+                %(max_attempts)s::int[], %(correlation_ids)s::uuid[], %(messages)s::jsonb[],
+                %(headers)s::jsonb[])
+         WITH ORDINALITY AS u(command_id, kind, version, max_attempts, correlation_id,
+                              message, headers, i)
+),
+logged AS (
+    INSERT INTO cbus.command (domain, command_id, kind, version, status, max_attempts,
+                              correlation_id, reply_to, batch_id, causation_id, msg_id)
+    SELECT %(domain)s, u.command_id, u.kind, u.version, 'PENDING', u.max_attempts,
+           u.correlation_id, %(reply_to)s, %(batch_id)s, %(causation_id)s,
+           nextval(pg_get_serial_sequence({qname}, 'msg_id'))
+    FROM u
+    ORDER BY u.i
+    ON CONFLICT DO NOTHING
+    RETURNING command_id, msg_id
+),
+queued AS (
+    INSERT INTO {q} (msg_id, vt, message, headers) OVERRIDING SYSTEM VALUE
+    SELECT logged.msg_id,
+           coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s)),
+           u.message, u.headers
+    FROM logged JOIN u USING (command_id)
+    ORDER BY logged.msg_id
+)
+SELECT logged.command_id, logged.msg_id
+FROM logged, (SELECT pg_notify(%(channel)s, '')) AS woken
+
 -- name: send_many_log
+-- (bench/experiments.py compares against these two.)
 -- Record a group of commands of one domain; returns the ids that were new.
 INSERT INTO cbus.command (domain, command_id, kind, version, status, max_attempts,
                           correlation_id, reply_to, batch_id, causation_id)
@@ -558,3 +593,108 @@ SET domain = excluded.domain, payload_schema = excluded.payload_schema,
 -- name: command_result_schema
 -- The result schema install_domain recorded for a command version (no row: unknown).
 SELECT result_schema FROM cbus.command_type WHERE kind = %(kind)s AND version = %(version)s
+
+-- name: batch_insert
+-- Record a batch sent by send_many, for its completion reply.
+INSERT INTO cbus.batch (batch_id, total, reply_to, correlation_id)
+VALUES (%s, %s, %s, %s)
+
+-- name: command_by_id
+-- The whole log row of one command (cbus.get_command, the troubleshooting plans).
+SELECT domain, command_id, kind, version, status, attempts, max_attempts, msg_id,
+       correlation_id, reply_to, batch_id, causation_id, last_error_type, last_error_code,
+       last_error_message, last_error_details, result, created_at, updated_at, finished_at
+FROM cbus.command WHERE domain = %s AND command_id = %s
+
+-- name: command_trace
+-- The log rows of every command sharing a correlation_id, oldest first.
+SELECT domain, command_id, kind, version, status, attempts, max_attempts, msg_id,
+       correlation_id, reply_to, batch_id, causation_id, last_error_type, last_error_code,
+       last_error_message, last_error_details, result, created_at, updated_at, finished_at
+FROM cbus.command WHERE correlation_id = %s ORDER BY created_at, command_id
+
+-- name: audit_command
+-- The status and times of one command, for its audit trail.
+SELECT status, created_at, finished_at FROM cbus.command
+WHERE domain = %(domain)s AND command_id = %(command_id)s
+
+-- name: audit_rows
+-- The audit events of one command, in the order they happened.
+SELECT event, at, attempt, operator, detail FROM cbus.audit
+WHERE domain = %(domain)s AND command_id = %(command_id)s
+ORDER BY id
+
+-- name: tsq_list
+-- A page of the troubleshooting queue, newest first ({filters}: AND clauses; {limit}:
+-- page size + 1). cbus.troubleshooting holds the queue's members (a trigger keeps it),
+-- so that no index on cbus.command covers its status and the worker's updates stay HOT.
+SELECT * FROM (
+    SELECT t.domain, t.command_id, t.kind, c.attempts, c.max_attempts, c.last_error_type,
+           c.last_error_code, c.last_error_message, t.since AS updated_at
+    FROM cbus.troubleshooting t
+    JOIN cbus.command c ON c.domain = t.domain AND c.command_id = t.command_id
+) AS tsq
+WHERE true{filters}
+ORDER BY updated_at DESC, domain DESC, command_id DESC
+LIMIT {limit}
+
+-- name: tsq_tables
+-- Whether the domain's queue and archive tables exist.
+SELECT to_regclass(%(q)s) IS NOT NULL AS q, to_regclass(%(a)s) IS NOT NULL AS a
+
+-- name: tsq_message_by_msg_id
+-- The message with this msg_id in the table {t} (the queue or its archive).
+SELECT msg_id, message::text AS message, headers::text AS headers FROM {t}
+WHERE msg_id = %(msg_id)s
+
+-- name: tsq_message_by_header
+-- When the log has no msg_id for the command (sent, not received yet): match the
+-- headers. A scan of the table {t}, so only then.
+SELECT msg_id, message::text AS message, headers::text AS headers FROM {t}
+WHERE replace(lower(headers ->> 'command_id'), '-', '') = %(hex)s
+ORDER BY msg_id DESC
+LIMIT 1
+
+-- name: tsq_status
+-- A command's status and the last operator action on it.
+SELECT c.status, c.kind, c.version, a.event, a.operator, a.at
+FROM cbus.command AS c
+LEFT JOIN LATERAL (
+    SELECT event, operator, at FROM cbus.audit
+    WHERE domain = c.domain AND command_id = c.command_id AND operator IS NOT NULL
+    ORDER BY id DESC
+    LIMIT 1
+) AS a ON true
+WHERE c.domain = %(domain)s AND c.command_id = %(command_id)s
+
+-- name: tsq_claim
+-- The gate: only one transaction can move a command out of the troubleshooting queue.
+-- msg_id and attempts come back unchanged, for the retry to find the message.
+UPDATE cbus.command
+SET status = %(status)s, updated_at = clock_timestamp(),
+    finished_at = CASE WHEN %(status)s = 'PENDING' THEN NULL ELSE clock_timestamp() END,
+    result = CASE WHEN %(status)s = 'COMPLETED' THEN %(result)s ELSE result END,
+    last_error_type = CASE WHEN %(status)s = 'COMPLETED' THEN NULL ELSE last_error_type END,
+    last_error_code = CASE WHEN %(status)s = 'COMPLETED' THEN NULL ELSE last_error_code END,
+    last_error_message = CASE WHEN %(status)s = 'COMPLETED' THEN NULL
+                              ELSE last_error_message END,
+    last_error_details = CASE WHEN %(status)s = 'COMPLETED' THEN NULL
+                              ELSE last_error_details END
+WHERE domain = %(domain)s AND command_id = %(command_id)s
+  AND status = 'IN_TROUBLESHOOTING_QUEUE'
+RETURNING msg_id, attempts, kind, correlation_id, reply_to, batch_id
+
+-- name: notify_done
+-- Wakes `cbus.wait_for` callers once the command's end commits.
+SELECT pg_notify(%(channel)s, '')
+
+-- name: tsq_resend
+-- Send the archived message again, as a new message of the queue.
+SELECT pgmq.send(%(queue)s, message, headers) AS msg_id, pg_notify(%(channel)s, '')
+FROM {a}
+WHERE msg_id = %(msg_id)s
+
+-- name: tsq_reset
+-- Attempts start again from 0; the worker's read records the new msg_id on receipt.
+UPDATE cbus.command SET attempts = 0, msg_id = NULL
+WHERE domain = %(domain)s AND command_id = %(command_id)s

@@ -34,9 +34,9 @@ ALTER TABLE cbus.audit ENABLE ROW LEVEL SECURITY;
 ALTER TABLE cbus.troubleshooting ENABLE ROW LEVEL SECURITY;
 
 -- A producer records new commands of its domains, as PENDING and untouched, and
--- reads them back (RETURNING, get_command, wait_for); the only column it may update
--- is the msg_id of a command it is enqueueing (send_many writes it after the queue
--- row).
+-- reads them back (RETURNING, get_command, wait_for); it updates nothing (send and
+-- send_many draw the msg_id in the INSERT). The policy send_msg_id is dropped for
+-- databases installed when send_many updated it.
 DROP POLICY IF EXISTS send_insert ON cbus.command;
 CREATE POLICY send_insert ON cbus.command FOR INSERT
     WITH CHECK (domain = ANY (ARRAY(SELECT d FROM cbus.my_domains('send') AS d))
@@ -44,11 +44,6 @@ CREATE POLICY send_insert ON cbus.command FOR INSERT
                 AND finished_at IS NULL AND last_error_type IS NULL AND last_error_code IS NULL
                 AND last_error_message IS NULL AND last_error_details IS NULL);
 DROP POLICY IF EXISTS send_msg_id ON cbus.command;
-CREATE POLICY send_msg_id ON cbus.command FOR UPDATE
-    USING (domain = ANY (ARRAY(SELECT d FROM cbus.my_domains('send') AS d))
-           AND status = 'PENDING' AND msg_id IS NULL)
-    WITH CHECK (domain = ANY (ARRAY(SELECT d FROM cbus.my_domains('send') AS d))
-                AND status = 'PENDING');
 DROP POLICY IF EXISTS send_select ON cbus.command;
 CREATE POLICY send_select ON cbus.command FOR SELECT
     USING (domain = ANY (ARRAY(SELECT d FROM cbus.my_domains('send') AS d)));
