@@ -27,6 +27,10 @@ __all__ = [
     "FieldDef",
     "GENERATED_NAMES",
     "INT64",
+    "KEY_OPTIONS",
+    "KeyOption",
+    "RATE_UNITS",
+    "RateLimitDef",
     "LENGTH",
     "NAME_RE",
     "NUMERIC",
@@ -113,8 +117,32 @@ OPTION_KEYS = (
     "timeout",
     "unknown_version_grace",
     "priority",
+    "ordering_key",
+    "rate_limit",
+    "rate_limit_key",
 )
+KEY_OPTIONS = ("ordering_key", "rate_limit_key")
+"""Options that name a field of the command: checked once types are resolved."""
+RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
 FIELD_KEYS = ("type", "default", "description", "renamed_from", *CONSTRAINTS)
+
+
+@dataclass(frozen=True)
+class KeyOption:
+    """An option that names a field (`ordering_key`, `rate_limit_key`), where written."""
+
+    field: str
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class RateLimitDef:
+    """`rate_limit: "100/s"`: at most `count` starts per `per_seconds`."""
+
+    count: int
+    per_seconds: int
+    text: str
+    mark: Mark
 
 
 @dataclass(eq=False)

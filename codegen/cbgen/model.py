@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import RUNTIME_API, RUNTIME_OPTIONS, __version__
-from .defs import CommandDef, FieldDef, Schema, TypeRef
+from .defs import CommandDef, FieldDef, KeyOption, RateLimitDef, Schema, TypeRef
 from .naming import camel_case, domain_alias, functions_of, snake_case
 from .pyexpr import Expressions, is_factory, py_repr
 from .pytext import comment, docstring
@@ -245,13 +245,23 @@ def _options(ctx: Expressions, values: dict[str, Any]) -> str:
             if key == "backoff":
                 inner = ", ".join(repr(float(x)) for x in v)
                 v = f"({inner},)" if len(v) == 1 else f"({inner})"
+            elif isinstance(v, KeyOption):
+                v = repr(v.field)
+            elif isinstance(v, RateLimitDef):
+                v = f"cbus.registry.RateLimit(count={v.count}, per_seconds={v.per_seconds})"
             args.append(f"{key}={v}")
     return f"cbus.registry.Options({', '.join(args)})"
 
 
 def _effective(values: dict[str, Any]) -> dict[str, Any]:
     """Every option with the value the runtime will use, in a fixed order."""
-    return {key: values.get(key, default) for key, default in RUNTIME_OPTIONS.items()}
+    out = {key: values.get(key, default) for key, default in RUNTIME_OPTIONS.items()}
+    for key, v in out.items():
+        if isinstance(v, KeyOption):
+            out[key] = v.field
+        elif isinstance(v, RateLimitDef):
+            out[key] = v.text
+    return out
 
 
 def _doc(description: str) -> str:

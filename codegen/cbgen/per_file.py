@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,14 +23,18 @@ from .defs import (
     FIELD_RE,
     FORMAT_VERSION,
     GENERATED_NAMES,
+    KEY_OPTIONS,
     NAME_RE,
     OPTION_KEYS,
+    RATE_UNITS,
     RESULT_KEYS,
     SENDER_PARAMS,
     TOP_KEYS,
     TYPE_KEYS,
     CommandDef,
     FieldDef,
+    KeyOption,
+    RateLimitDef,
     ResultDef,
     Schema,
     TypeDef,
@@ -41,6 +46,8 @@ from .problems import Problems, hint, joined, kind_of
 from .typeexpr import TypeSyntaxError, parse, set_marks
 
 __all__ = ["FileChecker", "check_file"]
+
+RATE_RE = re.compile(r"^([1-9][0-9]{0,17})/([smh])$")
 
 
 class FileChecker:
@@ -111,6 +118,22 @@ class FileChecker:
             return None
         return v
 
+    def rate_limit(self, node: Node) -> RateLimitDef | None:
+        """`"100/s"`, `"5/m"` or `"1/h"`: a positive integer count per second, minute, hour."""
+        text = node.text if isinstance(node, Scalar) and isinstance(node.value, str) else None
+        found = RATE_RE.match(text) if text is not None else None
+        if found is None:
+            shown = f"`{text}`" if text is not None else f"`{kind_of(node)}`"
+            self.err(
+                node.mark,
+                "Expected a rate such as `100/s`, `5/m` or `1/h` (a positive integer "
+                f"count) for `rate_limit`, got {shown}",
+            )
+            return None
+        assert text is not None
+        count, unit = found.groups()
+        return RateLimitDef(int(count), RATE_UNITS[unit], text, node.mark)
+
     # -- options ---------------------------------------------------------------------
 
     def options(self, node: Node | None) -> dict[str, Any]:
@@ -142,6 +165,17 @@ class FileChecker:
                 self.err(p.mark, f"Expected `int` from 0 to 9 for `priority`, got `{i}`")
             elif i is not None:
                 out["priority"] = i
+        for key in KEY_OPTIONS:
+            k = m.get(key)
+            if k is not None:
+                name = self.text(k, f"`{key}` (a field name)")
+                if name is not None:
+                    out[key] = KeyOption(name, k.mark)
+        r = m.get("rate_limit")
+        if r is not None:
+            rate = self.rate_limit(r)
+            if rate is not None:
+                out["rate_limit"] = rate
         b = m.get("backoff")
         if b is not None:
             if not isinstance(b, Seq):

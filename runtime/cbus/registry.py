@@ -26,6 +26,7 @@ __all__ = [
     "Handlers",
     "Options",
     "PreviousSpec",
+    "RateLimit",
     "domain_of",
     "register",
     "require_api",
@@ -76,6 +77,14 @@ default of a parameter of any type; it is a value of no type, so passing it, or
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`rate_limit: "100/s"`: at most `count` commands start per `per_seconds` seconds."""
+
+    count: int
+    per_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """Delivery options of a command; the schema's domain options merged with its own."""
 
@@ -89,6 +98,12 @@ class Options:
     before it goes to the troubleshooting queue (contract section 8)."""
     priority: int = 5
     """0 to 9, higher first: among due commands of a domain, the order of leasing."""
+    ordering_key: str | None = None
+    """The field whose value orders commands: one at a time per value, in send order."""
+    rate_limit: RateLimit | None = None
+    """How fast commands may start, across all workers; None: no limit."""
+    rate_limit_key: str | None = None
+    """The field whose value the rate limit applies per; None: one limit for all."""
 
     def backoff_for(self, attempt: int) -> float:
         """Seconds to wait before the retry that follows failed attempt `attempt` (1-based)."""
