@@ -130,6 +130,8 @@ class Command:
     """The runtime's defaults overlaid by the domain's and the command's options."""
     previous: list[Previous] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    priority_param: str = "priority"
+    """The sender's priority argument: `cbus_priority` when a field is named `priority`."""
 
     @property
     def return_type(self) -> str:
@@ -359,6 +361,9 @@ def _command(ctx: Expressions, s: Schema, c: CommandDef) -> Command:
         effective_options=_effective(merged),
         previous=previous_versions(c, method, lambda fs: _ordered([_field(ctx, f) for f in fs])),
         aliases=[kind for kind, _ in c.aliases],
+        priority_param="cbus_priority"
+        if any(f.name == "priority" for f in c.fields)
+        else "priority",
     )
 
 

@@ -205,6 +205,7 @@ def send_create_order(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    cbus_priority: int | None = None,
 ) -> cbus.SendResult:
     """Place a new order.
 
@@ -227,6 +228,7 @@ def send_create_order(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=cbus_priority,
     )
 
 
@@ -244,6 +246,7 @@ async def send_create_order_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    cbus_priority: int | None = None,
 ) -> cbus.SendResult:
     """Place a new order.
 
@@ -266,6 +269,7 @@ async def send_create_order_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=cbus_priority,
     )
 
 
@@ -314,6 +318,7 @@ def send_cancel_order(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
     With a connection as `target` the command joins its transaction: it is
@@ -326,6 +331,7 @@ def send_cancel_order(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -338,6 +344,7 @@ async def send_cancel_order_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
     With a connection as `target` the command joins its transaction: it is
@@ -350,6 +357,7 @@ async def send_cancel_order_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 

@@ -375,6 +375,7 @@ def send_authorize_payment(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Reserve an amount on the customer's card for an order.
 
@@ -397,6 +398,7 @@ def send_authorize_payment(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -414,6 +416,7 @@ async def send_authorize_payment_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Reserve an amount on the customer's card for an order.
 
@@ -436,6 +439,7 @@ async def send_authorize_payment_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -484,6 +488,7 @@ def send_capture_payment(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Take the money an authorization reserved.
 
@@ -498,6 +503,7 @@ def send_capture_payment(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -510,6 +516,7 @@ async def send_capture_payment_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Take the money an authorization reserved.
 
@@ -524,6 +531,7 @@ async def send_capture_payment_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -591,6 +599,7 @@ def send_refund_payment(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Give back all or part of a captured payment.
 
@@ -607,6 +616,7 @@ def send_refund_payment(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -622,6 +632,7 @@ async def send_refund_payment_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Give back all or part of a captured payment.
 
@@ -638,6 +649,7 @@ async def send_refund_payment_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 

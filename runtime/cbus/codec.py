@@ -102,6 +102,7 @@ class Headers(msgspec.Struct, frozen=True, omit_defaults=True):
     reply_to: str | None = None
     batch_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
+    priority: int | None = None  # the sender's `priority=`; None: the schema's
 
 
 class ReplyError(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -43,3 +43,9 @@ def test_runtime_options_evaluate() -> None:
     opts = eval(module.commands[0].options, {"cbus": cbus})
     assert opts.rate_limit == cbus.registry.RateLimit(count=5, per_seconds=60)
     assert (opts.ordering_key, opts.rate_limit_key) == ("order_id", "account")
+
+
+def test_the_sender_priority_argument_steps_aside_for_a_priority_field() -> None:
+    schema = "cbus: 1\ndomain: orders\ncommands:\n  Ping: {}\n  Rank: {fields: {priority: int}}\n"
+    (module,) = build(load_sources([("a.yaml", schema)]), "shop", "msgspec").modules
+    assert [c.priority_param for c in module.commands] == ["priority", "cbus_priority"]
