@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .load import Mark, Node
+from .load import Map, Mark, Node
 
 __all__ = [
     "CODE_RE",
@@ -40,6 +40,7 @@ __all__ = [
     "RESULT_KEYS",
     "ResultDef",
     "SCALARS",
+    "ScheduleDef",
     "SENDER_PARAMS",
     "Schema",
     "TOP_KEYS",
@@ -96,7 +97,7 @@ FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 ENUM_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
-TOP_KEYS = ("cbus", "domain", "description", "options", "types", "commands")
+TOP_KEYS = ("cbus", "domain", "description", "options", "types", "commands", "schedules")
 TYPE_KEYS = ("description", "fields", "enum")
 COMMAND_KEYS = (
     "description",
@@ -230,6 +231,21 @@ class CommandDef:
 
 
 @dataclass(eq=False)
+class ScheduleDef:
+    """A schedule: send `command` with `fields` at each firing of `cron` in `timezone`."""
+
+    name: str
+    mark: Mark
+    cron: str
+    command: str
+    command_mark: Mark
+    timezone: str = "UTC"
+    catch_up: int = 1
+    fields_node: Map | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # JSON-ready, once checked
+
+
+@dataclass(eq=False)
 class Schema:
     """One schema file, checked: one domain."""
 
@@ -242,6 +258,7 @@ class Schema:
     types: list[TypeDef] = field(default_factory=list)
     commands: list[CommandDef] = field(default_factory=list)
     imports: dict[str, Mark] = field(default_factory=dict)  # domain -> first reference
+    schedules: list[ScheduleDef] = field(default_factory=list)
 
     def all_fields(self) -> Iterable[FieldDef]:
         for t in self.types:

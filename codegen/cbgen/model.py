@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import RUNTIME_API, RUNTIME_OPTIONS, __version__
-from .defs import CommandDef, FieldDef, KeyOption, RateLimitDef, Schema, TypeRef
+from .defs import CommandDef, FieldDef, KeyOption, RateLimitDef, ScheduleDef, Schema, TypeRef
 from .naming import camel_case, domain_alias, functions_of, snake_case
 from .pyexpr import Expressions, is_factory, py_repr
 from .pytext import comment, docstring
@@ -171,6 +171,8 @@ class Module:
     effective_options: dict[str, Any]
     """The runtime's defaults overlaid by the domain's options."""
     all: list[str]
+    schedules: list[str] = field(default_factory=list)
+    """One `cbus.registry.ScheduleSpec(...)` expression per schedule."""
 
     @property
     def filename(self) -> str:
@@ -323,6 +325,15 @@ def _module(s: Schema, package: str, models: str, cyclic: bool) -> Module:
         options=_options(ctx, s.options),
         effective_options=_effective(s.options),
         all=names,
+        schedules=[_schedule(s.domain, sc) for sc in s.schedules],
+    )
+
+
+def _schedule(domain: str, sc: ScheduleDef) -> str:
+    return (
+        f"cbus.registry.ScheduleSpec(name={py_repr(sc.name)}, cron={py_repr(sc.cron)}, "
+        f"timezone={py_repr(sc.timezone)}, command={py_repr(f'{domain}.{sc.command}')}, "
+        f"fields={py_repr(sc.fields)}, catch_up={sc.catch_up})"
     )
 
 

@@ -43,6 +43,7 @@ from .defs import (
 from .evolution import check_evolution
 from .load import Map, Mark, Node, Scalar, Seq
 from .problems import Problems, hint, joined, kind_of
+from .schedules import read_schedules
 from .typeexpr import TypeSyntaxError, parse, set_marks
 
 __all__ = ["FileChecker", "check_file"]
@@ -343,6 +344,7 @@ def check_file(root: Node, file: str, source: str, p: Problems) -> Schema | None
                     check_evolution(c, value, cmd, domain)
                 if cmd is not None:
                     schema.commands.append(cmd)
+    schema.schedules = read_schedules(c, top.get("schedules"))
     return schema
 
 

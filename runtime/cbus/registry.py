@@ -27,6 +27,7 @@ __all__ = [
     "Options",
     "PreviousSpec",
     "RateLimit",
+    "ScheduleSpec",
     "domain_of",
     "register",
     "require_api",
@@ -162,6 +163,24 @@ class CommandSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A schedule of a schema file: send `command` at each firing of `cron`.
+
+    `cron` has five fields, read in `timezone` (an IANA name); `command` is the kind
+    (`<domain>.<Name>`); `fields` are its fields as JSON data (a `scheduled_at` field
+    is filled with the firing time, an aware UTC datetime); after downtime the most
+    recent `catch_up` missed firings are sent.
+    """
+
+    name: str
+    cron: str
+    timezone: str
+    command: str
+    fields: Mapping[str, Any]
+    catch_up: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class DomainSpec:
     """A domain: one PGMQ queue and the commands it carries."""
 
@@ -169,6 +188,7 @@ class DomainSpec:
     commands: tuple[CommandSpec, ...]
     options: Options = field(default_factory=Options)
     description: str = ""
+    schedules: tuple[ScheduleSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if not DOMAIN_RE.match(self.name):

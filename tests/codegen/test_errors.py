@@ -105,7 +105,7 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
         {"a.yaml": HEAD + OK_CMD + '"a\\rb\\nc\\u2028": 1\n'},
         [
             "schemas/a.yaml:5:1: Unknown key `a\\rb\\nc\\u2028` (expected one of `cbus`, "
-            "`domain`, `description`, `options`, `types` or `commands`)"
+            "`domain`, `description`, `options`, `types`, `commands` or `schedules`)"
         ],
     ),
     "invalid_date": (
@@ -128,7 +128,7 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
         {"a.yaml": HEAD + OK_CMD + "zzz: 1\n"},
         [
             "schemas/a.yaml:5:1: Unknown key `zzz` (expected one of `cbus`, `domain`, "
-            "`description`, `options`, `types` or `commands`)"
+            "`description`, `options`, `types`, `commands` or `schedules`)"
         ],
     ),
     "missing_format_version": (
