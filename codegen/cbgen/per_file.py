@@ -252,6 +252,13 @@ class FileChecker:
                 f"Field name `{name}` is reserved: it is a parameter of every generated sender",
             )
             ok = False
+        elif command and name == "cbus_priority":
+            self.err(
+                key.mark,
+                "Field name `cbus_priority` is reserved: it is the sender's priority "
+                "argument when a command has a field named `priority`",
+            )
+            ok = False
         elif name in GENERATED_NAMES:
             self.err(
                 key.mark,

@@ -539,6 +539,13 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
         {"a.yaml": HEAD + "commands:\n  Ping: {options: {ordering_key: [a]}}\n"},
         ["schemas/a.yaml:4:34: Expected `str` for `ordering_key` (a field name), got `list`"],
     ),
+    "cbus_priority_field": (
+        {"a.yaml": HEAD + "commands:\n  Ping: {fields: {priority: int, cbus_priority: int}}\n"},
+        [
+            "schemas/a.yaml:4:34: Field name `cbus_priority` is reserved: it is the sender's "
+            "priority argument when a command has a field named `priority`"
+        ],
+    ),
     "bad_rate_limit": (
         {
             "a.yaml": HEAD
