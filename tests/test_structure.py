@@ -133,11 +133,13 @@ def test_generated_code_uses_exactly_the_surface_of_cbus_api(tmp_path: Path) -> 
 
     from tests.codegen.conftest import generate_case
 
-    # The project's own package, and a case whose schemas keep earlier versions.
+    # The project's own package, a case whose schemas keep earlier versions, and one
+    # with a rate limit and a schedule.
     evolving = generate_case(tmp_path, "evolving_pkg", "dataclass", case="evolving")
+    timed = generate_case(tmp_path, "timed_pkg", "dataclass", case="timed")
     used: set[str] = set()
     imported: set[str] = set()
-    paths = [*(REPO / "generated/shop").glob("*.py"), *evolving.glob("*.py")]
+    paths = [*(REPO / "generated/shop").glob("*.py"), *evolving.glob("*.py"), *timed.glob("*.py")]
     for path in sorted(paths):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "cbus":

@@ -25,6 +25,9 @@ RUNTIME_OPTIONS: dict[str, int | float | tuple[float, ...] | None] = {
     "timeout": None,
     "unknown_version_grace": 3600,
     "priority": 5,
+    "ordering_key": None,
+    "rate_limit": None,
+    "rate_limit_key": None,
 }
 """The defaults of `cbus.api.Options`, for options a schema leaves out; `cbgen docs`
 shows them. Kept equal to the runtime's by a test (cbgen does not import cbus)."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .load import Mark, Node
+from .load import Map, Mark, Node
 
 __all__ = [
     "CODE_RE",
@@ -27,6 +27,10 @@ __all__ = [
     "FieldDef",
     "GENERATED_NAMES",
     "INT64",
+    "KEY_OPTIONS",
+    "KeyOption",
+    "RATE_UNITS",
+    "RateLimitDef",
     "LENGTH",
     "NAME_RE",
     "NUMERIC",
@@ -36,6 +40,7 @@ __all__ = [
     "RESULT_KEYS",
     "ResultDef",
     "SCALARS",
+    "ScheduleDef",
     "SENDER_PARAMS",
     "Schema",
     "TOP_KEYS",
@@ -92,7 +97,7 @@ FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 ENUM_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
-TOP_KEYS = ("cbus", "domain", "description", "options", "types", "commands")
+TOP_KEYS = ("cbus", "domain", "description", "options", "types", "commands", "schedules")
 TYPE_KEYS = ("description", "fields", "enum")
 COMMAND_KEYS = (
     "description",
@@ -113,8 +118,32 @@ OPTION_KEYS = (
     "timeout",
     "unknown_version_grace",
     "priority",
+    "ordering_key",
+    "rate_limit",
+    "rate_limit_key",
 )
+KEY_OPTIONS = ("ordering_key", "rate_limit_key")
+"""Options that name a field of the command: checked once types are resolved."""
+RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
 FIELD_KEYS = ("type", "default", "description", "renamed_from", *CONSTRAINTS)
+
+
+@dataclass(frozen=True)
+class KeyOption:
+    """An option that names a field (`ordering_key`, `rate_limit_key`), where written."""
+
+    field: str
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class RateLimitDef:
+    """`rate_limit: "100/s"`: at most `count` starts per `per_seconds`."""
+
+    count: int
+    per_seconds: int
+    text: str
+    mark: Mark
 
 
 @dataclass(eq=False)
@@ -202,6 +231,21 @@ class CommandDef:
 
 
 @dataclass(eq=False)
+class ScheduleDef:
+    """A schedule: send `command` with `fields` at each firing of `cron` in `timezone`."""
+
+    name: str
+    mark: Mark
+    cron: str
+    command: str
+    command_mark: Mark
+    timezone: str = "UTC"
+    catch_up: int = 1
+    fields_node: Map | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # JSON-ready, once checked
+
+
+@dataclass(eq=False)
 class Schema:
     """One schema file, checked: one domain."""
 
@@ -214,6 +258,7 @@ class Schema:
     types: list[TypeDef] = field(default_factory=list)
     commands: list[CommandDef] = field(default_factory=list)
     imports: dict[str, Mark] = field(default_factory=dict)  # domain -> first reference
+    schedules: list[ScheduleDef] = field(default_factory=list)
 
     def all_fields(self) -> Iterable[FieldDef]:
         for t in self.types:

@@ -33,6 +33,9 @@ def options(values: dict[str, Any]) -> str:
     )
     if values.get("timeout") is not None:
         text += f", `timeout: {_number(values['timeout'])}` s"
+    for key in ("ordering_key", "rate_limit", "rate_limit_key"):
+        if values.get(key) is not None:
+            text += f", `{key}: {values[key]}`"
     return text
 
 

@@ -11,24 +11,11 @@ are refused.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from typing import Protocol
 
-from .defs import DOMAIN_RE, NAME_RE, PREVIOUS_KEYS, CommandDef, FieldDef, PreviousDef, Schema
-from .load import Map, Mark, Node, Scalar, Seq
+from .checking import FileChecker
+from .defs import DOMAIN_RE, NAME_RE, PREVIOUS_KEYS, CommandDef, PreviousDef, Schema
+from .load import Map, Mark, Scalar, Seq
 from .problems import Problems, kind_of
-
-
-class FileChecker(Protocol):
-    """What these checks use of `per_file.FileChecker` (typed by shape: no import circle)."""
-
-    def err(self, mark: Mark, message: str) -> None: ...
-    def keys(self, node: Map, allowed: Sequence[str]) -> None: ...
-    def mapping(self, node: Node | None, what: str) -> Map | None: ...
-    def text(self, node: Node | None, what: str) -> str | None: ...
-    def description(self, node: Map) -> str: ...
-    def fields(self, node: Node | None, owner: str, *, command: bool) -> list[FieldDef]: ...
-
 
 __all__ = ["check_aliases", "check_evolution", "check_renames"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import RUNTIME_API, RUNTIME_OPTIONS, __version__
-from .defs import CommandDef, FieldDef, Schema, TypeRef
+from .defs import CommandDef, FieldDef, KeyOption, RateLimitDef, ScheduleDef, Schema, TypeRef
 from .naming import camel_case, domain_alias, functions_of, hook_name, snake_case
 from .pyexpr import Expressions, is_factory, py_repr
 from .pytext import comment, docstring
@@ -130,6 +130,8 @@ class Command:
     """The runtime's defaults overlaid by the domain's and the command's options."""
     previous: list[Previous] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    priority_param: str = "priority"
+    """The sender's priority argument: `cbus_priority` when a field is named `priority`."""
 
     @property
     def return_type(self) -> str:
@@ -169,6 +171,8 @@ class Module:
     effective_options: dict[str, Any]
     """The runtime's defaults overlaid by the domain's options."""
     all: list[str]
+    schedules: list[str] = field(default_factory=list)
+    """One `cbus.ScheduleSpec(...)` expression per schedule."""
 
     @property
     def filename(self) -> str:
@@ -245,13 +249,23 @@ def _options(ctx: Expressions, values: dict[str, Any]) -> str:
             if key == "backoff":
                 inner = ", ".join(repr(float(x)) for x in v)
                 v = f"({inner},)" if len(v) == 1 else f"({inner})"
+            elif isinstance(v, KeyOption):
+                v = repr(v.field)
+            elif isinstance(v, RateLimitDef):
+                v = f"cbus.RateLimit(count={v.count}, per_seconds={v.per_seconds})"
             args.append(f"{key}={v}")
     return f"cbus.Options({', '.join(args)})"
 
 
 def _options_in_effect(values: dict[str, Any]) -> dict[str, Any]:
     """Every option with the value the runtime will use, in a fixed order."""
-    return {key: values.get(key, default) for key, default in RUNTIME_OPTIONS.items()}
+    out = {key: values.get(key, default) for key, default in RUNTIME_OPTIONS.items()}
+    for key, v in out.items():
+        if isinstance(v, KeyOption):
+            out[key] = v.field
+        elif isinstance(v, RateLimitDef):
+            out[key] = v.text
+    return out
 
 
 def _doc(description: str) -> str:
@@ -313,6 +327,15 @@ def _module(s: Schema, package: str, models: str, cyclic: bool) -> Module:
         options=_options(ctx, s.options),
         effective_options=_options_in_effect(s.options),
         all=names,
+        schedules=[_schedule(s.domain, sc) for sc in s.schedules],
+    )
+
+
+def _schedule(domain: str, sc: ScheduleDef) -> str:
+    return (
+        f"cbus.ScheduleSpec(name={py_repr(sc.name)}, cron={py_repr(sc.cron)}, "
+        f"timezone={py_repr(sc.timezone)}, command={py_repr(f'{domain}.{sc.command}')}, "
+        f"fields={py_repr(sc.fields)}, catch_up={sc.catch_up})"
     )
 
 
@@ -351,6 +374,9 @@ def _command(ctx: Expressions, s: Schema, c: CommandDef) -> Command:
         effective_options=_options_in_effect(merged),
         previous=previous_versions(c, method, lambda fs: _ordered([_field(ctx, f) for f in fs])),
         aliases=[kind for kind, _ in c.aliases],
+        priority_param="cbus_priority"
+        if any(f.name == "priority" for f in c.fields)
+        else "priority",
     )
 
 

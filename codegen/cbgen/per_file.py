@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,14 +23,18 @@ from .defs import (
     FIELD_RE,
     FORMAT_VERSION,
     GENERATED_NAMES,
+    KEY_OPTIONS,
     NAME_RE,
     OPTION_KEYS,
+    RATE_UNITS,
     RESULT_KEYS,
     SENDER_PARAMS,
     TOP_KEYS,
     TYPE_KEYS,
     CommandDef,
     FieldDef,
+    KeyOption,
+    RateLimitDef,
     ResultDef,
     Schema,
     TypeDef,
@@ -38,9 +43,12 @@ from .defs import (
 from .evolution import check_evolution
 from .load import Map, Mark, Node, Scalar, Seq
 from .problems import Problems, hint, joined, kind_of
+from .schedules import read_schedules
 from .typeexpr import TypeSyntaxError, parse, set_marks
 
 __all__ = ["FileChecker", "check_file"]
+
+RATE_RE = re.compile(r"^([1-9][0-9]{0,17})/([smh])$")
 
 
 class FileChecker:
@@ -111,6 +119,22 @@ class FileChecker:
             return None
         return v
 
+    def rate_limit(self, node: Node) -> RateLimitDef | None:
+        """`"100/s"`, `"5/m"` or `"1/h"`: a positive integer count per second, minute, hour."""
+        text = node.text if isinstance(node, Scalar) and isinstance(node.value, str) else None
+        found = RATE_RE.match(text) if text is not None else None
+        if found is None:
+            shown = f"`{text}`" if text is not None else f"`{kind_of(node)}`"
+            self.err(
+                node.mark,
+                "Expected a rate such as `100/s`, `5/m` or `1/h` (a positive integer "
+                f"count) for `rate_limit`, got {shown}",
+            )
+            return None
+        assert text is not None
+        count, unit = found.groups()
+        return RateLimitDef(int(count), RATE_UNITS[unit], text, node.mark)
+
     # -- options ---------------------------------------------------------------------
 
     def options(self, node: Node | None) -> dict[str, Any]:
@@ -142,6 +166,17 @@ class FileChecker:
                 self.err(p.mark, f"Expected `int` from 0 to 9 for `priority`, got `{i}`")
             elif i is not None:
                 out["priority"] = i
+        for key in KEY_OPTIONS:
+            k = m.get(key)
+            if k is not None:
+                name = self.text(k, f"`{key}` (a field name)")
+                if name is not None:
+                    out[key] = KeyOption(name, k.mark)
+        r = m.get("rate_limit")
+        if r is not None:
+            rate = self.rate_limit(r)
+            if rate is not None:
+                out["rate_limit"] = rate
         b = m.get("backoff")
         if b is not None:
             if not isinstance(b, Seq):
@@ -215,6 +250,13 @@ class FileChecker:
             self.err(
                 key.mark,
                 f"Field name `{name}` is reserved: it is a parameter of every generated sender",
+            )
+            ok = False
+        elif command and name == "cbus_priority":
+            self.err(
+                key.mark,
+                "Field name `cbus_priority` is reserved: it is the sender's priority "
+                "argument when a command has a field named `priority`",
             )
             ok = False
         elif name in GENERATED_NAMES:
@@ -309,6 +351,7 @@ def check_file(root: Node, file: str, source: str, p: Problems) -> Schema | None
                     check_evolution(c, value, cmd, domain)
                 if cmd is not None:
                     schema.commands.append(cmd)
+    schema.schedules = read_schedules(c, top.get("schedules"))
     return schema
 
 

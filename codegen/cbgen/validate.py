@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from .cycles import default_cycles, value_cycles
 from .defs import FieldDef, Schema
 from .evolution import check_aliases, check_renames
+from .keyfields import check_key_fields
 from .load import Mark, Node
 from .per_file import check_file
 from .problems import Problems
 from .resolve import Resolver
+from .schedules import check_schedules
 from .values import check_constraints, check_default
 
 __all__ = ["validate"]
@@ -57,6 +59,8 @@ def validate(files: Sequence[tuple[str, str, Node | None]], problems: Problems) 
     for f in resolved:
         check_default(f, problems)
     ok = {id(f) for f in resolved}
+    check_key_fields(schemas, ok, problems)
+    check_schedules(schemas, ok, problems)
     for f in (f for s in schemas for f in s.all_fields()):
         if id(f) not in ok:
             f.has_default = False

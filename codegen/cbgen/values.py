@@ -16,7 +16,7 @@ from .defs import INT64, LENGTH, NUMERIC, FieldDef, TypeRef
 from .load import Map, Mark, Node, Scalar, Seq
 from .problems import Problems, hint, joined, kind_of
 
-__all__ = ["check_constraints", "check_default"]
+__all__ = ["check_constraints", "check_default", "check_value"]
 
 
 def check_constraints(f: FieldDef, p: Problems) -> None:
@@ -277,6 +277,20 @@ def _check_value_constraints(f: FieldDef, value: Any, node: Node, path: str) -> 
             else:
                 msg = f"Expected `str` matching `{bound}`, got `{value}`{where}"
             raise _BadValue(node.mark, msg)
+
+
+def check_value(f: FieldDef, node: Node, p: Problems, where: str) -> tuple[bool, Any]:
+    """Check a value given for field `f` (not its default) against its type and
+    constraints: (True, the value normalised), or (False, None) once reported."""
+    try:
+        value = _value(f.type, node, "")
+        _check_value_constraints(f, value, node, "")
+    except _BadValue as exc:
+        p.add(exc.mark, f"Invalid value for `{f.name}` {where}: {exc.message}")
+        return False, None
+    except _Unchecked:
+        return False, None
+    return True, value
 
 
 def check_default(f: FieldDef, p: Problems) -> None:

@@ -202,6 +202,7 @@ def send_create_order(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    cbus_priority: int | None = None,
 ) -> cbus.SendResult:
     """Place a new order.
 
@@ -224,6 +225,7 @@ def send_create_order(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=cbus_priority,
     )
 
 
@@ -241,6 +243,7 @@ async def send_create_order_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    cbus_priority: int | None = None,
 ) -> cbus.SendResult:
     """Place a new order.
 
@@ -263,6 +266,7 @@ async def send_create_order_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=cbus_priority,
     )
 
 
@@ -311,6 +315,7 @@ def send_cancel_order(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
     With a connection as `target` the command joins its transaction: it is
@@ -323,6 +328,7 @@ def send_cancel_order(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -335,6 +341,7 @@ async def send_cancel_order_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Sends `orders.CancelOrder` (version 1) to the queue `orders__commands`.
     With a connection as `target` the command joins its transaction: it is
@@ -347,6 +354,7 @@ async def send_cancel_order_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 

@@ -370,6 +370,7 @@ def send_authorize_payment(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Reserve an amount on the customer's card for an order.
 
@@ -392,6 +393,7 @@ def send_authorize_payment(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -409,6 +411,7 @@ async def send_authorize_payment_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Reserve an amount on the customer's card for an order.
 
@@ -431,6 +434,7 @@ async def send_authorize_payment_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -479,6 +483,7 @@ def send_capture_payment(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Take the money an authorization reserved.
 
@@ -493,6 +498,7 @@ def send_capture_payment(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -505,6 +511,7 @@ async def send_capture_payment_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Take the money an authorization reserved.
 
@@ -519,6 +526,7 @@ async def send_capture_payment_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -586,6 +594,7 @@ def send_refund_payment(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Give back all or part of a captured payment.
 
@@ -602,6 +611,7 @@ def send_refund_payment(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 
@@ -617,6 +627,7 @@ async def send_refund_payment_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: float | datetime.timedelta | datetime.datetime | None = None,
+    priority: int | None = None,
 ) -> cbus.SendResult:
     """Give back all or part of a captured payment.
 
@@ -633,6 +644,7 @@ async def send_refund_payment_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
     )
 
 

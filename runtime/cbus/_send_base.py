@@ -66,6 +66,16 @@ def _delay(delay: Delay) -> tuple[dt.datetime | None, float]:
     return None, float(delay)
 
 
+def _priority(priority: int | None) -> None:
+    """A sender's `priority`: None (the schema's) or an int from 0 to 9, higher first."""
+    if priority is None:
+        return
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int from 0 to 9, got {type(priority).__name__}")
+    if not 0 <= priority <= 9:
+        raise ValueError(f"priority must be from 0 to 9 (higher first), got {priority}")
+
+
 def _headers(
     spec: CommandSpec,
     command_id: uuid.UUID,
@@ -73,6 +83,7 @@ def _headers(
     reply_to: str | None,
     batch_id: uuid.UUID | None,
     causation_id: uuid.UUID | None,
+    priority: int | None = None,
 ) -> RawJson:
     traceparent, tracestate = send_context(spec)
     return RawJson(
@@ -87,6 +98,7 @@ def _headers(
                 causation_id=causation_id,
                 traceparent=traceparent,
                 tracestate=tracestate,
+                priority=priority,
             )
         )
     )
@@ -101,8 +113,10 @@ def send_params(
     delay: Delay,
     batch_id: uuid.UUID | None = None,
     causation_id: uuid.UUID | None = None,
+    priority: int | None = None,
 ) -> tuple[CommandSpec, dict[str, Any]]:
     """Validate a command and build the parameters of the `send` query."""
+    _priority(priority)
     spec = spec_for(command)
     message = RawJson(codec.validate(command))
     require_uuid("command_id", command_id)
@@ -124,7 +138,9 @@ def send_params(
         "causation_id": causation_id,
         "queue": spec.queue,
         "message": message,
-        "headers": _headers(spec, command_id, correlation_id, reply_to, batch_id, causation_id),
+        "headers": _headers(
+            spec, command_id, correlation_id, reply_to, batch_id, causation_id, priority
+        ),
         "at": at,
         "delay": seconds,
         "channel": send_channel(spec.domain),
@@ -166,8 +182,10 @@ def send_many_params(
     delay: Delay,
     batch_id: uuid.UUID | None,
     causation_id: uuid.UUID | None = None,
+    priority: int | None = None,
 ) -> tuple[list[DomainGroup], list[uuid.UUID], list[uuid.UUID], list[CommandSpec]]:
     """Group commands by domain and build both queries' parameters per group."""
+    _priority(priority)
     if command_ids is not None and len(command_ids) != len(commands):
         raise ValueError("command_ids must have one id per command")
     require_uuid("correlation_id", correlation_id)
@@ -224,6 +242,6 @@ def send_many_params(
         log["correlation_ids"].append(corr)
         group.queue_params["messages"].append(RawJson(codec.validate(command)))
         group.queue_params["headers"].append(
-            _headers(spec, ids[i], corr, reply_to, batch_id, causation_id)
+            _headers(spec, ids[i], corr, reply_to, batch_id, causation_id, priority)
         )
     return list(groups.values()), ids, correlations, specs

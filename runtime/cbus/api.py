@@ -26,6 +26,8 @@ from .registry import (
     Handlers,
     Options,
     PreviousSpec,
+    RateLimit,
+    ScheduleSpec,
     register,
     require_api,
 )
@@ -74,7 +76,9 @@ __all__ = [
     "Handlers",
     "Options",
     "PreviousSpec",
+    "RateLimit",
     "Reply",
+    "ScheduleSpec",
     "SendResult",
     "SyncTarget",
     "WaitTarget",

@@ -36,6 +36,7 @@ def send(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: Delay = None,
+    priority: int | None = None,
 ) -> SendResult:
     """Record and enqueue one command in one round trip.
 
@@ -44,6 +45,7 @@ def send(
     the handler's command completes) and inherits its correlation_id.
     `delay` is seconds or a `timedelta` from now (negative is refused), or an aware
     datetime to run at; a datetime already past makes the command due at once.
+    `priority` (0 to 9, higher first) overrides the schema's for this command.
     Raises `DuplicateCommandError` (and enqueues nothing) when the command_id was
     already sent in the domain, `ValidationError` when a field breaks its schema.
     """
@@ -54,6 +56,7 @@ def send(
             correlation_id=correlation_id,
             reply_to=reply_to,
             delay=delay,
+            priority=priority,
         )
     causation_id = None
     if isinstance(target, Context):
@@ -69,6 +72,7 @@ def send(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
         causation_id=causation_id,
     )
     statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
@@ -92,6 +96,7 @@ def send_many(
     reply_to: str | None = None,
     delay: Delay = None,
     batch_id: uuid.UUID | None = None,
+    priority: int | None = None,
 ) -> list[SendResult]:
     """Record and enqueue a group of commands atomically, through `pgmq.send_batch`.
 
@@ -107,6 +112,7 @@ def send_many(
             reply_to=reply_to,
             delay=delay,
             batch_id=batch_id,
+            priority=priority,
         )
     causation_id = None
     if isinstance(target, Context):
@@ -123,6 +129,7 @@ def send_many(
         reply_to=reply_to,
         delay=delay,
         batch_id=batch_id,
+        priority=priority,
         causation_id=causation_id,
     )
     msg_ids: list[int] = [0] * len(commands)
@@ -220,6 +227,7 @@ class Bus:
         correlation_id: uuid.UUID | None = None,
         reply_to: str | None = None,
         delay: Delay = None,
+        priority: int | None = None,
     ) -> SendResult:
         """Send one command in its own transaction."""
         if not self._opened:
@@ -232,6 +240,7 @@ class Bus:
                 correlation_id=correlation_id,
                 reply_to=reply_to,
                 delay=delay,
+                priority=priority,
             )
 
     def send_many(
@@ -243,6 +252,7 @@ class Bus:
         reply_to: str | None = None,
         delay: Delay = None,
         batch_id: uuid.UUID | None = None,
+        priority: int | None = None,
     ) -> list[SendResult]:
         """Send a group of commands atomically in its own transaction."""
         if not self._opened:
@@ -256,4 +266,5 @@ class Bus:
                 reply_to=reply_to,
                 delay=delay,
                 batch_id=batch_id,
+                priority=priority,
             )

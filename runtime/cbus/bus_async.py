@@ -34,6 +34,7 @@ async def send_async(
     correlation_id: uuid.UUID | None = None,
     reply_to: str | None = None,
     delay: Delay = None,
+    priority: int | None = None,
 ) -> SendResult:
     """Record and enqueue one command in one round trip.
 
@@ -42,6 +43,7 @@ async def send_async(
     the handler's command completes) and inherits its correlation_id.
     `delay` is seconds or a `timedelta` from now (negative is refused), or an aware
     datetime to run at; a datetime already past makes the command due at once.
+    `priority` (0 to 9, higher first) overrides the schema's for this command.
     Raises `DuplicateCommandError` (and enqueues nothing) when the command_id was
     already sent in the domain, `ValidationError` when a field breaks its schema.
     """
@@ -52,6 +54,7 @@ async def send_async(
             correlation_id=correlation_id,
             reply_to=reply_to,
             delay=delay,
+            priority=priority,
         )
     causation_id = None
     if isinstance(target, AsyncContext):
@@ -67,6 +70,7 @@ async def send_async(
         correlation_id=correlation_id,
         reply_to=reply_to,
         delay=delay,
+        priority=priority,
         causation_id=causation_id,
     )
     statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
@@ -90,6 +94,7 @@ async def send_many_async(
     reply_to: str | None = None,
     delay: Delay = None,
     batch_id: uuid.UUID | None = None,
+    priority: int | None = None,
 ) -> list[SendResult]:
     """Record and enqueue a group of commands atomically, through `pgmq.send_batch`.
 
@@ -105,6 +110,7 @@ async def send_many_async(
             reply_to=reply_to,
             delay=delay,
             batch_id=batch_id,
+            priority=priority,
         )
     causation_id = None
     if isinstance(target, AsyncContext):
@@ -121,6 +127,7 @@ async def send_many_async(
         reply_to=reply_to,
         delay=delay,
         batch_id=batch_id,
+        priority=priority,
         causation_id=causation_id,
     )
     msg_ids: list[int] = [0] * len(commands)
@@ -218,6 +225,7 @@ class AsyncBus:
         correlation_id: uuid.UUID | None = None,
         reply_to: str | None = None,
         delay: Delay = None,
+        priority: int | None = None,
     ) -> SendResult:
         """Send one command in its own transaction."""
         if not self._opened:
@@ -230,6 +238,7 @@ class AsyncBus:
                 correlation_id=correlation_id,
                 reply_to=reply_to,
                 delay=delay,
+                priority=priority,
             )
 
     async def send_many(
@@ -241,6 +250,7 @@ class AsyncBus:
         reply_to: str | None = None,
         delay: Delay = None,
         batch_id: uuid.UUID | None = None,
+        priority: int | None = None,
     ) -> list[SendResult]:
         """Send a group of commands atomically in its own transaction."""
         if not self._opened:
@@ -254,4 +264,5 @@ class AsyncBus:
                 reply_to=reply_to,
                 delay=delay,
                 batch_id=batch_id,
+                priority=priority,
             )

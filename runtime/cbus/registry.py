@@ -28,6 +28,8 @@ __all__ = [
     "Handlers",
     "Options",
     "PreviousSpec",
+    "RateLimit",
+    "ScheduleSpec",
     "domain_of",
     "register",
     "require_api",
@@ -72,6 +74,14 @@ default of a parameter of any type; it is a value of no type, so passing it, or
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`rate_limit: "100/s"`: at most `count` commands start per `per_seconds` seconds."""
+
+    count: int
+    per_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """Delivery options of a command; the schema's domain options merged with its own."""
 
@@ -85,6 +95,12 @@ class Options:
     before it goes to the troubleshooting queue (contract section 8)."""
     priority: int = 5
     """0 to 9, higher first: among due commands of a domain, the order of leasing."""
+    ordering_key: str | None = None
+    """The field whose value orders commands: one at a time per value, in send order."""
+    rate_limit: RateLimit | None = None
+    """How fast commands may start, across all workers; None: no limit."""
+    rate_limit_key: str | None = None
+    """The field whose value the rate limit applies per; None: one limit for all."""
 
     def backoff_for(self, attempt: int) -> float:
         """Seconds to wait before the retry that follows failed attempt `attempt` (1-based)."""
@@ -143,6 +159,24 @@ class CommandSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A schedule of a schema file: send `command` at each firing of `cron`.
+
+    `cron` has five fields, read in `timezone` (an IANA name); `command` is the kind
+    (`<domain>.<Name>`); `fields` are its fields as JSON data (a `scheduled_at` field
+    is filled with the firing time, an aware UTC datetime); after downtime the most
+    recent `catch_up` missed firings are sent.
+    """
+
+    name: str
+    cron: str
+    timezone: str
+    command: str
+    fields: Mapping[str, Any]
+    catch_up: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class DomainSpec:
     """A domain: one PGMQ queue and the commands it carries."""
 
@@ -150,6 +184,7 @@ class DomainSpec:
     commands: tuple[CommandSpec, ...]
     options: Options = field(default_factory=Options)
     description: str = ""
+    schedules: tuple[ScheduleSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if not DOMAIN_RE.match(self.name):

@@ -26,6 +26,7 @@ class Headers(msgspec.Struct, frozen=True, omit_defaults=True):
     reply_to: str | None = None
     batch_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
+    priority: int | None = None  # the sender's `priority=`; None: the schema's
     # W3C trace context (cbus.tracing): a traceparent is 55 characters, a tracestate
     # at most 512 by the W3C's limit.
     traceparent: Annotated[str, msgspec.Meta(max_length=128)] | None = None

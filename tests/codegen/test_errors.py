@@ -105,7 +105,7 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
         {"a.yaml": HEAD + OK_CMD + '"a\\rb\\nc\\u2028": 1\n'},
         [
             "schemas/a.yaml:5:1: Unknown key `a\\rb\\nc\\u2028` (expected one of `cbus`, "
-            "`domain`, `description`, `options`, `types` or `commands`)"
+            "`domain`, `description`, `options`, `types`, `commands` or `schedules`)"
         ],
     ),
     "invalid_date": (
@@ -128,7 +128,7 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
         {"a.yaml": HEAD + OK_CMD + "zzz: 1\n"},
         [
             "schemas/a.yaml:5:1: Unknown key `zzz` (expected one of `cbus`, `domain`, "
-            "`description`, `options`, `types` or `commands`)"
+            "`description`, `options`, `types`, `commands` or `schedules`)"
         ],
     ),
     "missing_format_version": (
@@ -466,6 +466,127 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "schemas/a.yaml:5:30: Expected `int` >= 0 for `priority`, got `-1`",
         ],
     ),
+    "ordering_key_names_no_field": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields: {id: int}\n    options: {ordering_key: idd}\n"
+        },
+        [
+            "schemas/a.yaml:6:29: `ordering_key` names no field of command `Ping`: `idd` "
+            "(did you mean `id`?)"
+        ],
+    ),
+    "domain_ordering_key_missing_in_a_command": (
+        {
+            "a.yaml": HEAD
+            + "options: {ordering_key: order_id}\ncommands:\n"
+            + "  Place: {fields: {order_id: uuid}}\n  Ping: {}\n"
+            + "  Own: {fields: {x: int}, options: {ordering_key: x}}\n"
+        },
+        [
+            "schemas/a.yaml:3:25: `ordering_key` names no field of command `Ping`: `order_id` "
+            "(give it the field, or set `ordering_key` in its options)"
+        ],
+    ),
+    "ordering_key_list_field": (
+        {
+            "a.yaml": HEAD
+            + 'commands:\n  Ping:\n    fields: {ids: "list[int]"}\n'
+            + "    options: {ordering_key: ids}\n"
+        },
+        [
+            "schemas/a.yaml:6:29: `ordering_key` `ids` of command `Ping` is `list[int]`: a key "
+            "must be a string, int, uuid, enum, bool, date or decimal field "
+            "(a list has no stable text form)"
+        ],
+    ),
+    "domain_ordering_key_struct_field": (
+        {
+            "a.yaml": HEAD
+            + "options: {ordering_key: k}\ntypes:\n  Kind: {enum: [a, b]}\n"
+            + "  Money: {fields: {amount: decimal}}\n"
+            + "commands:\n  Ok: {fields: {k: Kind}}\n  Ping: {fields: {k: Money}}\n"
+        },
+        [
+            "schemas/a.yaml:3:25: `ordering_key` `k` of command `Ping` is `Money`: a key "
+            "must be a string, int, uuid, enum, bool, date or decimal field "
+            "(a struct has no stable text form)"
+        ],
+    ),
+    "ordering_key_float_field": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields: {x: float}\n    options: {ordering_key: x}\n"
+        },
+        [
+            "schemas/a.yaml:6:29: `ordering_key` `x` of command `Ping` is `float`: a key "
+            "must be a string, int, uuid, enum, bool, date or decimal field "
+            "(a float's text form is not exact)"
+        ],
+    ),
+    "ordering_key_nullable_field": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields: {x: string?}\n    options: {ordering_key: x}\n"
+        },
+        [
+            "schemas/a.yaml:6:29: `ordering_key` `x` of command `Ping` is `string?`: a key "
+            "must be a string, int, uuid, enum, bool, date or decimal field "
+            "(a nullable field may have no value)"
+        ],
+    ),
+    "ordering_key_not_text": (
+        {"a.yaml": HEAD + "commands:\n  Ping: {options: {ordering_key: [a]}}\n"},
+        ["schemas/a.yaml:4:34: Expected `str` for `ordering_key` (a field name), got `list`"],
+    ),
+    "cbus_priority_field": (
+        {"a.yaml": HEAD + "commands:\n  Ping: {fields: {priority: int, cbus_priority: int}}\n"},
+        [
+            "schemas/a.yaml:4:34: Field name `cbus_priority` is reserved: it is the sender's "
+            "priority argument when a command has a field named `priority`"
+        ],
+    ),
+    "bad_rate_limit": (
+        {
+            "a.yaml": HEAD
+            + 'options: {rate_limit: "10/d"}\ncommands:\n  Ping: {options: {rate_limit: 0/s}}\n'
+        },
+        [
+            "schemas/a.yaml:3:23: Expected a rate such as `100/s`, `5/m` or `1/h` (a positive "
+            "integer count) for `rate_limit`, got `10/d`",
+            "schemas/a.yaml:5:32: Expected a rate such as `100/s`, `5/m` or `1/h` (a positive "
+            "integer count) for `rate_limit`, got `0/s`",
+        ],
+    ),
+    "rate_limit_not_text": (
+        {"a.yaml": HEAD + "commands:\n  Ping: {options: {rate_limit: 100}}\n"},
+        [
+            "schemas/a.yaml:4:32: Expected a rate such as `100/s`, `5/m` or `1/h` (a positive "
+            "integer count) for `rate_limit`, got `int`"
+        ],
+    ),
+    "rate_limit_key_without_rate_limit": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields: {k: string}\n    options: {rate_limit_key: k}\n"
+        },
+        [
+            "schemas/a.yaml:6:31: `rate_limit_key` without a `rate_limit`: command `Ping` has "
+            'none (add `rate_limit: "N/s"`, `/m` or `/h`)'
+        ],
+    ),
+    "rate_limit_key_bytes_field": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields: {k: bytes}\n"
+            + "    options: {rate_limit: 5/m, rate_limit_key: k}\n"
+        },
+        [
+            "schemas/a.yaml:6:48: `rate_limit_key` `k` of command `Ping` is `bytes`: a key "
+            "must be a string, int, uuid, enum, bool, date or decimal field "
+            "(bytes have no text form)"
+        ],
+    ),
     "bad_unknown_version_grace": (
         {"a.yaml": HEAD + "options: {unknown_version_grace: 0}\n" + OK_CMD},
         ["schemas/a.yaml:3:34: Expected seconds > 0 for `unknown_version_grace`, got `0`"],
@@ -526,7 +647,8 @@ def test_every_error_is_reported_at_once(project: Path) -> None:
     assert r.exit_code == 1
     assert r.stderr.splitlines() == [
         "schemas/a.yaml:3:11: Unknown key `retries` (expected one of `max_attempts`, "
-        "`backoff`, `visibility_timeout`, `timeout`, `unknown_version_grace` or `priority`)",
+        "`backoff`, `visibility_timeout`, `timeout`, `unknown_version_grace`, `priority`, "
+        "`ordering_key`, `rate_limit` or `rate_limit_key`)",
         "schemas/a.yaml:6:14: Field name `class` is a Python keyword",
         "schemas/a.yaml:6:33: Unknown type `Mony`",
         "schemas/a.yaml:7:14: Invalid error code `bad`: expected ^[A-Z][A-Z0-9_]*$",
