@@ -23,8 +23,7 @@ commands:
 def test_options_carry_the_key_fields_and_rates() -> None:
     (module,) = build(load_sources([("a.yaml", SCHEMA)]), "shop", "msgspec").modules
     assert module.options == (
-        "cbus.Options(ordering_key='order_id', "
-        "rate_limit=cbus.RateLimit(count=100, per_seconds=1))"
+        "cbus.Options(ordering_key='order_id', rate_limit=cbus.RateLimit(count=100, per_seconds=1))"
     )
     place, tag = module.commands
     assert place.options == (
@@ -41,7 +40,7 @@ def test_runtime_options_evaluate() -> None:
     # Generated code evaluates these as `from cbus import api as cbus` does.
     (module,) = build(load_sources([("a.yaml", SCHEMA)]), "shop", "msgspec").modules
     opts = eval(module.commands[0].options, {"cbus": cbus.api})
-    assert opts.rate_limit == cbus.RateLimit(count=5, per_seconds=60)
+    assert opts.rate_limit == cbus.api.RateLimit(count=5, per_seconds=60)
     assert (opts.ordering_key, opts.rate_limit_key) == ("order_id", "account")
 
 
