@@ -57,6 +57,7 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 bench: $(BENCH_VENV)/.installed $(STAMP)
 	$(PY) bench/bench_codegen.py
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	$(PY) bench/otel.py
 
 # The cost of tracing's hooks (bench/otel.py): OpenTelemetry installed, no provider, vs hidden.
 bench-otel: $(STAMP)
