@@ -21,6 +21,7 @@ import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from . import _versions as versions
 from . import codec
 from ._queries import query
 from .errors import BusinessError, PermanentError, ValidationError
@@ -57,6 +58,7 @@ class DomainRuntime:
     def of(cls, handlers: object) -> DomainRuntime:
         spec = domain_of(handlers)
         implemented = implemented_methods(handlers)
+        versions.check_hooks(handlers, spec, implemented)
         _warn_misspelt_handlers(handlers, spec, implemented)
         return cls(
             spec=spec,
@@ -66,9 +68,11 @@ class DomainRuntime:
                 for c in spec.commands
                 if c.handler_method in implemented
             },
-            specs={c.kind: c for c in spec.commands},
+            specs=versions.kinds_of(spec),
             max_attempts_json=RawJson(
-                codec.encode({c.kind: c.options.max_attempts for c in spec.commands})
+                codec.encode(
+                    {k: c.options.max_attempts for k, c in versions.kinds_of(spec).items()}
+                )
             ),
             default_max_attempts=spec.options.max_attempts,
             queue=spec.queue,
@@ -239,6 +243,8 @@ class Poison:
     drop: bool = False  # a duplicate of a command that already ended: delete, do not archive
     kind: str | None = None
     version: int = 0
+    grace: float | None = None  # set: leave for a newer worker this long after sending
+    delay: float = 0.0  # then look again this often
 
 
 # Names the command-log row of a message whose headers carry no usable command_id,
@@ -364,29 +370,11 @@ def triage(
             continue
         spec = runtime.specs.get(headers.kind)
         if spec is None:
-            poison.append(
-                Poison(
-                    msg_id,
-                    read_ct,
-                    f"Unknown kind `{headers.kind}` for domain `{runtime.spec.name}`",
-                    "UNKNOWN_KIND",
-                    headers.command_id,
-                    kind=headers.kind,
-                )
-            )
+            poison.append(versions.unknown_kind(runtime, msg_id, read_ct, headers))
             continue
-        if headers.version != spec.version:
-            poison.append(
-                Poison(
-                    msg_id,
-                    read_ct,
-                    f"Unsupported version {headers.version} of `{spec.kind}`: this worker "
-                    f"handles version {spec.version}",
-                    "UNSUPPORTED_VERSION",
-                    headers.command_id,
-                    kind=headers.kind,
-                )
-            )
+        plan = versions.plan(runtime, spec, msg_id, read_ct, headers)
+        if isinstance(plan, Poison):
+            poison.append(plan)
             continue
         method = runtime.methods.get(spec.kind)
         if method is None:
@@ -419,7 +407,7 @@ def triage(
             problem = codec.shape_problem(message)
             if problem is not None:
                 raise ValueError(problem)
-            command = codec.decode(message, spec.type)
+            command = codec.decode(message, plan.type)
         except Exception as exc:  # whatever msgspec raises: RecursionError too
             poison.append(
                 Poison(
@@ -432,6 +420,7 @@ def triage(
                 )
             )
             continue
+        method = versions.upgrading(runtime.handlers, spec, plan, method)
         ready.append(Delivery(msg_id, read_ct, spec, headers, command, method, max_attempts))
     return ready, poison
 

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import pq
 
 from . import _outage as outages
+from . import _versions as versions
 from ._acompat import (
     Event,
     Lock,
@@ -704,7 +705,9 @@ class SyncWorker:
         if self._busy:
             return False
         for runtime in self._domains:
-            cur = conn.execute(query("pending", runtime.queue), {"horizon": 60.0})
+            cur = conn.execute(
+                query("pending", runtime.queue), versions.pending_params(runtime.spec)
+            )
             row = cur.fetchone()
             if row and row[0]:
                 return False
@@ -1202,6 +1205,12 @@ class SyncWorker:
 
     def _set_aside(self, conn: _HandlerConnection, runtime: DomainRuntime, p: Poison) -> None:
         """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
+        if p.grace is not None:  # a newer worker may run it: back to the queue, in grace
+            cur = conn.execute(
+                query("wait_for_newer", runtime.queue), versions.wait_params(runtime, p)
+            )
+            if versions.left_for_newer(runtime, p, cur.fetchone()):
+                return
         log.warning(
             "message %s %s: %s",
             p.msg_id,
