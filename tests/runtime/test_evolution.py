@@ -336,3 +336,28 @@ def test_a_newer_sender_with_only_old_workers_waits_then_completes(
     assert calls.per_command() == Counter(sent)
     assert {w for w, _, _ in calls.seen} == {"v2"}
     assert cbus.list_troubleshooting(conn, domain="evo").items == []
+
+
+def test_an_async_worker_awaits_its_upgrade_hooks(
+    dsn: str, conn: psycopg.Connection[Any], v1: ModuleType, v2: ModuleType
+) -> None:
+    seen: list[str] = []
+
+    class New(v2.EvoAsyncHandlers):  # type: ignore[misc, name-defined]
+        async def upgrade_create_order_v1(self, old: Any) -> Any:
+            return v2.CreateOrder(order_id=old.order_id, customer_name=old.customer.upper())
+
+        async def create_order(self, cmd: Any, ctx: cbus.AsyncContext) -> None:
+            seen.append(f"{type(cmd).__qualname__} {cmd.customer_name} {cmd.channel}")
+
+        async def note(self, cmd: Any, ctx: cbus.AsyncContext) -> None:
+            seen.append(f"{type(cmd).__qualname__} {cmd.text} {cmd.tag}")
+
+    sent = [
+        v1.send_place_order(conn, order_id=uuid.uuid4(), customer="jane").command_id,
+        v1.send_note(conn, text="hi").command_id,
+    ]
+    conn.commit()
+    drain(dsn, [New()])
+    assert sorted(seen) == ["CreateOrder JANE web", "Note hi none"]
+    assert [_record(conn, c).status for c in sent] == ["COMPLETED", "COMPLETED"]
