@@ -22,6 +22,7 @@ import logging
 
 import psycopg
 
+from . import _versions as versions
 from ._acompat import cancelled_by_worker, current_caller, execute_bare, monotonic
 from ._handler_conn import IDLE, INTRANS, HandlerConnection
 from ._heartbeat import AlreadyRecorded, LeaseKeeper
@@ -140,7 +141,9 @@ class Consumer(LeaseKeeper):
         if self._busy:
             return False
         for runtime in self._domains:
-            cur = conn.execute(query("pending", runtime.queue), {"horizon": 60.0})
+            cur = conn.execute(
+                query("pending", runtime.queue), versions.pending_params(runtime.spec)
+            )
             row = cur.fetchone()
             if row and row[0]:
                 return False

@@ -20,6 +20,7 @@ import logging
 
 import psycopg
 
+from . import _versions as versions
 from ._acompat import acancelled_by_worker, aexecute_bare, current_caller, monotonic
 from ._handler_conn_async import IDLE, INTRANS, HandlerConnection
 from ._heartbeat_async import AlreadyRecorded, LeaseKeeper
@@ -138,7 +139,9 @@ class Consumer(LeaseKeeper):
         if self._busy:
             return False
         for runtime in self._domains:
-            cur = await conn.execute(query("pending", runtime.queue), {"horizon": 60.0})
+            cur = await conn.execute(
+                query("pending", runtime.queue), versions.pending_params(runtime.spec)
+            )
             row = await cur.fetchone()
             if row and row[0]:
                 return False

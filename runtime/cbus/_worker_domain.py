@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _versions as versions
 from . import codec
 from ._queries import query
 from .names import done_channel
@@ -37,6 +38,7 @@ class DomainRuntime:
     def of(cls, handlers: object) -> DomainRuntime:
         spec = domain_of(handlers)
         implemented = implemented_methods(handlers)
+        versions.check_hooks(handlers, spec, implemented)
         _warn_misspelt_handlers(handlers, spec, implemented)
         return cls(
             spec=spec,
@@ -46,9 +48,11 @@ class DomainRuntime:
                 for c in spec.commands
                 if c.handler_method in implemented
             },
-            specs={c.kind: c for c in spec.commands},
+            specs=versions.kinds_of(spec),
             max_attempts_json=RawJson(
-                codec.encode({c.kind: c.options.max_attempts for c in spec.commands})
+                codec.encode(
+                    {k: c.options.max_attempts for k, c in versions.kinds_of(spec).items()}
+                )
             ),
             default_max_attempts=spec.options.max_attempts,
             queue=spec.queue,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import msgspec
 import psycopg
 
+from . import _versions as versions
 from . import codec
 from ._handler_conn_async import HandlerConnection
 from ._queries import query
@@ -149,6 +150,12 @@ async def set_aside(
     observer: NullObserver = NULL_OBSERVER,
 ) -> None:
     """Troubleshooting queue (or, for a duplicate, deletion) for a message that cannot run."""
+    if p.grace is not None:  # a newer worker may run it: back to the queue, in grace
+        cur = await conn.execute(
+            query("wait_for_newer", runtime.queue), versions.wait_params(runtime, p)
+        )
+        if versions.left_for_newer(runtime, p, await cur.fetchone()):
+            return
     observer.set_aside(runtime, p)
     log.warning(
         "message %s %s: %s",

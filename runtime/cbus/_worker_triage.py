@@ -14,7 +14,9 @@ from typing import Any
 
 import msgspec
 
+from . import _versions as versions
 from . import codec
+from ._poison import Poison
 from ._worker_domain import DomainRuntime
 from .pgmq import RawJson
 from .registry import CommandSpec
@@ -37,20 +39,6 @@ class Delivery:
     ctx: Any = None  # the handler's context while it runs
     deadline: float | None = None  # when the running attempt times out (`timeout`)
     timed_out: bool = False  # the heartbeat recorded the attempt as timed out
-
-
-@dataclass(slots=True)
-class Poison:
-    """A message that must not run: why, and what to do with it."""
-
-    msg_id: int
-    read_ct: int
-    reason: str
-    code: str
-    command_id: uuid.UUID | None
-    drop: bool = False  # a duplicate of a command that already ended: delete, do not archive
-    kind: str | None = None
-    version: int = 0
 
 
 # Names the command-log row of a message whose headers carry no usable command_id,
@@ -176,29 +164,11 @@ def triage(
             continue
         spec = runtime.specs.get(headers.kind)
         if spec is None:
-            poison.append(
-                Poison(
-                    msg_id,
-                    read_ct,
-                    f"Unknown kind `{headers.kind}` for domain `{runtime.spec.name}`",
-                    "UNKNOWN_KIND",
-                    headers.command_id,
-                    kind=headers.kind,
-                )
-            )
+            poison.append(versions.unknown_kind(runtime, msg_id, read_ct, headers))
             continue
-        if headers.version != spec.version:
-            poison.append(
-                Poison(
-                    msg_id,
-                    read_ct,
-                    f"Unsupported version {headers.version} of `{spec.kind}`: this worker "
-                    f"handles version {spec.version}",
-                    "UNSUPPORTED_VERSION",
-                    headers.command_id,
-                    kind=headers.kind,
-                )
-            )
+        plan = versions.plan(runtime, spec, msg_id, read_ct, headers)
+        if isinstance(plan, Poison):
+            poison.append(plan)
             continue
         method = runtime.methods.get(spec.kind)
         if method is None:
@@ -231,7 +201,7 @@ def triage(
             problem = codec.shape_problem(message)
             if problem is not None:
                 raise ValueError(problem)
-            command = codec.decode(message, spec.type)
+            command = codec.decode(message, plan.type)
         except Exception as exc:  # whatever msgspec raises: RecursionError too
             poison.append(
                 Poison(
@@ -244,5 +214,6 @@ def triage(
                 )
             )
             continue
+        method = versions.upgrading(runtime.handlers, spec, plan, method)
         ready.append(Delivery(msg_id, read_ct, spec, headers, command, method, max_attempts))
     return ready, poison

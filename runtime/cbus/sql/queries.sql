@@ -313,11 +313,48 @@ SELECT {limit} WHERE EXISTS (SELECT 1 FROM {q} WHERE vt <= clock_timestamp())
 
 -- name: pending
 -- Work a worker run with until_idle still waits for: due now or within the horizon,
--- or waiting for a retry (read before).
+-- or waiting for a retry (read before); not a message left for a newer worker (not
+-- due, its log row says so, and its kind is missing from `known`, the worker's
+-- versions by kind, or newer there: a worker that can run it waits for it).
 SELECT EXISTS (
-    SELECT 1 FROM {q}
-    WHERE read_ct > 0 OR vt <= clock_timestamp() + make_interval(secs => %(horizon)s)
+    SELECT 1 FROM {q} AS q
+    WHERE (q.read_ct > 0 OR q.vt <= clock_timestamp() + make_interval(secs => %(horizon)s))
+      AND NOT (q.vt > clock_timestamp() AND EXISTS (
+          SELECT 1 FROM cbus.command AS c
+          WHERE c.domain = %(domain)s AND c.command_id = cbus.as_uuid(q.headers ->> 'command_id')
+            AND c.status = 'PENDING' AND c.last_error_code = %(waiting)s
+            AND coalesce(c.version > (%(known)s::jsonb ->> c.kind)::int, true)))
 )
+
+-- name: wait_for_newer
+-- Leave a message for a newer worker (contract section 8): back to the queue for
+-- `delay` seconds, at most what is left of the grace, its read undone (read_ct - 1:
+-- not an attempt, so the crash-loop rule never counts the waits), and the log row
+-- saying why. Nothing moves once `grace` seconds have passed since it was sent; the
+-- age comes back (null: the lease was lost), with whether it moved.
+WITH target AS (
+    SELECT msg_id, extract(epoch FROM clock_timestamp() - enqueued_at)::float8 AS age
+    FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+),
+moved AS (
+    UPDATE {q} AS q
+    SET vt = clock_timestamp() + make_interval(
+            secs => greatest(least(%(delay)s::float8, %(grace)s::float8 - t.age), 0.05)),
+        read_ct = q.read_ct - 1
+    FROM target AS t
+    WHERE q.msg_id = t.msg_id AND t.age < %(grace)s::float8
+    RETURNING q.msg_id
+),
+logged AS (
+    UPDATE cbus.command
+    SET status = 'PENDING', attempts = %(read_ct)s - 1, last_error_type = 'Waiting',
+        last_error_code = %(code)s, last_error_message = %(reason)s,
+        last_error_details = NULL, updated_at = clock_timestamp()
+    WHERE domain = %(domain)s AND command_id = %(command_id)s
+      AND status IN ('PENDING', 'IN_PROGRESS') AND EXISTS (SELECT 1 FROM moved)
+    RETURNING 1
+)
+SELECT (SELECT age FROM target), (SELECT count(*) FROM moved)
 
 -- name: send_replies
 -- Replies to the reply_to queues of commands that ended. A queue that breaks the
