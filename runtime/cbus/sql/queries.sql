@@ -735,3 +735,21 @@ WHERE msg_id = %(msg_id)s
 -- Attempts start again from 0; the worker's read records the new msg_id on receipt.
 UPDATE cbus.command SET attempts = 0, msg_id = NULL
 WHERE domain = %(domain)s AND command_id = %(command_id)s
+
+-- name: testing_sent
+-- cbus.testing.sent: the queue's messages of one kind, as the caller's transaction sees them.
+SELECT msg_id, message, headers FROM {q} WHERE headers ->> 'kind' = %(kind)s ORDER BY msg_id
+
+-- name: testing_queued_ids
+-- cbus.testing.run_pending: the command_ids queued (committed) before a run.
+SELECT headers ->> 'command_id' FROM {q} ORDER BY msg_id
+
+-- name: testing_touched
+-- cbus.testing.run_pending: the commands of these domains a run started or ended.
+SELECT domain, command_id FROM cbus.command
+WHERE domain = ANY(%(domains)s) AND updated_at >= %(since)s
+ORDER BY created_at, command_id
+
+-- name: testing_now
+-- cbus.testing.run_pending: the server's clock, before a run.
+SELECT clock_timestamp()
