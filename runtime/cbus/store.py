@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 import msgspec
 import psycopg
@@ -20,19 +20,49 @@ from .names import IN_TROUBLESHOOTING, as_uuid, command_queue
 from .records import CommandRecord, CommandStatus
 from .wire import Reply
 
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+    from .targets import (
+        DjangoConnection,
+        SQLAlchemyAsyncConnection,
+        SQLAlchemyAsyncSession,
+        SQLAlchemyConnection,
+        SQLAlchemySession,
+    )
+
+ReadTarget: TypeAlias = (
+    "psycopg.Connection[Any] | ConnectionPool[Any] | SQLAlchemySession | SQLAlchemyConnection"
+    " | DjangoConnection"
+)
+"""What `get_command` reads through: a connection, or a sender's target but a Bus or context."""
+AsyncReadTarget: TypeAlias = (
+    "psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any] | SQLAlchemyAsyncSession"
+    " | SQLAlchemyAsyncConnection"
+)
+
 T = TypeVar("T")
 
 __all__ = ["CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"]
 
 
 def get_command(
-    conn: psycopg.Connection[Any], domain: str, command_id: uuid.UUID | str
+    conn: ReadTarget, domain: str, command_id: uuid.UUID | str
 ) -> CommandRecord | None:
     """The command's record, or None when the domain never saw this command_id.
+
+    `conn` is a psycopg connection, or one of the senders' targets but a Bus or a
+    handler's context: a pool, a SQLAlchemy Session or Connection (read in its
+    transaction), Django's connection.
 
     A PENDING command whose message a worker holds now reads IN_PROGRESS, even
     before the worker's heartbeat has written that to the log.
     """
+    if not isinstance(conn, psycopg.Connection):
+        from . import targets
+
+        with targets.joined(conn) as joined:
+            return get_command(joined, domain, command_id)
     params = {"domain": domain, "command_id": as_uuid(command_id)}
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query("get_command"), params)
@@ -45,9 +75,14 @@ def get_command(
 
 
 async def get_command_async(
-    conn: psycopg.AsyncConnection[Any], domain: str, command_id: uuid.UUID | str
+    conn: AsyncReadTarget, domain: str, command_id: uuid.UUID | str
 ) -> CommandRecord | None:
-    """The async twin of `get_command`."""
+    """The async twin of `get_command` (an AsyncConnectionPool, AsyncSession too)."""
+    if not isinstance(conn, psycopg.AsyncConnection):
+        from . import targets
+
+        async with targets.joined_async(conn) as joined:
+            return await get_command_async(joined, domain, command_id)
     params = {"domain": domain, "command_id": as_uuid(command_id)}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query("get_command"), params)
