@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
