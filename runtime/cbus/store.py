@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 import msgspec
 import psycopg
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import JsonbLoader
 
 from ._queries import query
 from .errors import (
@@ -46,9 +47,7 @@ T = TypeVar("T")
 __all__ = ["CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"]
 
 
-def get_command(
-    conn: ReadTarget, domain: str, command_id: uuid.UUID | str
-) -> CommandRecord | None:
+def get_command(conn: ReadTarget, domain: str, command_id: uuid.UUID | str) -> CommandRecord | None:
     """The command's record, or None when the domain never saw this command_id.
 
     `conn` is a psycopg connection, or one of the senders' targets but a Bus or a
@@ -65,6 +64,7 @@ def get_command(
             return get_command(joined, domain, command_id)
     params = {"domain": domain, "command_id": as_uuid(command_id)}
     with conn.cursor(row_factory=dict_row) as cur:
+        _json_loaders(cur)
         cur.execute(query("get_command"), params)
         row = cur.fetchone()
         if row is None or not _may_be_leased(row):
@@ -85,6 +85,7 @@ async def get_command_async(
             return await get_command_async(joined, domain, command_id)
     params = {"domain": domain, "command_id": as_uuid(command_id)}
     async with conn.cursor(row_factory=dict_row) as cur:
+        _json_loaders(cur)
         await cur.execute(query("get_command"), params)
         row = await cur.fetchone()
         if row is None or not _may_be_leased(row):
@@ -92,6 +93,12 @@ async def get_command_async(
         await cur.execute(query("command_leased", command_queue(row["domain"])), _lease_params(row))
         leased = await cur.fetchone()
         return _record(row, leased is not None and bool(leased["leased"]))
+
+
+def _json_loaders(cur: psycopg.abc.AdaptContext) -> None:
+    """psycopg's own jsonb loader on this cursor: a framework's connection may load jsonb
+    as text (Django's backend does, for its JSONField), and a record holds JSON data."""
+    cur.adapters.register_loader("jsonb", JsonbLoader)
 
 
 def _may_be_leased(row: DictRow) -> bool:
