@@ -90,3 +90,19 @@ def test_page_test_files_pass(
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) >= len(files), result.stdout.str()
     assert not outcomes.get("failed") and not outcomes.get("errors"), result.stdout.str()
+
+
+_LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def test_links_stay_in_the_project_and_resolve() -> None:
+    broken = []
+    for page in PAGES:
+        for m in _LINK.finditer(page.read_text("utf-8")):
+            target = m["target"].split("#")[0]
+            if not target or re.match(r"^[a-z]+:", target):
+                continue  # an anchor, or a web address
+            path = (page.parent / target).resolve()
+            if not path.is_relative_to(ROOT) or not path.exists():
+                broken.append(f"{_name(page)}: {m['target']}")
+    assert not broken, broken
