@@ -68,13 +68,15 @@ def _install(dsn: str, root: Path) -> list[str]:
         project = find_project(root)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    try:
-        domains = project.import_domains() if project is not None else []
-    except ImportError as exc:
-        raise UserError(
-            f"Cannot import the generated package `{project.package}` from {project.out} "  # type: ignore[union-attr]
-            f"({exc}): run `cbgen generate` first"
-        ) from exc
+    domains = []
+    if project is not None:
+        try:
+            domains = project.import_domains()
+        except ImportError as exc:
+            raise UserError(
+                f"Cannot import the generated package `{project.package}` from {project.out} "
+                f"({exc}): run `cbgen generate` first"
+            ) from exc
     with psycopg.connect(dsn, autocommit=True) as conn:
         try:
             install(conn)

@@ -7,13 +7,25 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CBUS = [sys.executable, "-c", "from cbus.cli import main; main()"]
+
+
+@pytest.fixture
+def folder() -> Iterator[Path]:
+    """A project folder outside pytest's tmp_path: as root the server runs as another
+    user, who needs to traverse the folder's parents, and every pytest session (of
+    any project on the machine) resets /tmp/pytest-of-root to mode 0700."""
+    with tempfile.TemporaryDirectory(prefix="cbus-dev-test-") as name:
+        yield Path(name)
 
 
 def _free_port() -> int:
@@ -58,8 +70,8 @@ def _interrupt(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def test_dev_keeps_its_data_across_two_starts(tmp_path: Path) -> None:
-    folder = _project(tmp_path)
+def test_dev_keeps_its_data_across_two_starts(folder: Path) -> None:
+    _project(folder)
     port = str(_free_port())
     proc, dsn = _start(folder, "--port", port)
     try:
@@ -126,3 +138,20 @@ def test_worker_help_says_what_factory_is_and_where_it_is_found() -> None:
     text = " ".join(CliRunner().invoke(main, ["worker", "--help"]).output.split())
     assert "FACTORY is MODULE:CALLABLE" in text
     assert "current folder" in text and "PYTHONPATH" in text
+
+
+def test_dev_with_a_package_not_generated_yet_is_one_line_and_stops(folder: Path) -> None:
+    tmp_path = folder
+    (tmp_path / "pyproject.toml").write_text('[tool.cbgen]\npackage = "not_generated"\n')
+    out = subprocess.run(
+        [*CBUS, "dev", "--port", str(_free_port())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.startswith("Error")]
+    assert len(lines) == 1 and "cbgen generate" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / ".cbus" / "data" / "postmaster.pid").exists()
