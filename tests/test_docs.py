@@ -92,6 +92,24 @@ def test_page_test_files_pass(
     assert not outcomes.get("failed") and not outcomes.get("errors"), result.stdout.str()
 
 
+_YAML = re.compile(r"^```yaml[^\n]*\n(?P<code>cbus: 1\n.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+
+
+def test_whole_schemas_in_the_docs_are_valid() -> None:
+    """A ```yaml block that is a whole schema file (it starts with `cbus: 1`) passes cbgen."""
+    pytest.importorskip("yaml")
+    from cbgen.pipeline import load_sources
+
+    found = 0
+    for page in PAGES:
+        text = page.read_text("utf-8")
+        for m in _YAML.finditer(text):
+            line = text.count("\n", 0, m.start("code")) + 1
+            load_sources([(f"{_name(page)}:{line}", m["code"])])  # raises SchemaError
+            found += 1
+    assert found
+
+
 _LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 
 
