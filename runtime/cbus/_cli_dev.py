@@ -11,7 +11,7 @@ stops the server cleanly and exits 0.
 from __future__ import annotations
 
 import signal
-import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -134,9 +134,7 @@ def dev(port: int | None) -> None:
     already = _running_port(folder / "data")
     server = DevServer(port=already or _port(folder, port), keep=folder)
     (folder / ".gitignore").write_text("*\n")
-    (folder / _PORT_FILE).write_text(f"{server.port}\n")
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    stopped = threading.Event()
     try:
         signal.signal(signal.SIGTERM, _raise_stop)
         try:
@@ -146,11 +144,13 @@ def dev(port: int | None) -> None:
             else:
                 server.attach()
                 click.echo(f"cbus dev: the server already running on .cbus/ (port {already})")
+            (folder / _PORT_FILE).write_text(f"{server.port}\n")  # the next start's
             queues = _install(server.dsn, root)
             click.echo(f"cbus dev: data in {folder}; queues ready: {', '.join(queues) or 'none'}")
             click.echo(f"DSN: {server.dsn}", nl=True)
             click.echo("Ctrl-C stops the server.", err=True)
-            while not stopped.wait(2):
+            while True:
+                time.sleep(2)
                 if not (folder / "data" / "postmaster.pid").exists():
                     server = DevServer(port=server.port, keep=folder)  # nothing left to stop
                     raise UserError(f"The server stopped on its own: see {folder}/data/server.log")
