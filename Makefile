@@ -34,6 +34,7 @@ typecheck: $(STAMP)
 check-generated: $(STAMP)
 	$(VENV)/bin/cbgen generate --check
 	$(PY) tools/async_to_sync.py --check
+	$(PY) tools/cli_reference.py --check
 
 # Schema changes since the previous commit must not strand queued messages.
 check-breaking: $(STAMP)

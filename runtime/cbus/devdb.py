@@ -76,9 +76,17 @@ def _free_port() -> int:
 class DevServer:
     """One PostgreSQL server in a temporary folder; `stop()` removes it."""
 
-    def __init__(self, *, port: int | None = None, root: str | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, root: str | None = None, keep: Path | None = None
+    ) -> None:
+        """A server in a new temporary folder under `root`, or in `keep`, kept by `remove()`."""
         self.port = port or _free_port()
-        self._root = Path(tempfile.mkdtemp(prefix="cbus-pg-", dir=root))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            self._root = keep
+        else:
+            self._root = Path(tempfile.mkdtemp(prefix="cbus-pg-", dir=root))
+        self._keep = keep is not None
         self.pgdata = self._root / "data"
         self._user: str | None = None
         if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -157,9 +165,17 @@ class DevServer:
                 "-w",
                 "-t",
                 "60",
+                "-o",
+                f"-p {self.port}",
                 "start",
             ]
         )
+        self._started = True
+        self._wait_ready()
+        return self
+
+    def attach(self) -> DevServer:
+        """Take over a server already running on this folder (and port), as if started."""
         self._started = True
         self._wait_ready()
         return self
@@ -187,9 +203,11 @@ class DevServer:
         self.start()
 
     def remove(self) -> None:
+        """Stop the server and delete its folder (a `keep` folder: stop it only, cleanly)."""
         with contextlib.suppress(Exception):
-            self.stop("immediate")
-        shutil.rmtree(self._root, ignore_errors=True)
+            self.stop("fast" if self._keep else "immediate")
+        if not self._keep:
+            shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> DevServer:
         return self.start()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 import msgspec
 import psycopg
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import JsonbLoader
 
 from ._queries import query
 from .errors import (
@@ -20,21 +21,50 @@ from .names import IN_TROUBLESHOOTING, as_uuid, command_queue
 from .records import CommandRecord, CommandStatus
 from .wire import Reply
 
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+    from .targets import (
+        DjangoConnection,
+        SQLAlchemyAsyncConnection,
+        SQLAlchemyAsyncSession,
+        SQLAlchemyConnection,
+        SQLAlchemySession,
+    )
+
+ReadTarget: TypeAlias = (
+    "psycopg.Connection[Any] | ConnectionPool[Any] | SQLAlchemySession | SQLAlchemyConnection"
+    " | DjangoConnection"
+)
+"""What `get_command` reads through: a connection, or a sender's target but a Bus or context."""
+AsyncReadTarget: TypeAlias = (
+    "psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any] | SQLAlchemyAsyncSession"
+    " | SQLAlchemyAsyncConnection"
+)
+
 T = TypeVar("T")
 
 __all__ = ["CommandRecord", "CommandStatus", "get_command", "get_command_async", "result_of"]
 
 
-def get_command(
-    conn: psycopg.Connection[Any], domain: str, command_id: uuid.UUID | str
-) -> CommandRecord | None:
+def get_command(conn: ReadTarget, domain: str, command_id: uuid.UUID | str) -> CommandRecord | None:
     """The command's record, or None when the domain never saw this command_id.
+
+    `conn` is a psycopg connection, or one of the senders' targets but a Bus or a
+    handler's context: a pool, a SQLAlchemy Session or Connection (read in its
+    transaction), Django's connection.
 
     A PENDING command whose message a worker holds now reads IN_PROGRESS, even
     before the worker's heartbeat has written that to the log.
     """
+    if not isinstance(conn, psycopg.Connection):
+        from . import targets
+
+        with targets.joined(conn) as joined:
+            return get_command(joined, domain, command_id)
     params = {"domain": domain, "command_id": as_uuid(command_id)}
     with conn.cursor(row_factory=dict_row) as cur:
+        _json_loaders(cur)
         cur.execute(query("get_command"), params)
         row = cur.fetchone()
         if row is None or not _may_be_leased(row):
@@ -45,11 +75,17 @@ def get_command(
 
 
 async def get_command_async(
-    conn: psycopg.AsyncConnection[Any], domain: str, command_id: uuid.UUID | str
+    conn: AsyncReadTarget, domain: str, command_id: uuid.UUID | str
 ) -> CommandRecord | None:
-    """The async twin of `get_command`."""
+    """The async twin of `get_command` (an AsyncConnectionPool, AsyncSession too)."""
+    if not isinstance(conn, psycopg.AsyncConnection):
+        from . import targets
+
+        async with targets.joined_async(conn) as joined:
+            return await get_command_async(joined, domain, command_id)
     params = {"domain": domain, "command_id": as_uuid(command_id)}
     async with conn.cursor(row_factory=dict_row) as cur:
+        _json_loaders(cur)
         await cur.execute(query("get_command"), params)
         row = await cur.fetchone()
         if row is None or not _may_be_leased(row):
@@ -57,6 +93,12 @@ async def get_command_async(
         await cur.execute(query("command_leased", command_queue(row["domain"])), _lease_params(row))
         leased = await cur.fetchone()
         return _record(row, leased is not None and bool(leased["leased"]))
+
+
+def _json_loaders(cur: psycopg.abc.AdaptContext) -> None:
+    """psycopg's own jsonb loader on this cursor: a framework's connection may load jsonb
+    as text (Django's backend does, for its JSONField), and a record holds JSON data."""
+    cur.adapters.register_loader("jsonb", JsonbLoader)
 
 
 def _may_be_leased(row: DictRow) -> bool:

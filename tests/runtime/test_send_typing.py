@@ -21,6 +21,7 @@ USER_CODE = """
 import uuid
 from typing import Any
 
+import cbus
 import psycopg
 import sqlalchemy
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -47,6 +48,10 @@ def accepted(
     orders.wait_cancel_order(session, uuid.uuid4())
     orders.wait_cancel_order(scoped, uuid.uuid4())
     orders.wait_cancel_order(sa_conn, uuid.uuid4())
+    cbus.get_command(conn, "orders", uuid.uuid4())
+    cbus.get_command(pool, "orders", uuid.uuid4())
+    cbus.get_command(session, "orders", uuid.uuid4())
+    cbus.get_command(sa_conn, "orders", uuid.uuid4())
 
 
 async def accepted_async(
@@ -63,6 +68,8 @@ async def accepted_async(
     await orders.wait_cancel_order_async(apool, uuid.uuid4())
     await orders.wait_cancel_order_async(asession, uuid.uuid4())
     await orders.wait_cancel_order_async(asa_conn, uuid.uuid4())
+    await cbus.get_command_async(asession, "orders", uuid.uuid4())
+    await cbus.get_command_async(apool, "orders", uuid.uuid4())
 
 
 def refused(
@@ -73,6 +80,7 @@ def refused(
     orders.send_cancel_order(cur, order_id=uuid.uuid4())  # refused
     orders.send_cancel_order(engine, order_id=uuid.uuid4())  # refused
     orders.send_cancel_order(asession, order_id=uuid.uuid4())  # refused
+    cbus.get_command(engine, "orders", uuid.uuid4())  # refused
 """
 
 
@@ -107,6 +115,6 @@ def test_mypy_accepts_the_documented_targets_and_rejects_others(tmp_path: Path) 
         for number, line in enumerate(source.read_text().splitlines(), 1)
         if line.endswith("# refused")
     ]
-    assert len(refused) == 5
+    assert len(refused) == 6
     assert lines == refused, proc.stdout
     assert all("incompatible type" in e for e in errors), proc.stdout

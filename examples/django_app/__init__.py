@@ -1,0 +1,1 @@
+"""A Django app that sends commands inside `transaction.atomic()`."""

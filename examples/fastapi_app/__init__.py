@@ -1,0 +1,1 @@
+"""A FastAPI service that sends commands in its SQLAlchemy session's transaction."""
