@@ -51,29 +51,22 @@ def list_plan(
 ) -> Plan[TroubleshootingPage]:
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"Invalid limit {limit}: expected 1 to {MAX_LIMIT}")
-    filters: list[sql.Composable] = []
+    filters: list[str] = []
     params: dict[str, Any] = {}
     if domain is not None:
-        filters.append(sql.SQL("domain = %(domain)s"))
+        filters.append("tsq_list_domain")
         params["domain"] = domain
     if kind is not None:
         # `Echo` matches `<domain>.Echo` in any domain; `testbus.Echo` matches itself.
-        if "." in kind:
-            filters.append(sql.SQL("kind = %(kind)s"))
-        else:
-            filters.append(sql.SQL("kind = domain || '.' || %(kind)s"))
+        filters.append("tsq_list_kind" if "." in kind else "tsq_list_short_kind")
         params["kind"] = kind
     if error_code is not None:
-        filters.append(sql.SQL("last_error_code = %(error_code)s"))
+        filters.append("tsq_list_error_code")
         params["error_code"] = error_code
     if after is not None:
         params["after_at"], params["after_domain"], params["after_id"] = decode_cursor(after)
-        filters.append(
-            sql.SQL(
-                "(updated_at, domain, command_id) < (%(after_at)s, %(after_domain)s, %(after_id)s)"
-            )
-        )
-    where = sql.SQL("").join(sql.SQL("\n  AND ") + f for f in filters)
+        filters.append("tsq_list_after")
+    where = sql.SQL("").join(sql.SQL("\n  " + raw(name)) for name in filters)
     text = sql.SQL(raw("tsq_list")).format(filters=where, limit=sql.Literal(limit + 1))
     rows = yield text, params
     items = [TroubleshootingEntry(**row) for row in rows[:limit]]

@@ -22,7 +22,7 @@ from psycopg.rows import class_row
 
 from . import _acompat as compat
 from . import targets
-from ._queries import query
+from ._queries import query, raw
 from .bus import Bus
 from .errors import NotFoundError, ReplyTimeout
 from .names import BATCH_CHANNEL, ENDED, IN_TROUBLESHOOTING, done_channel
@@ -79,12 +79,12 @@ def _listening(target: WaitTarget, channel: str) -> Iterator[psycopg.Connection[
                 "Waiting needs a connection in autocommit mode (a notification arrives only "
                 "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
             )
-        listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+        listen = sql.SQL(raw("listen")).format(channel=sql.Identifier(channel))
         conn.execute(listen)
         try:
             yield conn
         finally:
-            conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+            conn.execute(sql.SQL(raw("unlisten")).format(channel=sql.Identifier(channel)))
 
 
 def _pause(conn: psycopg.Connection[Any], deadline: float) -> None:

@@ -20,7 +20,7 @@ from psycopg.rows import class_row
 
 from . import _acompat as compat
 from . import targets
-from ._queries import query
+from ._queries import query, raw
 from .bus_async import AsyncBus
 from .errors import NotFoundError, ReplyTimeout
 from .names import BATCH_CHANNEL, ENDED, IN_TROUBLESHOOTING, done_channel
@@ -79,12 +79,12 @@ async def _listening(
                 "Waiting needs a connection in autocommit mode (a notification arrives only "
                 "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
             )
-        listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+        listen = sql.SQL(raw("listen")).format(channel=sql.Identifier(channel))
         await conn.execute(listen)
         try:
             yield conn
         finally:
-            await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+            await conn.execute(sql.SQL(raw("unlisten")).format(channel=sql.Identifier(channel)))
 
 
 async def _pause(conn: psycopg.AsyncConnection[Any], deadline: float) -> None:

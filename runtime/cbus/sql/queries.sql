@@ -753,3 +753,73 @@ ORDER BY created_at, command_id
 -- name: testing_now
 -- cbus.testing.run_pending: the server's clock, before a run.
 SELECT clock_timestamp()
+
+-- ==== the last SQL text out of the Python modules (issue 13) ====
+
+-- name: install_lock
+-- cbus.install, install_domain and `cbus db roles`: one installer at a time (%s: the lock key).
+SELECT pg_advisory_xact_lock(%s)
+
+-- name: install_lock_literal
+-- install_domain's pipeline: the install lock, its key {key} a literal (no parameters).
+SELECT pg_advisory_xact_lock({key})
+
+-- name: create_pgmq_extension
+-- cbus.install: PGMQ as an extension, when the server offers a recent enough one.
+CREATE EXTENSION IF NOT EXISTS pgmq
+
+-- name: create_queue
+-- install_domain: the domain's command queue ({queue}: its name, a literal).
+SELECT pgmq.create({queue})
+
+-- name: health_check
+-- The metrics server's /healthz: whether PostgreSQL answers.
+SELECT 1
+
+-- name: listen
+-- Wake-ups: the worker's listener and `wait_for` listen on a channel ({channel}: an identifier).
+LISTEN {channel}
+
+-- name: unlisten
+-- `wait_for`, done: stop listening on the channel ({channel}: an identifier).
+UNLISTEN {channel}
+
+-- name: handler_statement_timeout
+-- The handlers' connection: a statement timeout in ms ({ms}: a literal), as a SET so the
+-- user's own options (DSN, PGOPTIONS, service file) stay as they are.
+SET statement_timeout = {ms}
+
+-- name: testing_create_database
+-- cbus's pytest plugin: a database ({}: its name, an identifier).
+CREATE DATABASE {}
+
+-- name: testing_copy_database
+-- cbus's pytest plugin: a test's database ({} {}: its name, the template's name).
+CREATE DATABASE {} TEMPLATE {}
+
+-- name: testing_drop_database
+-- cbus's pytest plugin: a test's database, gone even with connections open.
+DROP DATABASE IF EXISTS {} WITH (FORCE)
+
+-- The filters of tsq_list, each one AND clause (only the filters asked for are joined in,
+-- so each query keeps the plan its index gives: troubleshooting_recent, troubleshooting_kind).
+
+-- name: tsq_list_domain
+-- tsq_list's filter: one domain.
+AND domain = %(domain)s
+
+-- name: tsq_list_kind
+-- tsq_list's filter: a full kind (`orders.CreateOrder`).
+AND kind = %(kind)s
+
+-- name: tsq_list_short_kind
+-- tsq_list's filter: a kind without its domain (`CreateOrder`), in any domain.
+AND kind = domain || '.' || %(kind)s
+
+-- name: tsq_list_error_code
+-- tsq_list's filter: the last error code.
+AND last_error_code = %(error_code)s
+
+-- name: tsq_list_after
+-- tsq_list's filter: the entries after a cursor (keyset paging, newest first).
+AND (updated_at, domain, command_id) < (%(after_at)s, %(after_domain)s, %(after_id)s)
