@@ -31,19 +31,6 @@ from .targets import WaitTarget
 
 __all__ = ["BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"]
 
-_BATCH_STATUS = """
-SELECT b.batch_id, b.total, b.created_at, b.completed_at,
-       count(*) FILTER (WHERE c.status = 'PENDING') AS pending,
-       count(*) FILTER (WHERE c.status = 'IN_PROGRESS') AS in_progress,
-       count(*) FILTER (WHERE c.status = 'COMPLETED') AS completed,
-       count(*) FILTER (WHERE c.status = 'FAILED') AS failed,
-       count(*) FILTER (WHERE c.status = 'IN_TROUBLESHOOTING_QUEUE') AS in_troubleshooting,
-       count(*) FILTER (WHERE c.status = 'CANCELED') AS canceled
-FROM cbus.batch b LEFT JOIN cbus.command c ON c.batch_id = b.batch_id
-WHERE b.batch_id = %s
-GROUP BY b.batch_id
-"""
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchStatus:
@@ -135,7 +122,7 @@ def wait_for(
 def batch_status(conn: psycopg.Connection[Any], batch_id: uuid.UUID) -> BatchStatus | None:
     """The batch's progress, or None for an unknown batch_id."""
     with conn.cursor(row_factory=class_row(BatchStatus)) as cur:
-        cur.execute(_BATCH_STATUS, (batch_id,))
+        cur.execute(query("batch_status"), (batch_id,))
         return cur.fetchone()
 
 

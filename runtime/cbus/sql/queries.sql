@@ -286,6 +286,7 @@ WHERE domain = %(domain)s AND command_id = %(command_id)s
 RETURNING pg_notify(%(done_channel)s, '')
 
 -- name: audit
+-- One audit row: an event of a command (worker or operator), with its detail.
 INSERT INTO cbus.audit (domain, command_id, event, attempt, operator, detail)
 VALUES (%(domain)s, %(command_id)s, %(event)s, %(attempt)s, %(operator)s, %(detail)s)
 
@@ -453,6 +454,7 @@ RETURNING pg_notify(%(done_channel)s, '')
 SELECT to_regclass('cbus.schema_version') IS NOT NULL
 
 -- name: schema_version
+-- The installed cbus schema's version (a worker refuses to start on an older one).
 SELECT max(version) FROM cbus.schema_version
 
 -- name: stats_queues
@@ -823,3 +825,42 @@ AND last_error_code = %(error_code)s
 -- name: tsq_list_after
 -- tsq_list's filter: the entries after a cursor (keyset paging, newest first).
 AND (updated_at, domain, command_id) < (%(after_at)s, %(after_domain)s, %(after_id)s)
+
+-- name: batch_status
+-- cbus.batch_status: a batch's progress, counted from the command log (no counter row).
+SELECT b.batch_id, b.total, b.created_at, b.completed_at,
+       count(*) FILTER (WHERE c.status = 'PENDING') AS pending,
+       count(*) FILTER (WHERE c.status = 'IN_PROGRESS') AS in_progress,
+       count(*) FILTER (WHERE c.status = 'COMPLETED') AS completed,
+       count(*) FILTER (WHERE c.status = 'FAILED') AS failed,
+       count(*) FILTER (WHERE c.status = 'IN_TROUBLESHOOTING_QUEUE') AS in_troubleshooting,
+       count(*) FILTER (WHERE c.status = 'CANCELED') AS canceled
+FROM cbus.batch b LEFT JOIN cbus.command c ON c.batch_id = b.batch_id
+WHERE b.batch_id = %s
+GROUP BY b.batch_id
+
+-- The worker's transaction control, sent bare (libpq's PQexec, `_acompat.execute_bare`).
+
+-- name: tx_begin
+-- A batch's transaction, opened before its first statement.
+BEGIN
+
+-- name: tx_commit
+-- A batch's transaction, committed after its acknowledgement.
+COMMIT
+
+-- name: tx_rollback
+-- A batch's transaction, abandoned.
+ROLLBACK
+
+-- name: handler_savepoint
+-- Before a later handler's first statement in a batch's transaction.
+SAVEPOINT cbus_handler
+
+-- name: handler_begin_savepoint
+-- Before the first handler's first statement: the transaction and its savepoint, one round trip.
+BEGIN; SAVEPOINT cbus_handler
+
+-- name: handler_rollback_savepoint
+-- A failing handler's writes undone, the batch's others kept.
+ROLLBACK TO SAVEPOINT cbus_handler
