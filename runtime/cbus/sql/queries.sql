@@ -484,8 +484,10 @@ FROM (
 
 -- name: stats
 -- Every domain's numbers in one statement: {queues} is one `stats_queue` per queue
--- (UNION ALL). Commands ended in the last hour are counted from the log, which has no
--- index on finished_at (its updates stay HOT): a scan of cbus.command.
+-- (UNION ALL). Commands ended in the last hour, and those whose message waits for a
+-- newer worker (PENDING, last_error_code WAITING_FOR_NEWER_WORKER: `_versions.WAITING`),
+-- are counted from the log, which has no index on finished_at or status (its updates
+-- stay HOT): one scan of cbus.command for both.
 WITH queues AS ({queues}),
 tsq AS (SELECT domain, count(*) AS n FROM cbus.troubleshooting GROUP BY domain),
 ended AS (
@@ -495,15 +497,18 @@ ended AS (
            count(*) FILTER (WHERE status = 'FAILED'
                             AND finished_at >= now() - interval '1 minute') AS failed_1m,
            count(*) FILTER (WHERE status = 'COMPLETED') AS completed_1h,
-           count(*) FILTER (WHERE status = 'FAILED') AS failed_1h
+           count(*) FILTER (WHERE status = 'FAILED') AS failed_1h,
+           count(*) FILTER (WHERE status = 'PENDING') AS waiting_for_newer
     FROM cbus.command
-    WHERE finished_at >= now() - interval '1 hour' AND status IN ('COMPLETED', 'FAILED')
+    WHERE (finished_at >= now() - interval '1 hour' AND status IN ('COMPLETED', 'FAILED'))
+       OR (status = 'PENDING' AND last_error_code = 'WAITING_FOR_NEWER_WORKER')
     GROUP BY domain
 )
 SELECT q.domain, q.depth, q.due, q.delayed, q.in_flight, q.oldest_due_age,
        coalesce(t.n, 0) AS troubleshooting,
        coalesce(e.completed_1m, 0) AS completed_1m, coalesce(e.failed_1m, 0) AS failed_1m,
-       coalesce(e.completed_1h, 0) AS completed_1h, coalesce(e.failed_1h, 0) AS failed_1h
+       coalesce(e.completed_1h, 0) AS completed_1h, coalesce(e.failed_1h, 0) AS failed_1h,
+       coalesce(e.waiting_for_newer, 0) AS waiting_for_newer
 FROM queues AS q
 LEFT JOIN tsq AS t USING (domain)
 LEFT JOIN ended AS e USING (domain)
