@@ -248,9 +248,13 @@ WHERE q.msg_id = %(msg_id)s AND q.read_ct = %(read_ct)s
 DELETE FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
 
 -- name: retry_later
--- Put a failed delivery back for another attempt after its backoff.
+-- Put a failed delivery back for another attempt after its backoff; with tracing, its
+-- headers name this attempt's span (previous_span: the next attempt's span links to it).
 WITH leased AS (
-    UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => %(backoff)s)
+    UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => %(backoff)s),
+        headers = CASE WHEN %(previous_span)s::text IS NULL THEN headers
+                       ELSE coalesce(headers, jsonb_build_object())
+                            || jsonb_build_object('previous_span', %(previous_span)s::text) END
     WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
     RETURNING msg_id
 )
@@ -262,13 +266,18 @@ WHERE domain = %(domain)s AND command_id = %(command_id)s AND EXISTS (SELECT 1 F
 RETURNING 1
 
 -- name: archive_message
--- Move a message to PGMQ's archive (the troubleshooting queue's payload store).
+-- Move a message to PGMQ's archive (the troubleshooting queue's payload store); with
+-- tracing, its headers name the last attempt's span (previous_span), for `tsq retry`.
 WITH moved AS (
     DELETE FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
     RETURNING msg_id, read_ct, enqueued_at, vt, message, headers
 )
 INSERT INTO {a} (msg_id, read_ct, enqueued_at, vt, message, headers)
-SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM moved
+SELECT msg_id, read_ct, enqueued_at, vt, message,
+       CASE WHEN %(previous_span)s::text IS NULL THEN headers
+            ELSE coalesce(headers, jsonb_build_object())
+                 || jsonb_build_object('previous_span', %(previous_span)s::text) END
+FROM moved
 RETURNING msg_id
 
 -- name: end_command
