@@ -8,6 +8,7 @@ reader must follow. A package's `__init__` counts as a module like any other.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import cbus
@@ -162,3 +163,53 @@ def test_every_name_of_cbus_api_resolves() -> None:
         assert getattr(cbus.api, name) is not None, name
     assert cbus.api.send is cbus.send
     assert cbus.api.register is cbus.registry.register
+
+
+# A statement in a Python string: what `grep` for SQL finds. `_queries` derives queries
+# from those of queries.sql; privilege lists (`"INSERT, SELECT"`) are not statements.
+_STATEMENT = re.compile(
+    r"^\s*(SELECT\s|INSERT INTO|UPDATE \S+ SET|DELETE FROM|WITH \w+ AS|CREATE |DROP |ALTER |"
+    r"LISTEN |UNLISTEN |NOTIFY |SET \w+ |GRANT |REVOKE |BEGIN|COMMIT|ROLLBACK|SAVEPOINT )"
+)
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+        else:
+            continue
+        for stmt in body:  # module-level constants carry their docstring after them too
+            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                found.add(id(stmt.value))
+    return found
+
+
+def test_no_sql_statement_outside_queries_sql() -> None:
+    found = []
+    for name, path in sorted(_modules("cbus", PACKAGES["cbus"]).items()):
+        if name == "cbus._queries":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, (str, bytes))
+                and id(node) not in docs
+            ):
+                text = node.value.decode() if isinstance(node.value, bytes) else node.value
+                if _STATEMENT.match(text):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {text[:50]!r}")
+    assert not found, "SQL outside sql/queries.sql:\n" + "\n".join(found)
+
+
+def test_every_query_is_named_once_and_commented() -> None:
+    text = (PACKAGES["cbus"] / "sql/queries.sql").read_text()
+    lines = text.splitlines()
+    names = [line.removeprefix("-- name: ") for line in lines if line.startswith("-- name: ")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    for i, line in enumerate(lines):
+        if line.startswith("-- name: "):
+            assert lines[i + 1].startswith("-- "), f"queries.sql:{i + 2}: {line} has no comment"

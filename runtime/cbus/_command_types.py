@@ -29,19 +29,35 @@ __all__ = ["check_result", "schema_rows"]
 
 
 def schema_rows(domain: DomainSpec) -> list[dict[str, Any]]:
-    """One row of `cbus.command_type` per command of the domain."""
-    return [
-        {
-            "kind": spec.kind,
-            "version": spec.version,
-            "domain": domain.name,
-            "payload_schema": RawJson(codec.encode(msgspec.json.schema(spec.type))),
-            "result_schema": None
+    """The rows of `cbus.command_type` for every kind and version the domain's workers run.
+
+    A command's kind at its current version; then each earlier version it keeps
+    (`previous`), and each of these under every alias kind (a rename), since a
+    message of those runs as this command: the payload schema is that version's,
+    the result schema the command's own (the handler returns the current result).
+    """
+    own = {c.kind for c in domain.commands}
+    rows = []
+    for spec in domain.commands:
+        result = (
+            None
             if spec.result_type is None
-            else RawJson(codec.encode(msgspec.json.schema(spec.result_type))),
-        }
-        for spec in domain.commands
-    ]
+            else RawJson(codec.encode(msgspec.json.schema(spec.result_type)))
+        )
+        versions = [(spec.version, spec.type), *((p.version, p.type) for p in spec.previous)]
+        kinds = [spec.kind, *(a for a in spec.aliases if a not in own)]
+        rows += [
+            {
+                "kind": kind,
+                "version": version,
+                "domain": domain.name,
+                "payload_schema": RawJson(codec.encode(msgspec.json.schema(type_))),
+                "result_schema": result,
+            }
+            for kind in kinds
+            for version, type_ in versions
+        ]
+    return rows
 
 
 def _is_decimal(value: object) -> bool:

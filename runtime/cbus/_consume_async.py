@@ -34,7 +34,8 @@ from .pgmq import register_adapters
 
 __all__ = ["Consumer", "Replay"]
 
-_ROLLBACK_SAVEPOINT = b"ROLLBACK TO SAVEPOINT cbus_handler"
+_ROLLBACK_SAVEPOINT = query("handler_rollback_savepoint")
+_BEGIN, _COMMIT, _ROLLBACK = query("tx_begin"), query("tx_commit"), query("tx_rollback")
 _MAX_SAVEPOINTS = 60  # below PostgreSQL's 64 cached subtransactions per transaction
 _PROBE_ABOVE = 3  # domains: from four on, an idle round asks which have work first
 
@@ -306,14 +307,14 @@ class Consumer(LeaseKeeper):
                 )
                 alone = conn.pgconn.transaction_status == IDLE and not failures and not endings
                 if conn.pgconn.transaction_status == IDLE and not alone:
-                    await aexecute_bare(conn, b"BEGIN")
+                    await aexecute_bare(conn, _BEGIN)
                 # Alone, the acknowledgement is one atomic statement: a lost lease there
                 # undoes nothing (no handler wrote), so it is only logged.
                 await self._ack(conn, runtime, completed, strict=not alone)
                 for delivery, error in failures:
                     await record_failure(conn, runtime, delivery, error, self._observer)
                 if conn.pgconn.transaction_status != IDLE:
-                    await aexecute_bare(conn, b"COMMIT")
+                    await aexecute_bare(conn, _COMMIT)
             except BaseException:
                 await self._abandon(conn)
                 raise
@@ -332,7 +333,7 @@ class Consumer(LeaseKeeper):
         if conn.closed or conn.pgconn.transaction_status == IDLE:
             return
         with contextlib.suppress(psycopg.Error):
-            await aexecute_bare(conn, b"ROLLBACK")
+            await aexecute_bare(conn, _ROLLBACK)
 
     async def _undo_handler(self, conn: HandlerConnection) -> None:
         if conn.savepoint_taken:

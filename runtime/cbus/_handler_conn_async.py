@@ -15,6 +15,7 @@ import psycopg
 from psycopg import pq
 
 from ._acompat import aexecute_bare, current_caller
+from ._queries import query
 from .errors import PermanentError
 
 __all__ = [
@@ -26,8 +27,9 @@ __all__ = [
     "before_statement",
 ]
 
-_SAVEPOINT = b"SAVEPOINT cbus_handler"
-_BEGIN_SAVEPOINT = b"BEGIN; SAVEPOINT cbus_handler"
+_SAVEPOINT = query("handler_savepoint")
+_BEGIN_SAVEPOINT = query("handler_begin_savepoint")
+_BEGIN = query("tx_begin")
 IDLE = pq.TransactionStatus.IDLE
 INTRANS = pq.TransactionStatus.INTRANS
 
@@ -116,7 +118,7 @@ class HandlerConnection(psycopg.AsyncConnection[Any]):
         idle = self.pgconn.transaction_status == IDLE
         self.began = self.began or idle
         if not self.use_savepoints:
-            return b"BEGIN" if idle else None
+            return _BEGIN if idle else None
         self.savepoints += 1
         self.savepoint_taken = True
         return _BEGIN_SAVEPOINT if idle else _SAVEPOINT

@@ -18,7 +18,7 @@ import psycopg
 
 from ._acompat import bounded, cancelled_by_worker, monotonic
 from ._handler_conn import HandlerConnection
-from ._queries import query
+from ._queries import query, raw
 from ._worker_domain import DomainRuntime
 from ._worker_failure import safe_str
 from ._worker_record import record_failure
@@ -52,8 +52,8 @@ class LeaseKeeper(WorkerState):
                 with conn:
                     for runtime in self._domains:
                         conn.execute(
-                            psycopg.sql.SQL("LISTEN {}").format(
-                                psycopg.sql.Identifier(channel(runtime.spec.name))
+                            psycopg.sql.SQL(raw("listen")).format(
+                                channel=psycopg.sql.Identifier(channel(runtime.spec.name))
                             )
                         )
                     self._outage.back()

@@ -16,7 +16,7 @@ import psycopg
 
 from ._acompat import abounded, acancelled_by_worker, monotonic
 from ._handler_conn_async import HandlerConnection
-from ._queries import query
+from ._queries import query, raw
 from ._worker_domain import DomainRuntime
 from ._worker_failure import safe_str
 from ._worker_record_async import record_failure
@@ -50,8 +50,8 @@ class LeaseKeeper(WorkerState):
                 async with conn:
                     for runtime in self._domains:
                         await conn.execute(
-                            psycopg.sql.SQL("LISTEN {}").format(
-                                psycopg.sql.Identifier(channel(runtime.spec.name))
+                            psycopg.sql.SQL(raw("listen")).format(
+                                channel=psycopg.sql.Identifier(channel(runtime.spec.name))
                             )
                         )
                     self._outage.back()

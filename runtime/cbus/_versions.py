@@ -56,9 +56,7 @@ WAITING = "WAITING_FOR_NEWER_WORKER"
 
 def kinds_of(domain: DomainSpec) -> dict[str, CommandSpec]:
     """Every kind a worker of the domain runs: each command's, and its aliases."""
-    kinds = {alias: c for c in domain.commands for alias in c.aliases}
-    kinds.update((c.kind, c) for c in domain.commands)
-    return kinds
+    return dict(domain.by_kind())
 
 
 def check_hooks(handlers: object, domain: DomainSpec, implemented: frozenset[str]) -> None:

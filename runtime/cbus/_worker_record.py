@@ -28,6 +28,7 @@ from .metrics import NULL_OBSERVER, NullObserver
 from .names import IN_TROUBLESHOOTING
 from .outcomes import Ended, commands_ended
 from .pgmq import RawJson
+from .tracing import traceparent_of
 
 __all__ = ["audit", "record_failure", "set_aside", "to_ended"]
 
@@ -86,6 +87,7 @@ def record_failure(
                 "error_type": failure.error_type,
                 "error_code": failure.code,
                 "error_message": failure.message,
+                "previous_span": traceparent_of(delivery.span),
             },
         )
         if cur.fetchone() is not None:
@@ -110,7 +112,11 @@ def record_failure(
     else:
         cur = conn.execute(
             query("archive_message", runtime.queue),
-            {"msg_id": delivery.msg_id, "read_ct": delivery.read_ct},
+            {
+                "msg_id": delivery.msg_id,
+                "read_ct": delivery.read_ct,
+                "previous_span": traceparent_of(delivery.span),
+            },
         )
         if cur.rowcount != 1:
             return  # the lease was lost: whoever holds the message now decides
@@ -177,7 +183,7 @@ def set_aside(
         else:
             conn.execute(
                 query("archive_message", runtime.queue),
-                {"msg_id": p.msg_id, "read_ct": p.read_ct},
+                {"msg_id": p.msg_id, "read_ct": p.read_ct, "previous_span": None},
             )
         if p.command_id is None:
             return

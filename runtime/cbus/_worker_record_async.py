@@ -26,6 +26,7 @@ from .metrics import NULL_OBSERVER, NullObserver
 from .names import IN_TROUBLESHOOTING
 from .outcomes_async import Ended, commands_ended_async
 from .pgmq import RawJson
+from .tracing import traceparent_of
 
 __all__ = ["audit", "record_failure", "set_aside", "to_ended"]
 
@@ -84,6 +85,7 @@ async def record_failure(
                 "error_type": failure.error_type,
                 "error_code": failure.code,
                 "error_message": failure.message,
+                "previous_span": traceparent_of(delivery.span),
             },
         )
         if await cur.fetchone() is not None:
@@ -108,7 +110,11 @@ async def record_failure(
     else:
         cur = await conn.execute(
             query("archive_message", runtime.queue),
-            {"msg_id": delivery.msg_id, "read_ct": delivery.read_ct},
+            {
+                "msg_id": delivery.msg_id,
+                "read_ct": delivery.read_ct,
+                "previous_span": traceparent_of(delivery.span),
+            },
         )
         if cur.rowcount != 1:
             return  # the lease was lost: whoever holds the message now decides
@@ -177,7 +183,7 @@ async def set_aside(
         else:
             await conn.execute(
                 query("archive_message", runtime.queue),
-                {"msg_id": p.msg_id, "read_ct": p.read_ct},
+                {"msg_id": p.msg_id, "read_ct": p.read_ct, "previous_span": None},
             )
         if p.command_id is None:
             return

@@ -13,10 +13,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from psycopg import sql
+
 from ._acompat import AEvent, ALock
 from ._domain_backoff import DomainBackoff
 from ._handler_conn_async import HandlerConnection, HandlerCursor, HandlerServerCursor
 from ._outage import Outage, server_of
+from ._queries import raw
 from ._worker_domain import DomainRuntime, LeaseSize
 from ._worker_dsn import with_application_name
 from ._worker_triage import Delivery
@@ -146,6 +149,7 @@ class WorkerState(DomainBackoff):
         )
         # A SET, not `options`: those would replace the user's own (DSN, PGOPTIONS,
         # service file), search_path included, on the connection handlers write with.
-        await conn.execute(f"SET statement_timeout = {max(1000, min_vt * 500)}".encode())
+        timeout_ms = sql.Literal(max(1000, min_vt * 500))
+        await conn.execute(sql.SQL(raw("handler_statement_timeout")).format(ms=timeout_ms))
         conn.server_cursor_factory = HandlerServerCursor
         return conn

@@ -39,6 +39,7 @@ class Delivery:
     ctx: Any = None  # the handler's context while it runs
     deadline: float | None = None  # when the running attempt times out (`timeout`)
     timed_out: bool = False  # the heartbeat recorded the attempt as timed out
+    span: Any = None  # the running attempt's OpenTelemetry span context (cbus.tracing)
 
 
 # Names the command-log row of a message whose headers carry no usable command_id,

@@ -86,7 +86,7 @@ def _plan(row: tuple[Any, ...]) -> str | None:
             )
         return None
     if available_ext is not None and _parse_version(available_ext) >= MIN_PGMQ_VERSION:
-        return "CREATE EXTENSION IF NOT EXISTS pgmq"
+        return raw("create_pgmq_extension")
     return "sql"
 
 
@@ -96,7 +96,7 @@ def install(conn: psycopg.Connection[Any]) -> None:
     Commits its own transaction; run it on a connection with no transaction open.
     """
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(raw("install_lock"), (_LOCK_KEY,))
         row = conn.execute(_CHECK_EXTENSION).fetchone()
         assert row is not None
         plan = _plan(row)
@@ -111,7 +111,7 @@ def install(conn: psycopg.Connection[Any]) -> None:
 async def install_async(conn: psycopg.AsyncConnection[Any]) -> None:
     """The async twin of `install`."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        await conn.execute(raw("install_lock"), (_LOCK_KEY,))
         cur = await conn.execute(_CHECK_EXTENSION)
         row = await cur.fetchone()
         assert row is not None
@@ -127,8 +127,8 @@ async def install_async(conn: psycopg.AsyncConnection[Any]) -> None:
 def _domain_statements(domain: DomainSpec) -> list[tuple[sql.Composed | str, Any]]:
     queue = check_queue_name(domain.queue)
     return [
-        (sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(_LOCK_KEY)), None),
-        (sql.SQL("SELECT pgmq.create({})").format(sql.Literal(queue)), None),
+        (sql.SQL(raw("install_lock_literal")).format(key=sql.Literal(_LOCK_KEY)), None),
+        (sql.SQL(raw("create_queue")).format(queue=sql.Literal(queue)), None),
         *((raw("record_command_type"), row) for row in schema_rows(domain)),
     ]
 

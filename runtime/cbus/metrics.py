@@ -25,6 +25,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psycopg
 
+from ._queries import raw
+
 if TYPE_CHECKING:
     from ._worker_domain import DomainRuntime
     from ._worker_triage import Delivery, Poison
@@ -354,7 +356,7 @@ class MetricsServer:
 
     def _check(self) -> None:
         try:
-            self._health.conn().execute("SELECT 1")
+            self._health.conn().execute(raw("health_check"))
         except psycopg.Error:
             self._health.drop()
             self.healthy = False

@@ -65,12 +65,15 @@ def _cbus_server() -> Iterator[str]:
         server.remove()
 
 
-def _admin(dsn: str, statement: str, *names: str) -> None:
+def _admin(dsn: str, query: str, *names: str) -> None:
+    """Run the named statement of queries.sql, `{}`s bound to `names` as identifiers."""
     import psycopg
     from psycopg import sql
 
+    from ._queries import raw
+
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL(statement).format(*(sql.Identifier(n) for n in names)))
+        conn.execute(sql.SQL(raw(query)).format(*(sql.Identifier(n) for n in names)))
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +91,7 @@ def _cbus_template(_cbus_server: str, pytestconfig: pytest.Config) -> Iterator[s
         pytest.fail(str(exc), pytrace=False)
     domains = project.import_domains() if project is not None else []
     name = f"cbus_tpl_{uuid.uuid4().hex[:10]}"
-    _admin(_cbus_server, "CREATE DATABASE {}", name)
+    _admin(_cbus_server, "testing_create_database", name)
     try:
         with psycopg.connect(make_conninfo(_cbus_server, dbname=name), autocommit=True) as conn:
             install(conn)
@@ -96,7 +99,7 @@ def _cbus_template(_cbus_server: str, pytestconfig: pytest.Config) -> Iterator[s
                 install_domain(conn, domain)
         yield name
     finally:
-        _admin(_cbus_server, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+        _admin(_cbus_server, "testing_drop_database", name)
 
 
 @pytest.fixture
@@ -105,11 +108,11 @@ def cbus_dsn(_cbus_server: str, _cbus_template: str) -> Iterator[str]:
     from psycopg.conninfo import make_conninfo
 
     name = f"cbus_t_{uuid.uuid4().hex[:12]}"
-    _admin(_cbus_server, "CREATE DATABASE {} TEMPLATE {}", name, _cbus_template)
+    _admin(_cbus_server, "testing_copy_database", name, _cbus_template)
     try:
         yield make_conninfo(_cbus_server, dbname=name)
     finally:
-        _admin(_cbus_server, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+        _admin(_cbus_server, "testing_drop_database", name)
 
 
 @pytest.fixture

@@ -197,7 +197,13 @@ class DomainSpec:
         return command_queue(self.name)
 
     def by_kind(self) -> Mapping[str, CommandSpec]:
-        return {c.kind: c for c in self.commands}
+        """Every kind of the domain's messages: each command's, and its aliases (renames).
+
+        A command's own kind wins over another's alias of the same name.
+        """
+        kinds = {alias: c for c in self.commands for alias in c.aliases}
+        kinds.update((c.kind, c) for c in self.commands)
+        return kinds
 
 
 _by_type: dict[type[Any], CommandSpec] = {}
@@ -207,10 +213,14 @@ _domains: dict[str, DomainSpec] = {}
 
 def register(domain: DomainSpec) -> DomainSpec:
     """Make a generated domain known to the generic senders and the worker."""
+    earlier = _domains.get(domain.name)
+    if earlier is not None:  # registered again (another build of the domain): replaced
+        for kind in earlier.by_kind():
+            _by_kind.pop(kind, None)
     _domains[domain.name] = domain
     for spec in domain.commands:
         _by_type[spec.type] = spec
-        _by_kind[spec.kind] = spec
+    _by_kind.update(domain.by_kind())
     return domain
 
 
@@ -226,6 +236,7 @@ def spec_for(command: object) -> CommandSpec:
 
 
 def spec_for_kind(kind: str) -> CommandSpec | None:
+    """The command a kind names, an alias kind (a rename) included; None if unknown."""
     return _by_kind.get(kind)
 
 

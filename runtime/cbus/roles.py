@@ -156,7 +156,7 @@ def grant(
         done.append(stmt.as_string(conn))
 
     with conn.transaction(force_rollback=dry_run):
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(raw("install_lock"), (_LOCK_KEY,))
         conn.execute(_roles_sql())
         row = conn.execute(raw("role_exists"), {"role": role}).fetchone()
         if row is None or not row[0]:

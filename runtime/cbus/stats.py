@@ -28,7 +28,10 @@ class DomainStats:
     (sent with a delay, or waiting for the backoff after a failed attempt) and
     `in_flight` (leased by a worker). `oldest_due_age` is in seconds, 0 when nothing
     is due. `troubleshooting` counts the commands in the troubleshooting queue;
-    `completed_*` and `failed_*` the commands that ended so in the last minute / hour.
+    `completed_*` and `failed_*` the commands that ended so in the last minute / hour;
+    `waiting_for_newer` the commands whose message waits for a newer worker (a newer
+    version or an unknown kind during a deploy, contract section 8; they read PENDING,
+    `get_command` says why).
     """
 
     domain: str
@@ -42,6 +45,7 @@ class DomainStats:
     failed_1m: int
     completed_1h: int
     failed_1h: int
+    waiting_for_newer: int
 
     __module__ = "cbus"
 
@@ -91,6 +95,7 @@ TABLE_HEADERS = [
     "FAILED/1M",
     "DONE/1H",
     "FAILED/1H",
+    "WAITING_NEWER",
 ]
 
 
@@ -119,6 +124,7 @@ def table_rows(found: list[DomainStats]) -> list[list[str]]:
             str(d.failed_1m),
             str(d.completed_1h),
             str(d.failed_1h),
+            str(d.waiting_for_newer),
         ]
         for d in found
     ]

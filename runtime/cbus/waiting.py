@@ -22,7 +22,7 @@ from psycopg.rows import class_row
 
 from . import _acompat as compat
 from . import targets
-from ._queries import query
+from ._queries import query, raw
 from .bus import Bus
 from .errors import NotFoundError, ReplyTimeout
 from .names import BATCH_CHANNEL, ENDED, IN_TROUBLESHOOTING, done_channel
@@ -30,19 +30,6 @@ from .store import CommandRecord, get_command
 from .targets import WaitTarget
 
 __all__ = ["BatchStatus", "batch_status", "trace", "wait_batch", "wait_for"]
-
-_BATCH_STATUS = """
-SELECT b.batch_id, b.total, b.created_at, b.completed_at,
-       count(*) FILTER (WHERE c.status = 'PENDING') AS pending,
-       count(*) FILTER (WHERE c.status = 'IN_PROGRESS') AS in_progress,
-       count(*) FILTER (WHERE c.status = 'COMPLETED') AS completed,
-       count(*) FILTER (WHERE c.status = 'FAILED') AS failed,
-       count(*) FILTER (WHERE c.status = 'IN_TROUBLESHOOTING_QUEUE') AS in_troubleshooting,
-       count(*) FILTER (WHERE c.status = 'CANCELED') AS canceled
-FROM cbus.batch b LEFT JOIN cbus.command c ON c.batch_id = b.batch_id
-WHERE b.batch_id = %s
-GROUP BY b.batch_id
-"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,12 +66,12 @@ def _listening(target: WaitTarget, channel: str) -> Iterator[psycopg.Connection[
                 "Waiting needs a connection in autocommit mode (a notification arrives only "
                 "between transactions): pass a cbus.Bus, or a connection with autocommit=True"
             )
-        listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+        listen = sql.SQL(raw("listen")).format(channel=sql.Identifier(channel))
         conn.execute(listen)
         try:
             yield conn
         finally:
-            conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+            conn.execute(sql.SQL(raw("unlisten")).format(channel=sql.Identifier(channel)))
 
 
 def _pause(conn: psycopg.Connection[Any], deadline: float) -> None:
@@ -135,7 +122,7 @@ def wait_for(
 def batch_status(conn: psycopg.Connection[Any], batch_id: uuid.UUID) -> BatchStatus | None:
     """The batch's progress, or None for an unknown batch_id."""
     with conn.cursor(row_factory=class_row(BatchStatus)) as cur:
-        cur.execute(_BATCH_STATUS, (batch_id,))
+        cur.execute(query("batch_status"), (batch_id,))
         return cur.fetchone()
 
 

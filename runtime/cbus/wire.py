@@ -31,6 +31,10 @@ class Headers(msgspec.Struct, frozen=True, omit_defaults=True):
     # at most 512 by the W3C's limit.
     traceparent: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     tracestate: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    # The traceparent of the previous attempt's consumer span, written by the worker
+    # when it schedules a retry or sets the command aside: the next attempt's span links
+    # to it, whichever worker process runs it (cbus.tracing).
+    previous_span: Annotated[str, msgspec.Meta(max_length=128)] | None = None
 
 
 class ReplyError(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -361,3 +361,94 @@ def test_an_async_worker_awaits_its_upgrade_hooks(
     drain(dsn, [New()])
     assert sorted(seen) == ["CreateOrder JANE web", "Note hi none"]
     assert [_record(conn, c).status for c in sent] == ["COMPLETED", "COMPLETED"]
+
+
+def test_stats_count_the_commands_waiting_for_a_newer_worker(
+    dsn: str, conn: psycopg.Connection[Any], v1: ModuleType, v2: ModuleType
+) -> None:
+    import json
+
+    from .test_cli import cbus_cli
+
+    _send_v1(conn, v1, 2)  # runs on v1: no wait
+    sent = _send_v2(conn, v2, 2)  # 2 CreateOrder (unknown to v1), 2 Note v2, 2 Ship
+    drain(dsn, [v1_handlers(v1, Calls())])
+
+    def waiting() -> tuple[int, dict[str, Any], list[str]]:
+        counted = conn.execute(
+            "SELECT count(*) FROM cbus.command WHERE domain = 'evo' AND status = 'PENDING'"
+            " AND last_error_code = 'WAITING_FOR_NEWER_WORKER'"
+        ).fetchone()
+        conn.commit()
+        assert counted is not None
+        as_json = cbus_cli(dsn, "stats", "--json", "--domain", "evo")
+        assert as_json.exit_code == 0, as_json.output
+        [found] = json.loads(as_json.stdout)
+        table = cbus_cli(dsn, "stats", "--domain", "evo")
+        assert table.exit_code == 0, table.output
+        header, row = table.stdout.splitlines()
+        return counted[0], found, dict(zip(header.split(), row.split(), strict=True))
+
+    counted, found, cells = waiting()
+    assert counted == found["waiting_for_newer"] == len(sent) == 6
+    assert found["delayed"] == 6 and found["completed_1h"] == 4
+    assert cells["WAITING_NEWER"] == "6"
+    for command_id in sent:
+        record = _record(conn, command_id)
+        assert record.status == "PENDING"
+        assert (record.last_error_message or "").startswith("Waiting for a newer worker: ")
+
+    conn.execute(f"UPDATE pgmq.q_{QUEUE} SET vt = now()")
+    conn.commit()
+    drain(dsn, [v2_handlers(v2, Calls())])
+    counted, found, cells = waiting()
+    assert counted == found["waiting_for_newer"] == 0 and cells["WAITING_NEWER"] == "0"
+    assert found["completed_1h"] == 10
+
+
+def test_an_alias_kind_resolves_wherever_a_kind_is_looked_up(
+    dsn: str, conn: psycopg.Connection[Any], v1: ModuleType, v2: ModuleType
+) -> None:
+    """A message sent with the old kind (`evo.PlaceOrder`) is the renamed command everywhere."""
+    from cbus.registry import spec_for_kind
+
+    create_order = v2.DOMAIN.by_kind()["evo.CreateOrder"]
+    assert spec_for_kind("evo.PlaceOrder") is create_order
+    assert v2.DOMAIN.by_kind()["evo.PlaceOrder"] is create_order
+    cbus.install_domain(conn, v2.DOMAIN)  # what a v2 deploy records for tools
+    conn.commit()
+    recorded = conn.execute(
+        "SELECT kind, version FROM cbus.command_type WHERE domain = 'evo' ORDER BY kind, version"
+    ).fetchall()
+    assert {("evo.PlaceOrder", 1), ("evo.PlaceOrder", 2), ("evo.CreateOrder", 1)} <= set(recorded)
+
+    ran = v1.send_place_order(conn, order_id=uuid.uuid4(), customer="Ann").command_id
+    stuck = v1.send_place_order(conn, order_id=uuid.uuid4(), customer="Bob").command_id
+    conn.commit()
+    calls = Calls()
+
+    class Picky(type(v2_handlers(v2, calls))):  # type: ignore[misc]
+        def upgrade_create_order_v1(self, old: Any) -> Any:
+            if old.customer == "Bob":
+                raise ValueError("no Bob")
+            return super().upgrade_create_order_v1(old)
+
+    drain(dsn, [Picky()])
+    assert [(c, cls) for _, c, cls in calls.seen] == [(ran, "CreateOrder")]
+    record = _record(conn, ran)
+    assert (record.kind, record.status, record.attempts) == ("evo.PlaceOrder", "COMPLETED", 1)
+    assert cbus.result_of(record, create_order.result_type) is None
+
+    # The troubleshooting queue: shown, and completed with the renamed command's checks.
+    detail = cbus.show_command(conn, "evo", stuck)
+    assert (detail.record.kind, detail.record.last_error_code) == (
+        "evo.PlaceOrder",
+        "UPGRADE_FAILED",
+    )
+    assert detail.headers["kind"] == "evo.PlaceOrder"
+    with pytest.raises(cbus.ValidationError, match=r"`evo\.PlaceOrder` declares no result"):
+        cbus.troubleshooting.complete(conn, "evo", stuck, operator="ops", result={"n": 1})
+    conn.rollback()
+    cbus.troubleshooting.complete(conn, "evo", stuck, operator="ops", result=None)
+    conn.commit()
+    assert _record(conn, stuck).status == "COMPLETED"

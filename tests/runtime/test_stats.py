@@ -63,6 +63,7 @@ def test_stats_json_matches_the_database(
     assert got["completed_1m"] == got["completed_1h"] == len(m.completed) == 3
     assert got["failed_1m"] == got["failed_1h"] == len(m.failed) == 2
     assert got["oldest_due_age"] > 0
+    assert got["waiting_for_newer"] == 0
     idle = {k: 0 for k in got if k != "domain"}
     assert by_domain["orders"] == {"domain": "orders", **idle}
     only = cbus_cli(dsn, "stats", "--json", "--domain", "testbus")
@@ -79,7 +80,7 @@ def test_stats_table_and_unknown_domain(
     assert header.split()[:5] == ["DOMAIN", "DEPTH", "DUE", "DELAYED", "IN_FLIGHT"]
     cells = row.split()
     assert cells[:5] == ["testbus", "5", "2", "2", "1"]
-    assert cells[6:] == ["4", "3", "2", "3", "2"]
+    assert cells[6:] == ["4", "3", "2", "3", "2", "0"]
     assert cbus_cli(dsn, "stats", "--domain", "nowhere").stdout == "No domain `nowhere`\n"
     bad = cbus_cli(dsn, "stats", "--domain", "Bad-Name")
     assert bad.exit_code == 2

@@ -79,6 +79,7 @@ def test_get_command_follows_the_lease_of_the_message(
             "error_type": "RuntimeError",
             "error_code": None,
             "error_message": "boom",
+            "previous_span": None,
         },
     )
     conn.commit()

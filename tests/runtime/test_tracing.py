@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util._once import Once
 
 from .helpers import drain
 from .mixed import handlers
@@ -38,18 +39,31 @@ class _Switched(InMemorySpanExporter):
 _EXPORTER = _Switched()
 
 
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+
+
+def _global_provider(provider: TracerProvider | None) -> None:
+    """Set (or clear) OpenTelemetry's global provider, as opentelemetry-test-utils does.
+
+    The API sets it once per process; cleared after each test, the sends of later test
+    modules write no `traceparent`, as in a process that never set one.
+    """
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    if provider is not None:
+        trace.set_tracer_provider(provider)
+
+
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):  # set once per process
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        trace.set_tracer_provider(provider)
+    _global_provider(_PROVIDER)
     _EXPORTER.clear()
     _EXPORTER.on = True
     yield _EXPORTER
     _EXPORTER.on = False
     _EXPORTER.clear()
+    _global_provider(None)
 
 
 def _named(exporter: InMemorySpanExporter, name: str) -> list[Any]:
@@ -142,6 +156,89 @@ def test_sends_through_ctx_and_send_many_continue_the_handlers_trace(
     assert {s.parent.span_id for s in sends} == {chain.context.span_id}
     assert {e.parent.span_id for e in echoes} == {s.context.span_id for s in sends}
     assert {s.context.trace_id for s in [*sends, *echoes]} == {chain.context.trace_id}
+
+
+FIRST_ATTEMPT = textwrap.dedent(
+    """
+    import json, sys
+    import cbus
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    sys.path.insert(0, PATH)
+    testbus = __import__(MODULE, fromlist=["testbus"])
+
+    class FailOnce(testbus.TestbusHandlers):
+        def flaky(self, cmd, ctx):
+            worker.stop()  # this process runs the first attempt only
+            raise cbus.TransientError("not in this process")
+
+    worker = cbus.Worker(DSN, [FailOnce()], concurrency=1, poll_interval=0.05)
+    worker.run()
+    print(json.dumps([
+        [s.name, f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}",
+         s.attributes.get("cbus.attempt")]
+        for s in exporter.get_finished_spans()
+    ]))
+    """
+)
+
+
+def test_a_retry_in_another_worker_process_links_to_the_previous_attempt(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, spans: InMemorySpanExporter
+) -> None:
+    """Attempt 1 fails in a worker process of its own; attempt 2 runs here, linked to it."""
+    with trace.get_tracer("app").start_as_current_span("checkout") as app:
+        sent = testbus.send_flaky(conn, succeed_on=2)
+    conn.commit()
+    code = (
+        f"PATH = {str(testbus.__file__).rsplit('/', 2)[0]!r}\n"
+        f"MODULE = {testbus.__name__!r}\nDSN = {dsn!r}\n" + FIRST_ATTEMPT
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    [(name, trace_id, span_id, attempt)] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (name, attempt) == ("process testbus.Flaky", 1)
+    assert trace_id == f"{app.get_span_context().trace_id:032x}"
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None and (record.status, record.attempts) == ("PENDING", 1)
+    conn.execute(f"UPDATE pgmq.q_{QUEUE} SET vt = now()")  # its backoff over at once
+    conn.commit()
+
+    drain(dsn, [handlers(testbus)])  # another worker, another process's retry
+    [second] = _named(spans, "process testbus.Flaky")
+    assert second.attributes["cbus.attempt"] == 2
+    assert f"{second.context.trace_id:032x}" == trace_id
+    assert second.context.span_id != int(span_id, 16)
+    links = [(f"{k.context.trace_id:032x}", f"{k.context.span_id:016x}") for k in second.links]
+    assert links == [(trace_id, span_id)]
+    assert second.status.status_code is StatusCode.UNSET
+    record = cbus.get_command(conn, "testbus", sent.command_id)
+    assert record is not None and (record.status, record.attempts) == ("COMPLETED", 2)
+
+
+def test_an_operators_retry_links_to_the_attempt_that_set_the_command_aside(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, spans: InMemorySpanExporter
+) -> None:
+    sent = testbus.send_reject(conn, mode="permanent")
+    conn.commit()
+    drain(dsn, [handlers(testbus)])
+    [first] = _named(spans, "process testbus.Reject")
+    cbus.troubleshooting.retry(conn, "testbus", sent.command_id, operator="ops")
+    conn.commit()
+    spans.clear()
+    drain(dsn, [handlers(testbus)])
+    [second] = _named(spans, "process testbus.Reject")
+    assert second.context.trace_id == first.context.trace_id
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
 
 
 class _BadStr(Exception):

@@ -248,9 +248,13 @@ WHERE q.msg_id = %(msg_id)s AND q.read_ct = %(read_ct)s
 DELETE FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
 
 -- name: retry_later
--- Put a failed delivery back for another attempt after its backoff.
+-- Put a failed delivery back for another attempt after its backoff; with tracing, its
+-- headers name this attempt's span (previous_span: the next attempt's span links to it).
 WITH leased AS (
-    UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => %(backoff)s)
+    UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => %(backoff)s),
+        headers = CASE WHEN %(previous_span)s::text IS NULL THEN headers
+                       ELSE coalesce(headers, jsonb_build_object())
+                            || jsonb_build_object('previous_span', %(previous_span)s::text) END
     WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
     RETURNING msg_id
 )
@@ -262,13 +266,18 @@ WHERE domain = %(domain)s AND command_id = %(command_id)s AND EXISTS (SELECT 1 F
 RETURNING 1
 
 -- name: archive_message
--- Move a message to PGMQ's archive (the troubleshooting queue's payload store).
+-- Move a message to PGMQ's archive (the troubleshooting queue's payload store); with
+-- tracing, its headers name the last attempt's span (previous_span), for `tsq retry`.
 WITH moved AS (
     DELETE FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
     RETURNING msg_id, read_ct, enqueued_at, vt, message, headers
 )
 INSERT INTO {a} (msg_id, read_ct, enqueued_at, vt, message, headers)
-SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM moved
+SELECT msg_id, read_ct, enqueued_at, vt, message,
+       CASE WHEN %(previous_span)s::text IS NULL THEN headers
+            ELSE coalesce(headers, jsonb_build_object())
+                 || jsonb_build_object('previous_span', %(previous_span)s::text) END
+FROM moved
 RETURNING msg_id
 
 -- name: end_command
@@ -286,6 +295,7 @@ WHERE domain = %(domain)s AND command_id = %(command_id)s
 RETURNING pg_notify(%(done_channel)s, '')
 
 -- name: audit
+-- One audit row: an event of a command (worker or operator), with its detail.
 INSERT INTO cbus.audit (domain, command_id, event, attempt, operator, detail)
 VALUES (%(domain)s, %(command_id)s, %(event)s, %(attempt)s, %(operator)s, %(detail)s)
 
@@ -453,6 +463,7 @@ RETURNING pg_notify(%(done_channel)s, '')
 SELECT to_regclass('cbus.schema_version') IS NOT NULL
 
 -- name: schema_version
+-- The installed cbus schema's version (a worker refuses to start on an older one).
 SELECT max(version) FROM cbus.schema_version
 
 -- name: stats_queues
@@ -482,8 +493,10 @@ FROM (
 
 -- name: stats
 -- Every domain's numbers in one statement: {queues} is one `stats_queue` per queue
--- (UNION ALL). Commands ended in the last hour are counted from the log, which has no
--- index on finished_at (its updates stay HOT): a scan of cbus.command.
+-- (UNION ALL). Commands ended in the last hour, and those whose message waits for a
+-- newer worker (PENDING, last_error_code WAITING_FOR_NEWER_WORKER: `_versions.WAITING`),
+-- are counted from the log, which has no index on finished_at or status (its updates
+-- stay HOT): one scan of cbus.command for both.
 WITH queues AS ({queues}),
 tsq AS (SELECT domain, count(*) AS n FROM cbus.troubleshooting GROUP BY domain),
 ended AS (
@@ -493,15 +506,18 @@ ended AS (
            count(*) FILTER (WHERE status = 'FAILED'
                             AND finished_at >= now() - interval '1 minute') AS failed_1m,
            count(*) FILTER (WHERE status = 'COMPLETED') AS completed_1h,
-           count(*) FILTER (WHERE status = 'FAILED') AS failed_1h
+           count(*) FILTER (WHERE status = 'FAILED') AS failed_1h,
+           count(*) FILTER (WHERE status = 'PENDING') AS waiting_for_newer
     FROM cbus.command
-    WHERE finished_at >= now() - interval '1 hour' AND status IN ('COMPLETED', 'FAILED')
+    WHERE (finished_at >= now() - interval '1 hour' AND status IN ('COMPLETED', 'FAILED'))
+       OR (status = 'PENDING' AND last_error_code = 'WAITING_FOR_NEWER_WORKER')
     GROUP BY domain
 )
 SELECT q.domain, q.depth, q.due, q.delayed, q.in_flight, q.oldest_due_age,
        coalesce(t.n, 0) AS troubleshooting,
        coalesce(e.completed_1m, 0) AS completed_1m, coalesce(e.failed_1m, 0) AS failed_1m,
-       coalesce(e.completed_1h, 0) AS completed_1h, coalesce(e.failed_1h, 0) AS failed_1h
+       coalesce(e.completed_1h, 0) AS completed_1h, coalesce(e.failed_1h, 0) AS failed_1h,
+       coalesce(e.waiting_for_newer, 0) AS waiting_for_newer
 FROM queues AS q
 LEFT JOIN tsq AS t USING (domain)
 LEFT JOIN ended AS e USING (domain)
@@ -753,3 +769,112 @@ ORDER BY created_at, command_id
 -- name: testing_now
 -- cbus.testing.run_pending: the server's clock, before a run.
 SELECT clock_timestamp()
+
+-- ==== the last SQL text out of the Python modules (issue 13) ====
+
+-- name: install_lock
+-- cbus.install, install_domain and `cbus db roles`: one installer at a time (%s: the lock key).
+SELECT pg_advisory_xact_lock(%s)
+
+-- name: install_lock_literal
+-- install_domain's pipeline: the install lock, its key {key} a literal (no parameters).
+SELECT pg_advisory_xact_lock({key})
+
+-- name: create_pgmq_extension
+-- cbus.install: PGMQ as an extension, when the server offers a recent enough one.
+CREATE EXTENSION IF NOT EXISTS pgmq
+
+-- name: create_queue
+-- install_domain: the domain's command queue ({queue}: its name, a literal).
+SELECT pgmq.create({queue})
+
+-- name: health_check
+-- The metrics server's /healthz: whether PostgreSQL answers.
+SELECT 1
+
+-- name: listen
+-- Wake-ups: the worker's listener and `wait_for` listen on a channel ({channel}: an identifier).
+LISTEN {channel}
+
+-- name: unlisten
+-- `wait_for`, done: stop listening on the channel ({channel}: an identifier).
+UNLISTEN {channel}
+
+-- name: handler_statement_timeout
+-- The handlers' connection: a statement timeout in ms ({ms}: a literal), as a SET so the
+-- user's own options (DSN, PGOPTIONS, service file) stay as they are.
+SET statement_timeout = {ms}
+
+-- name: testing_create_database
+-- cbus's pytest plugin: a database ({}: its name, an identifier).
+CREATE DATABASE {}
+
+-- name: testing_copy_database
+-- cbus's pytest plugin: a test's database ({} {}: its name, the template's name).
+CREATE DATABASE {} TEMPLATE {}
+
+-- name: testing_drop_database
+-- cbus's pytest plugin: a test's database, gone even with connections open.
+DROP DATABASE IF EXISTS {} WITH (FORCE)
+
+-- The filters of tsq_list, each one AND clause (only the filters asked for are joined in,
+-- so each query keeps the plan its index gives: troubleshooting_recent, troubleshooting_kind).
+
+-- name: tsq_list_domain
+-- tsq_list's filter: one domain.
+AND domain = %(domain)s
+
+-- name: tsq_list_kind
+-- tsq_list's filter: a full kind (`orders.CreateOrder`).
+AND kind = %(kind)s
+
+-- name: tsq_list_short_kind
+-- tsq_list's filter: a kind without its domain (`CreateOrder`), in any domain.
+AND kind = domain || '.' || %(kind)s
+
+-- name: tsq_list_error_code
+-- tsq_list's filter: the last error code.
+AND last_error_code = %(error_code)s
+
+-- name: tsq_list_after
+-- tsq_list's filter: the entries after a cursor (keyset paging, newest first).
+AND (updated_at, domain, command_id) < (%(after_at)s, %(after_domain)s, %(after_id)s)
+
+-- name: batch_status
+-- cbus.batch_status: a batch's progress, counted from the command log (no counter row).
+SELECT b.batch_id, b.total, b.created_at, b.completed_at,
+       count(*) FILTER (WHERE c.status = 'PENDING') AS pending,
+       count(*) FILTER (WHERE c.status = 'IN_PROGRESS') AS in_progress,
+       count(*) FILTER (WHERE c.status = 'COMPLETED') AS completed,
+       count(*) FILTER (WHERE c.status = 'FAILED') AS failed,
+       count(*) FILTER (WHERE c.status = 'IN_TROUBLESHOOTING_QUEUE') AS in_troubleshooting,
+       count(*) FILTER (WHERE c.status = 'CANCELED') AS canceled
+FROM cbus.batch b LEFT JOIN cbus.command c ON c.batch_id = b.batch_id
+WHERE b.batch_id = %s
+GROUP BY b.batch_id
+
+-- The worker's transaction control, sent bare (libpq's PQexec, `_acompat.execute_bare`).
+
+-- name: tx_begin
+-- A batch's transaction, opened before its first statement.
+BEGIN
+
+-- name: tx_commit
+-- A batch's transaction, committed after its acknowledgement.
+COMMIT
+
+-- name: tx_rollback
+-- A batch's transaction, abandoned.
+ROLLBACK
+
+-- name: handler_savepoint
+-- Before a later handler's first statement in a batch's transaction.
+SAVEPOINT cbus_handler
+
+-- name: handler_begin_savepoint
+-- Before the first handler's first statement: the transaction and its savepoint, one round trip.
+BEGIN; SAVEPOINT cbus_handler
+
+-- name: handler_rollback_savepoint
+-- A failing handler's writes undone, the batch's others kept.
+ROLLBACK TO SAVEPOINT cbus_handler
