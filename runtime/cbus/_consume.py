@@ -27,6 +27,7 @@ from ._acompat import cancelled_by_worker, current_caller, execute_bare, monoton
 from ._handler_conn import IDLE, INTRANS, HandlerConnection
 from ._heartbeat import AlreadyRecorded, LeaseKeeper
 from ._queries import query
+from ._rate import take_starts
 from ._worker_domain import DomainRuntime, LeaseSize, read_query
 from ._worker_failure import ack_params, encode_result
 from ._worker_record import record_failure, set_aside, to_ended
@@ -99,7 +100,14 @@ class Consumer(LeaseKeeper):
                 continue
             if until_idle and self._idle(conn):
                 return
-            wake.wait_for(self.poll_interval)
+            wake.wait_for(self._rate_wait(index))  # rate: poll_interval, or sooner
+
+    def _rate_wait(self, index: int) -> float:  # ==== rate ====
+        """`poll_interval`, or less when a command held back by a rate limit is due sooner."""
+        due, self._rate_due[index] = self._rate_due[index], 0.0
+        if not due:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.005, due - monotonic()))
 
     def _due(self, conn: HandlerConnection) -> set[str] | None:
         """The healthy domains with a message due now, when asking is cheaper than reading.
@@ -176,6 +184,12 @@ class Consumer(LeaseKeeper):
             self._busy += 1
         try:
             ready, poison = triage(runtime, rows)
+            if runtime.rate is not None and ready:  # ==== rate ==== (ADR 0012)
+                ready, wait = take_starts(
+                    conn, runtime.spec.name, runtime.queue, runtime.rate, ready
+                )
+                if wait is not None:
+                    self._rate_due[index] = monotonic() + wait
             with self._lease_lock:
                 for d in ready:
                     self._leases[(runtime.queue, d.msg_id)] = (

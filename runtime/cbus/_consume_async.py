@@ -25,6 +25,7 @@ from ._acompat import acancelled_by_worker, aexecute_bare, current_caller, monot
 from ._handler_conn_async import IDLE, INTRANS, HandlerConnection
 from ._heartbeat_async import AlreadyRecorded, LeaseKeeper
 from ._queries import query
+from ._rate_async import take_starts
 from ._worker_domain import DomainRuntime, LeaseSize, read_query
 from ._worker_failure import ack_params, encode_result
 from ._worker_record_async import record_failure, set_aside, to_ended
@@ -97,7 +98,14 @@ class Consumer(LeaseKeeper):
                 continue
             if until_idle and await self._idle(conn):
                 return
-            await wake.wait_for(self.poll_interval)
+            await wake.wait_for(self._rate_wait(index))  # rate: poll_interval, or sooner
+
+    def _rate_wait(self, index: int) -> float:  # ==== rate ====
+        """`poll_interval`, or less when a command held back by a rate limit is due sooner."""
+        due, self._rate_due[index] = self._rate_due[index], 0.0
+        if not due:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.005, due - monotonic()))
 
     async def _due(self, conn: HandlerConnection) -> set[str] | None:
         """The healthy domains with a message due now, when asking is cheaper than reading.
@@ -174,6 +182,12 @@ class Consumer(LeaseKeeper):
             self._busy += 1
         try:
             ready, poison = triage(runtime, rows)
+            if runtime.rate is not None and ready:  # ==== rate ==== (ADR 0012)
+                ready, wait = await take_starts(
+                    conn, runtime.spec.name, runtime.queue, runtime.rate, ready
+                )
+                if wait is not None:
+                    self._rate_due[index] = monotonic() + wait
             async with self._lease_lock:
                 for d in ready:
                     self._leases[(runtime.queue, d.msg_id)] = (

@@ -753,3 +753,106 @@ ORDER BY created_at, command_id
 -- name: testing_now
 -- cbus.testing.run_pending: the server's clock, before a run.
 SELECT clock_timestamp()
+
+-- ==== rate ====
+
+-- name: rate_take
+-- Rate limits (ADR 0012): right after a lease, for the leased commands of rate-limited
+-- kinds only, take one start per command from its bucket (a GCRA row per domain and
+-- bucket: one start allowed when `tat` is due, then `tat` moves one interval on; no
+-- burst beyond that one, so at most rate x T + 1 start in any T seconds, whatever
+-- the number of workers: the upsert holds the row's lock). The commands over the
+-- limit go back to the queue due at the slots to come (`queued_until` spreads a
+-- backlog over them), their read undone (read_ct - 1, and the log's attempts for a
+-- command recorded on this receipt): not an attempt, still PENDING. Buckets are
+-- locked in name order, so two workers cannot deadlock. Returns the msg_ids held
+-- back and the seconds until the first of them is due.
+WITH g AS (
+    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[], %(command_ids)s::uuid[],
+                         %(buckets)s::text[], %(intervals)s::float8[])
+         WITH ORDINALITY AS g(msg_id, read_ct, command_id, bucket, interval_s, i)
+),
+want AS (
+    SELECT bucket, min(interval_s) AS interval_s, count(*)::int AS n FROM g GROUP BY bucket
+),
+taken AS (
+    INSERT INTO cbus.rate_bucket AS r (domain, bucket, interval_s, tat, queued_until, granted,
+                                       updated_at)
+    SELECT %(domain)s, w.bucket, w.interval_s,
+           clock_timestamp() + make_interval(secs => w.interval_s),
+           clock_timestamp() + make_interval(secs => w.interval_s * w.n), 1,
+           clock_timestamp()
+    FROM want AS w ORDER BY w.bucket
+    -- A new bucket starts one now; an existing one when its `tat` is due.
+    ON CONFLICT (domain, bucket) DO UPDATE SET
+        interval_s = excluded.interval_s,
+        granted = (r.tat <= excluded.updated_at)::int,
+        tat = CASE WHEN r.tat <= excluded.updated_at
+                   THEN excluded.updated_at + make_interval(secs => excluded.interval_s)
+                   ELSE r.tat END,
+        queued_until = greatest(
+            r.queued_until,
+            CASE WHEN r.tat <= excluded.updated_at
+                 THEN excluded.updated_at + make_interval(secs => excluded.interval_s)
+                 ELSE r.tat END)
+            + make_interval(secs => excluded.interval_s
+                                    * ((SELECT w.n FROM want AS w WHERE w.bucket = excluded.bucket)
+                                       - (r.tat <= excluded.updated_at)::int)),
+        updated_at = excluded.updated_at
+    RETURNING r.bucket, r.granted, r.interval_s, r.queued_until
+),
+ranked AS (
+    SELECT g.*, row_number() OVER (PARTITION BY g.bucket ORDER BY g.i) AS rank FROM g
+),
+held AS (  -- the j-th held back of a bucket takes the j-th of the slots just reserved
+    SELECT r.msg_id, r.read_ct, r.command_id,
+           t.queued_until - make_interval(secs => t.interval_s * (w.n - r.rank + 1)) AS due
+    FROM ranked AS r JOIN taken AS t USING (bucket) JOIN want AS w USING (bucket)
+    WHERE r.rank > t.granted
+),
+back AS (
+    UPDATE {q} AS q SET vt = h.due, read_ct = q.read_ct - 1
+    FROM held AS h
+    WHERE q.msg_id = h.msg_id AND q.read_ct = h.read_ct
+    RETURNING q.msg_id
+),
+unread AS (
+    UPDATE cbus.command AS c SET attempts = h.read_ct - 1
+    FROM held AS h
+    WHERE c.domain = %(domain)s AND c.command_id = h.command_id AND c.attempts >= h.read_ct
+      AND c.status IN ('PENDING', 'IN_PROGRESS')
+)
+SELECT h.msg_id,
+       extract(epoch FROM h.due - clock_timestamp())::float8 AS wait
+FROM held AS h
+ORDER BY h.due
+
+-- name: schedule_seen
+-- A worker's scheduler at start: record a schedule first seen now (nothing from before
+-- it is sent), or bring its cron, timezone, command and catch_up up to date.
+INSERT INTO cbus.schedule AS s (domain, name, cron, timezone, command, catch_up, first_seen)
+VALUES (%(domain)s, %(name)s, %(cron)s, %(timezone)s, %(command)s, %(catch_up)s, %(now)s)
+ON CONFLICT (domain, name) DO UPDATE
+    SET cron = excluded.cron, timezone = excluded.timezone, command = excluded.command,
+        catch_up = excluded.catch_up
+    WHERE (s.cron, s.timezone, s.command, s.catch_up)
+          IS DISTINCT FROM (excluded.cron, excluded.timezone, excluded.command, excluded.catch_up)
+
+-- name: schedule_lock
+-- The schedule's row, locked for the transaction that sends its firings; no row when
+-- another worker holds it (it fires them: this one looks again later).
+SELECT first_seen, last_fired FROM cbus.schedule
+WHERE domain = %(domain)s AND name = %(name)s
+FOR UPDATE SKIP LOCKED
+
+-- name: schedule_fired
+-- The newest firing passed, sent or (beyond catch_up) skipped, in the sending transaction.
+UPDATE cbus.schedule SET last_fired = %(fired)s WHERE domain = %(domain)s AND name = %(name)s
+
+-- name: stats_schedules
+-- `cbus stats`: every schedule a worker has seen (the next firing is computed from its
+-- cron by the caller).
+SELECT domain, name, cron, timezone, command, catch_up, first_seen, last_fired
+FROM cbus.schedule
+WHERE %(domain)s::text IS NULL OR domain = %(domain)s
+ORDER BY domain, name
