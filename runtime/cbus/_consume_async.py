@@ -16,6 +16,7 @@ back and replays it one message per transaction.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 
 import psycopg
@@ -101,11 +102,18 @@ class Consumer(LeaseKeeper):
             await wake.wait_for(self._rate_wait(index))  # rate: poll_interval, or sooner
 
     def _rate_wait(self, index: int) -> float:  # ==== rate ====
-        """`poll_interval`, or less when a command held back by a rate limit is due sooner."""
-        due, self._rate_due[index] = self._rate_due[index], 0.0
-        if not due:
-            return self.poll_interval
-        return min(self.poll_interval, max(0.005, due - monotonic()))
+        """`poll_interval`, or less when a command held back by a rate limit is due sooner.
+
+        Each due time held back wakes one consumer of this worker (it takes it off the heap).
+        """
+        with self._counter_lock:
+            if not self._rate_due:
+                return self.poll_interval
+            wait = self._rate_due[0] - monotonic()
+            if wait >= self.poll_interval:
+                return self.poll_interval  # left for the consumer that waits after
+            heapq.heappop(self._rate_due)
+        return max(0.002, wait)
 
     async def _due(self, conn: HandlerConnection) -> set[str] | None:
         """The healthy domains with a message due now, when asking is cheaper than reading.
@@ -183,11 +191,12 @@ class Consumer(LeaseKeeper):
         try:
             ready, poison = triage(runtime, rows)
             if runtime.rate is not None and ready:  # ==== rate ==== (ADR 0012)
-                ready, wait = await take_starts(
+                ready, waits = await take_starts(
                     conn, runtime.spec.name, runtime.queue, runtime.rate, ready
                 )
-                if wait is not None:
-                    self._rate_due[index] = monotonic() + wait
+                with self._counter_lock:
+                    for wait in waits:
+                        heapq.heappush(self._rate_due, monotonic() + wait)
             async with self._lease_lock:
                 for d in ready:
                     self._leases[(runtime.queue, d.msg_id)] = (

@@ -18,14 +18,14 @@ __all__ = ["take_starts"]
 
 async def take_starts(
     conn: HandlerConnection, domain: str, queue: str, limits: RateLimits, ready: list[Delivery]
-) -> tuple[list[Delivery], float | None]:
-    """The deliveries that may start now, and the seconds until one held back is due."""
+) -> tuple[list[Delivery], list[float]]:
+    """The deliveries that may start now, and in how many seconds each held back is due."""
     params = take_params(domain, limits, ready)
     if params is None:
-        return ready, None
+        return ready, []
     cur = await conn.execute(query("rate_take", queue), params)
     rows = await cur.fetchall()
     if not rows:
-        return ready, None
+        return ready, []
     held = {row[0] for row in rows}
-    return [d for d in ready if d.msg_id not in held], max(0.0, float(rows[0][1]))
+    return [d for d in ready if d.msg_id not in held], [max(0.0, float(r[1])) for r in rows]

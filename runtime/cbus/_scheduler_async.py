@@ -18,6 +18,7 @@ the scheduler's now is ORIGIN + (time.time() - ANCHOR) * SPEED.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -73,6 +74,14 @@ class Clock:
             lambda: dt.datetime.fromtimestamp(origin + (time.time() - anchor) * speed, dt.UTC),
             speed,
         )
+
+
+def _field_names(type_: type[Any]) -> tuple[str, ...]:
+    """A command type's field names as its JSON spells them (a dataclass or a Struct)."""
+    names = getattr(type_, "__struct_encode_fields__", None)
+    if names is None and dataclasses.is_dataclass(type_):
+        names = tuple(f.name for f in dataclasses.fields(type_))
+    return tuple(names or ())
 
 
 def command_id_of(domain: str, name: str, firing: dt.datetime) -> uuid.UUID:
@@ -237,7 +246,7 @@ class Scheduler:
         firing: dt.datetime,
     ) -> None:
         data = dict(schedule.fields)
-        if "scheduled_at" in getattr(command.type, "__struct_encode_fields__", ()):
+        if "scheduled_at" in _field_names(command.type):
             data["scheduled_at"] = firing.isoformat()
         value = codec.decode(codec.encode(data), command.type)
         try:

@@ -762,11 +762,17 @@ SELECT clock_timestamp()
 -- bucket: one start allowed when `tat` is due, then `tat` moves one interval on; no
 -- burst beyond that one, so at most rate x T + 1 start in any T seconds, whatever
 -- the number of workers: the upsert holds the row's lock). The commands over the
--- limit go back to the queue due at the slots to come (`queued_until` spreads a
--- backlog over them), their read undone (read_ct - 1, and the log's attempts for a
--- command recorded on this receipt): not an attempt, still PENDING. Buckets are
--- locked in name order, so two workers cannot deadlock. Returns the msg_ids held
--- back and the seconds until the first of them is due.
+-- limit go back to the queue, their read undone (read_ct - 1, and the log's attempts
+-- for a command recorded on this receipt): not an attempt, still PENDING. One that
+-- came a little early for its turn (the token due within half an interval) waits for
+-- it at `tat`; the others take the slots from `queued_until` on, so a backlog is
+-- spread over the slots to come, not read again at every token. Slots are 1.25
+-- intervals apart: a command comes a few ms after its slot (its lease), and tokens
+-- are spaced from when they are taken, so slots one interval apart ran ahead of the
+-- tokens, and every command came early (a backlog drains at 80% of the limit, the
+-- margin absorbing up to a quarter interval of lateness per start). Buckets are locked
+-- in name order: two workers cannot deadlock. Returns the msg_ids held back and the
+-- seconds until the first of them is due.
 WITH g AS (
     SELECT * FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[], %(command_ids)s::uuid[],
                          %(buckets)s::text[], %(intervals)s::float8[])
@@ -780,33 +786,43 @@ taken AS (
                                        updated_at)
     SELECT %(domain)s, w.bucket, w.interval_s,
            clock_timestamp() + make_interval(secs => w.interval_s),
-           clock_timestamp() + make_interval(secs => w.interval_s * w.n), 1,
+           clock_timestamp() + make_interval(secs => w.interval_s + w.interval_s * 1.25 * (w.n - 1)),
+           1,
            clock_timestamp()
     FROM want AS w ORDER BY w.bucket
-    -- A new bucket starts one now; an existing one when its `tat` is due.
+    -- A new bucket starts one now; an existing one when its `tat` is due. queued_until:
+    -- past the slots the held back take (all but the one started or waiting at tat).
     ON CONFLICT (domain, bucket) DO UPDATE SET
         interval_s = excluded.interval_s,
         granted = (r.tat <= excluded.updated_at)::int,
         tat = CASE WHEN r.tat <= excluded.updated_at
                    THEN excluded.updated_at + make_interval(secs => excluded.interval_s)
                    ELSE r.tat END,
-        queued_until = greatest(
-            r.queued_until,
-            CASE WHEN r.tat <= excluded.updated_at
-                 THEN excluded.updated_at + make_interval(secs => excluded.interval_s)
-                 ELSE r.tat END)
-            + make_interval(secs => excluded.interval_s
+        queued_until = CASE
+            WHEN r.tat <= excluded.updated_at
+            THEN greatest(r.queued_until,
+                          excluded.updated_at + make_interval(secs => excluded.interval_s))
+            WHEN r.tat - excluded.updated_at < make_interval(secs => excluded.interval_s / 2)
+            THEN greatest(r.queued_until, r.tat + make_interval(secs => excluded.interval_s))
+            ELSE greatest(r.queued_until, r.tat)
+                 + make_interval(secs => excluded.interval_s * 1.25)
+            END
+            + make_interval(secs => excluded.interval_s * 1.25
                                     * ((SELECT w.n FROM want AS w WHERE w.bucket = excluded.bucket)
-                                       - (r.tat <= excluded.updated_at)::int)),
+                                       - 1)),
         updated_at = excluded.updated_at
-    RETURNING r.bucket, r.granted, r.interval_s, r.queued_until
+    RETURNING r.bucket, r.granted, r.interval_s, r.tat, r.queued_until,
+              r.granted = 0 AND r.tat - r.updated_at < make_interval(secs => r.interval_s / 2)
+                  AS early
 ),
 ranked AS (
     SELECT g.*, row_number() OVER (PARTITION BY g.bucket ORDER BY g.i) AS rank FROM g
 ),
-held AS (  -- the j-th held back of a bucket takes the j-th of the slots just reserved
+held AS (  -- the last held back of a bucket takes the slot before queued_until, and so on
     SELECT r.msg_id, r.read_ct, r.command_id,
-           t.queued_until - make_interval(secs => t.interval_s * (w.n - r.rank + 1)) AS due
+           CASE WHEN t.early AND r.rank = 1 THEN t.tat
+                ELSE t.queued_until - make_interval(secs => t.interval_s * 1.25 * (w.n - r.rank + 1))
+           END AS due
     FROM ranked AS r JOIN taken AS t USING (bucket) JOIN want AS w USING (bucket)
     WHERE r.rank > t.granted
 ),
