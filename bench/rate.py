@@ -8,8 +8,9 @@ with N commands, the child drains them (concurrency 4, a no-op handler) and repo
 its rate, and the transactions the server committed per command during the drain
 (an extra statement per lease would show there). Rounds alternate the modes; the
 ratio is the median of per-round ratios (after / before), as this machine's speed
-wanders. A third row drains a domain limited far above what it reaches (one bucket,
-1,000,000/s): what the limited path itself costs.
+wanders, and the two take turns at going first. A third row drains a domain limited
+far above what it reaches (one bucket, 1,000,000/s; N/10 commands): what the limited
+path itself costs.
 
     .venv/bin/python bench/rate.py [--n 3000] [--rounds 3] [--before REV]
 """
@@ -171,21 +172,20 @@ def main() -> None:
         env.install(server.dsn, bench)
         with psycopg.connect(server.dsn, autocommit=True) as conn:
             limited.install(conn)
-        for _ in range(args.rounds):
-            for label, mode, domain in (
-                ("before", "before", "bench"),
-                ("after", "after", "bench"),
-                ("after, limited", "after", "limited"),
-            ):
-                fill(server.dsn, bench, limited, domain, args.n)
+        for round_ in range(args.rounds):
+            cases = [("before", "before", "bench"), ("after", "after", "bench")]
+            if round_ % 2:
+                cases.reverse()  # neither mode always runs first
+            for label, mode, domain in [*cases, ("after, limited", "after", "limited")]:
+                n = args.n if domain == "bench" else max(args.n // 10, 100)
+                fill(server.dsn, bench, limited, domain, n)
                 seen = run_child(mode, domain, server.dsn, gen_dir, limited_dir, before_dir)
-                assert seen["completed"] == args.n, seen
+                assert seen["completed"] == n, seen
                 rows[label].append(seen)
         assert rows["before"][0]["cbus_from"].startswith(str(before_dir)), rows["before"][0]
         assert not rows["after"][0]["cbus_from"].startswith(tmp), rows["after"][0]
-    ratio = statistics.median(
-        a["drain"] / b["drain"] for a, b in zip(rows["after"], rows["before"], strict=True)
-    )
+    ratios = [a["drain"] / b["drain"] for a, b in zip(rows["after"], rows["before"], strict=True)]
+    ratio = statistics.median(ratios)
     limited_ratio = statistics.median(
         a["drain"] / b["drain"] for a, b in zip(rows["after, limited"], rows["before"], strict=True)
     )
@@ -200,7 +200,16 @@ def main() -> None:
             "after, limited": "limited domain (1,000,000/s), after",
         }[label]
         print(f"{name:<44} {rate:8.0f} {commits:12.3f} {r:6.2f}")
-        table.append({"case": name, "drain": rate, "commits_per_command": commits, "ratio": r})
+        table.append(
+            {
+                "case": name,
+                "drain": rate,
+                "commits_per_command": commits,
+                "ratio": r,
+                "drains": [x["drain"] for x in rows[label]],
+            }
+        )
+    print("after / before, per round: " + ", ".join(f"{x:.2f}" for x in ratios))
     out = ROOT / "bench" / "results" / "rate.json"
     out.write_text(
         json.dumps(
@@ -212,6 +221,7 @@ def main() -> None:
                 "cbus": cbus.__version__,
                 "machine": env.machine(),
                 "rows": table,
+                "ratios": ratios,
             },
             indent=2,
         )

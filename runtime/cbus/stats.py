@@ -86,7 +86,9 @@ def _stats_plan(domain: str | None) -> Plan[list[DomainStats]]:
         for n in names
     )
     found = yield sql.SQL(raw("stats")).format(queues=queues), {}
-    schedules = yield raw("stats_schedules"), {"domain": domain}  # rate: the schedules
+    # rate: the schedules, when the schema has their table (version 6 on)
+    present = yield raw("stats_schedules_present"), {}
+    schedules = (yield raw("stats_schedules"), {"domain": domain}) if present[0]["ok"] else []
     by_domain: dict[str, list[ScheduleStats]] = {}
     now = dt.datetime.now(dt.UTC)
     for row in schedules:

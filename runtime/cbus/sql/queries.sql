@@ -865,6 +865,10 @@ FOR UPDATE SKIP LOCKED
 -- The newest firing passed, sent or (beyond catch_up) skipped, in the sending transaction.
 UPDATE cbus.schedule SET last_fired = %(fired)s WHERE domain = %(domain)s AND name = %(name)s
 
+-- name: stats_schedules_present
+-- `cbus stats` on a database installed before schema version 6 shows no schedules.
+SELECT to_regclass('cbus.schedule') IS NOT NULL AS ok
+
 -- name: stats_schedules
 -- `cbus stats`: every schedule a worker has seen (the next firing is computed from its
 -- cron by the caller).
