@@ -190,6 +190,7 @@ class Consumer(LeaseKeeper):
             self._busy += 1
         try:
             ready, poison = triage(runtime, rows)
+            cap = None
             if runtime.rate is not None and ready:  # ==== rate ==== (ADR 0012)
                 ready, waits = await take_starts(
                     conn, runtime.spec.name, runtime.queue, runtime.rate, ready
@@ -197,6 +198,8 @@ class Consumer(LeaseKeeper):
                 with self._counter_lock:
                     for wait in waits:
                         heapq.heappush(self._rate_due, monotonic() + wait)
+                if waits:  # the limit held some back: lease no more than it let run
+                    cap = 1 << (max(len(ready), 1).bit_length() - 1)
             async with self._lease_lock:
                 for d in ready:
                     self._leases[(runtime.queue, d.msg_id)] = (
@@ -214,6 +217,8 @@ class Consumer(LeaseKeeper):
                     started = monotonic()
                     await self._run_batch(conn, runtime, ready)
                     lease.record(len(ready), monotonic() - started)
+                if cap is not None:  # rate
+                    lease.size = min(lease.size, cap)
             finally:
                 async with self._lease_lock:
                     for d in ready:
