@@ -155,6 +155,7 @@ class Scheduler:
                 self._schedules.append((domain, schedule, command))
         self._look_at: dict[tuple[str, str], dt.datetime] = {}
         self.sent = 0  # firings this scheduler sent (duplicates not counted)
+        self.duplicates = 0  # firings found sent already (their derived command_id taken)
 
     def __bool__(self) -> bool:
         return bool(self._schedules)
@@ -253,5 +254,6 @@ class Scheduler:
             send(conn, value, command_id=command_id_of(domain.name, schedule.name, firing))
         except DuplicateCommandError:
             log.debug("schedule %s: firing %s already sent", schedule.name, firing)
+            self.duplicates += 1
             return
         self.sent += 1
