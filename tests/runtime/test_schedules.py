@@ -301,3 +301,29 @@ def test_stats_show_each_schedules_next_and_last_firing(dsn: str, paced: ModuleT
         text=True,
     ).stdout
     assert "SCHEDULE" in table and "every_minute" in table and "* * * * * UTC" in table
+
+
+def test_the_async_scheduler_runs_until_stopped(dsn: str, paced: ModuleType) -> None:
+    import asyncio
+
+    from cbus._acompat import AEvent
+    from cbus._scheduler_async import Scheduler as AsyncScheduler
+
+    fake = FakeTime(T0 + dt.timedelta(seconds=49))  # 12:00:59
+
+    async def main() -> int:
+        stopping = AEvent()
+        scheduler = AsyncScheduler(dsn, [paced.DOMAIN], clock=Clock(fake.now))
+        task = asyncio.create_task(scheduler.run(stopping))
+        await asyncio.sleep(0.5)  # seen at 12:00:59, next look at 12:01:00
+        fake.advance(1.5)
+        for _ in range(100):
+            if scheduler.sent:
+                break
+            await asyncio.sleep(0.05)
+        stopping.set()
+        await asyncio.wait_for(task, 5)
+        return scheduler.sent
+
+    assert asyncio.run(main()) == 1
+    assert _beats(dsn) == _minutes(1)
