@@ -793,24 +793,28 @@ taken AS (
     -- A new bucket starts one now; an existing one when its `tat` is due. queued_until:
     -- past the slots the held back take (all but the one started or waiting at tat).
     ON CONFLICT (domain, bucket) DO UPDATE SET
-        interval_s = excluded.interval_s,
-        granted = (r.tat <= excluded.updated_at)::int,
-        tat = CASE WHEN r.tat <= excluded.updated_at
-                   THEN excluded.updated_at + make_interval(secs => excluded.interval_s)
-                   ELSE r.tat END,
-        queued_until = CASE
-            WHEN r.tat <= excluded.updated_at
-            THEN greatest(r.queued_until,
-                          excluded.updated_at + make_interval(secs => excluded.interval_s))
-            WHEN r.tat - excluded.updated_at < make_interval(secs => excluded.interval_s / 2)
-            THEN greatest(r.queued_until, r.tat + make_interval(secs => excluded.interval_s))
-            ELSE greatest(r.queued_until, r.tat)
-                 + make_interval(secs => excluded.interval_s * 1.25)
-            END
-            + make_interval(secs => excluded.interval_s * 1.25
-                                    * ((SELECT w.n FROM want AS w WHERE w.bucket = excluded.bucket)
-                                       - 1)),
-        updated_at = excluded.updated_at
+        -- One clock reading, taken once the row is locked (a reading from before a wait
+        -- for another worker's take would be stale: two starts less than an interval
+        -- apart), used by every column (SET expressions run in no set order).
+        (interval_s, granted, tat, queued_until, updated_at) = (
+            SELECT excluded.interval_s, d.go::int,
+                   CASE WHEN d.go THEN c.now + make_interval(secs => excluded.interval_s)
+                        ELSE r.tat END,
+                   CASE WHEN d.go
+                        THEN greatest(r.queued_until,
+                                      c.now + make_interval(secs => excluded.interval_s))
+                        WHEN r.tat - c.now < make_interval(secs => excluded.interval_s / 2)
+                        THEN greatest(r.queued_until,
+                                      r.tat + make_interval(secs => excluded.interval_s))
+                        ELSE greatest(r.queued_until, r.tat)
+                             + make_interval(secs => excluded.interval_s * 1.25)
+                   END
+                   + make_interval(secs => excluded.interval_s * 1.25 * (w.n - 1)),
+                   c.now
+            FROM (SELECT clock_timestamp() AS now) AS c
+            CROSS JOIN LATERAL (SELECT r.tat <= c.now AS go) AS d
+            JOIN want AS w ON w.bucket = excluded.bucket
+        )
     RETURNING r.bucket, r.granted, r.interval_s, r.tat, r.queued_until,
               r.granted = 0 AND r.tat - r.updated_at < make_interval(secs => r.interval_s / 2)
                   AS early
