@@ -250,3 +250,50 @@ def test_unlimited_domains_have_no_rate_limits(testbus: ModuleType, paced: Modul
         pass
 
     assert DomainRuntime.of(Handlers()).rate is not None
+
+
+def test_concurrent_takes_never_start_more_than_the_rate_allows(dsn: str) -> None:
+    """Six connections take from one bucket as fast as they can: at most rate x T + 1."""
+    import threading
+    import uuid
+
+    from cbus._queries import query
+
+    statement = query("rate_take", "paced__commands")
+    granted: list[int] = []
+    barrier = threading.Barrier(6)
+    stop = threading.Event()
+
+    def take(seed: int) -> None:
+        n = 0
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            barrier.wait()
+            i = 0
+            while not stop.is_set():
+                i += 1
+                params = {
+                    "domain": "paced",
+                    "msg_ids": [seed * 1_000_000 + i],
+                    "read_cts": [1],
+                    "command_ids": [uuid.uuid4()],
+                    "buckets": ["hammered"],
+                    "intervals": [0.02],  # 50/s
+                }
+                if not conn.execute(statement, params).fetchall():
+                    n += 1  # nothing held back: it may start
+        granted.append(n)
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        threads = [threading.Thread(target=take, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+        stop.wait(1.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        end = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None and end is not None
+    elapsed = (end[0] - row[0]).total_seconds()
+    assert len(granted) == 6
+    assert 1 <= sum(granted) <= 50 * elapsed + 1, (granted, elapsed)
