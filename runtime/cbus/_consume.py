@@ -101,9 +101,9 @@ class Consumer(LeaseKeeper):
                 continue
             if until_idle and self._idle(conn):
                 return
-            wake.wait_for(self._rate_wait(index))  # rate: poll_interval, or sooner
+            wake.wait_for(self._rate_wait())  # rate: poll_interval, or sooner
 
-    def _rate_wait(self, index: int) -> float:  # ==== rate ====
+    def _rate_wait(self) -> float:  # ==== rate ====
         """`poll_interval`, or less when a command held back by a rate limit is due sooner.
 
         Each due time held back wakes one consumer of this worker (it takes it off the heap).
@@ -198,8 +198,11 @@ class Consumer(LeaseKeeper):
                     conn, runtime.spec.name, runtime.queue, runtime.rate, ready
                 )
                 with self._counter_lock:
+                    now = monotonic()
+                    while self._rate_due and self._rate_due[0] < now:  # passed: forgotten
+                        heapq.heappop(self._rate_due)
                     for wait in waits:
-                        heapq.heappush(self._rate_due, monotonic() + wait)
+                        heapq.heappush(self._rate_due, now + wait)
                 if waits:  # the limit held some back: lease no more than it let run
                     cap = 1 << (max(len(ready), 1).bit_length() - 1)
             with self._lease_lock:
