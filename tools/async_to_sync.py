@@ -36,6 +36,8 @@ SOURCES = [
     "runtime/cbus/_worker_record_async.py",
     "runtime/cbus/_worker_state_async.py",
     "runtime/cbus/_heartbeat_async.py",
+    "runtime/cbus/_rate_async.py",
+    "runtime/cbus/_scheduler_async.py",
     "runtime/cbus/_consume_async.py",
     "runtime/cbus/_supervise_async.py",
     "runtime/cbus/_worker_async.py",

@@ -51,11 +51,12 @@ def audit_cmd(domain: str, command_id: uuid.UUID, dsn: str, as_json: bool) -> No
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per domain.")
 def stats_cmd(dsn: str, domain: str | None, watch: float | None, as_json: bool) -> None:
-    """Per domain: queue depth, due, delayed, in flight, troubleshooting, ended lately."""
+    """Per domain: queue depth, due, delayed, in flight, troubleshooting, ended lately;
+    then each schedule's next and last firing."""
     import itertools
     import time
 
-    from .stats import TABLE_HEADERS, domain_stats, table_rows
+    from .stats import SCHEDULE_HEADERS, TABLE_HEADERS, domain_stats, schedule_rows, table_rows
 
     in_place = watch is not None and not as_json and sys.stdout.isatty()
     try:
@@ -74,6 +75,9 @@ def stats_cmd(dsn: str, domain: str | None, watch: float | None, as_json: bool) 
                         click.echo("")
                     if found:
                         table(TABLE_HEADERS, table_rows(found))
+                        if schedules := schedule_rows(found):
+                            click.echo("")
+                            table(SCHEDULE_HEADERS, schedules)
                     else:
                         click.echo(f"No domain `{domain}`" if domain else "No domain installed")
                 if watch is None:

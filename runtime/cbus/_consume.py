@@ -18,6 +18,7 @@ back and replays it one message per transaction.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 
 import psycopg
@@ -27,6 +28,7 @@ from ._acompat import cancelled_by_worker, current_caller, execute_bare, monoton
 from ._handler_conn import IDLE, INTRANS, HandlerConnection
 from ._heartbeat import AlreadyRecorded, LeaseKeeper
 from ._queries import query
+from ._rate import take_starts
 from ._worker_domain import DomainRuntime, LeaseSize, read_query
 from ._worker_failure import ack_params, encode_result
 from ._worker_record import record_failure, set_aside, to_ended
@@ -100,7 +102,21 @@ class Consumer(LeaseKeeper):
                 continue
             if until_idle and self._idle(conn):
                 return
-            wake.wait_for(self.poll_interval)
+            wake.wait_for(self._rate_wait())  # rate: poll_interval, or sooner
+
+    def _rate_wait(self) -> float:  # ==== rate ====
+        """`poll_interval`, or less when a command held back by a rate limit is due sooner.
+
+        Each due time held back wakes one consumer of this worker (it takes it off the heap).
+        """
+        with self._counter_lock:
+            if not self._rate_due:
+                return self.poll_interval
+            wait = self._rate_due[0] - monotonic()
+            if wait >= self.poll_interval:
+                return self.poll_interval  # left for the consumer that waits after
+            heapq.heappop(self._rate_due)
+        return max(0.002, wait)
 
     def _due(self, conn: HandlerConnection) -> set[str] | None:
         """The healthy domains with a message due now, when asking is cheaper than reading.
@@ -177,6 +193,19 @@ class Consumer(LeaseKeeper):
             self._busy += 1
         try:
             ready, poison = triage(runtime, rows)
+            cap = None
+            if runtime.rate is not None and ready:  # ==== rate ==== (ADR 0012)
+                ready, waits = take_starts(
+                    conn, runtime.spec.name, runtime.queue, runtime.rate, ready
+                )
+                with self._counter_lock:
+                    now = monotonic()
+                    while self._rate_due and self._rate_due[0] < now:  # passed: forgotten
+                        heapq.heappop(self._rate_due)
+                    for wait in waits:
+                        heapq.heappush(self._rate_due, now + wait)
+                if waits:  # the limit held some back: lease no more than it let run
+                    cap = 1 << (max(len(ready), 1).bit_length() - 1)
             with self._lease_lock:
                 for d in ready:
                     self._leases[(runtime.queue, d.msg_id)] = (
@@ -194,6 +223,8 @@ class Consumer(LeaseKeeper):
                     started = monotonic()
                     self._run_batch(conn, runtime, ready)
                     lease.record(len(ready), monotonic() - started)
+                if cap is not None:  # rate
+                    lease.size = min(lease.size, cap)
             finally:
                 with self._lease_lock:
                     for d in ready:

@@ -16,6 +16,7 @@ back and replays it one message per transaction.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 
 import psycopg
@@ -25,6 +26,7 @@ from ._acompat import acancelled_by_worker, aexecute_bare, current_caller, monot
 from ._handler_conn_async import IDLE, INTRANS, HandlerConnection
 from ._heartbeat_async import AlreadyRecorded, LeaseKeeper
 from ._queries import query
+from ._rate_async import take_starts
 from ._worker_domain import DomainRuntime, LeaseSize, read_query
 from ._worker_failure import ack_params, encode_result
 from ._worker_record_async import record_failure, set_aside, to_ended
@@ -98,7 +100,21 @@ class Consumer(LeaseKeeper):
                 continue
             if until_idle and await self._idle(conn):
                 return
-            await wake.wait_for(self.poll_interval)
+            await wake.wait_for(self._rate_wait())  # rate: poll_interval, or sooner
+
+    def _rate_wait(self) -> float:  # ==== rate ====
+        """`poll_interval`, or less when a command held back by a rate limit is due sooner.
+
+        Each due time held back wakes one consumer of this worker (it takes it off the heap).
+        """
+        with self._counter_lock:
+            if not self._rate_due:
+                return self.poll_interval
+            wait = self._rate_due[0] - monotonic()
+            if wait >= self.poll_interval:
+                return self.poll_interval  # left for the consumer that waits after
+            heapq.heappop(self._rate_due)
+        return max(0.002, wait)
 
     async def _due(self, conn: HandlerConnection) -> set[str] | None:
         """The healthy domains with a message due now, when asking is cheaper than reading.
@@ -175,6 +191,19 @@ class Consumer(LeaseKeeper):
             self._busy += 1
         try:
             ready, poison = triage(runtime, rows)
+            cap = None
+            if runtime.rate is not None and ready:  # ==== rate ==== (ADR 0012)
+                ready, waits = await take_starts(
+                    conn, runtime.spec.name, runtime.queue, runtime.rate, ready
+                )
+                with self._counter_lock:
+                    now = monotonic()
+                    while self._rate_due and self._rate_due[0] < now:  # passed: forgotten
+                        heapq.heappop(self._rate_due)
+                    for wait in waits:
+                        heapq.heappush(self._rate_due, now + wait)
+                if waits:  # the limit held some back: lease no more than it let run
+                    cap = 1 << (max(len(ready), 1).bit_length() - 1)
             async with self._lease_lock:
                 for d in ready:
                     self._leases[(runtime.queue, d.msg_id)] = (
@@ -192,6 +221,8 @@ class Consumer(LeaseKeeper):
                     started = monotonic()
                     await self._run_batch(conn, runtime, ready)
                     lease.record(len(ready), monotonic() - started)
+                if cap is not None:  # rate
+                    lease.size = min(lease.size, cap)
             finally:
                 async with self._lease_lock:
                     for d in ready:

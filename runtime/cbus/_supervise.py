@@ -10,6 +10,7 @@ reading and lets the handlers in flight finish; a second one stops the worker
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from ._acompat import (
 from ._consume import Consumer
 from ._outage import RETRY_MAX, unreachable_message
 from ._queries import query
+from ._scheduler import Scheduler
 from ._worker_domain import generated_package_of
 from ._worker_dsn import unusable_database
 from ._worker_failure import safe_str
@@ -71,6 +73,14 @@ class Supervisor(Consumer):
                 helpers.append(
                     spawn(self._keep_running, "listener", self._listen, name="cbus-listener")
                 )
+                scheduler = Scheduler(  # ==== rate ====: the domains' schedules, if any
+                    self._dsn, [d.spec for d in self._domains], connect_kwargs=self._connect_kwargs
+                )
+                if scheduler:
+                    fire = functools.partial(scheduler.run, self._stopping)
+                    helpers.append(
+                        spawn(self._keep_running, "scheduler", fire, name="cbus-scheduler")
+                    )
             forced = self._wait_for_consumers(consumers)
             self.stop()
             self._finished.set()

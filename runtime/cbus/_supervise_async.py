@@ -8,6 +8,7 @@ reading and lets the handlers in flight finish; a second one stops the worker
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from ._acompat import (
 from ._consume_async import Consumer
 from ._outage import RETRY_MAX, unreachable_message
 from ._queries import query
+from ._scheduler_async import Scheduler
 from ._worker_domain import generated_package_of
 from ._worker_dsn import unusable_database
 from ._worker_failure import safe_str
@@ -69,6 +71,14 @@ class Supervisor(Consumer):
                 helpers.append(
                     aspawn(self._keep_running, "listener", self._listen, name="cbus-listener")
                 )
+                scheduler = Scheduler(  # ==== rate ====: the domains' schedules, if any
+                    self._dsn, [d.spec for d in self._domains], connect_kwargs=self._connect_kwargs
+                )
+                if scheduler:
+                    fire = functools.partial(scheduler.run, self._stopping)
+                    helpers.append(
+                        aspawn(self._keep_running, "scheduler", fire, name="cbus-scheduler")
+                    )
             forced = await self._wait_for_consumers(consumers)
             self.stop()
             self._finished.set()

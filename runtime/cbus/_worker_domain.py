@@ -11,6 +11,7 @@ from typing import Any
 from . import _versions as versions
 from . import codec
 from ._queries import query
+from ._rate_limit import RateLimits
 from .names import done_channel
 from .pgmq import RawJson
 from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods, stub_of
@@ -33,6 +34,7 @@ class DomainRuntime:
     queue: str
     visibility_timeout: int  # the longest of the domain's commands: one read leases all
     done_channel: str
+    rate: RateLimits | None = None  # rate: the limited kinds; None: no statement for them
 
     @classmethod
     def of(cls, handlers: object) -> DomainRuntime:
@@ -58,6 +60,7 @@ class DomainRuntime:
             queue=spec.queue,
             visibility_timeout=max(c.options.visibility_timeout for c in spec.commands),
             done_channel=done_channel(spec.name),
+            rate=RateLimits.of(spec),
         )
 
     def read_params(self, audit_full: bool) -> dict[str, Any]:

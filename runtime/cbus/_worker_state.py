@@ -107,6 +107,7 @@ class WorkerState(DomainBackoff):
         self._idle_rounds = 0
         self._signals = 0  # stop signals received: the signal handler only counts them
         self._rounds = [0] * concurrency  # rounds that ran messages, per consumer
+        self._rate_due: list[float] = []  # rate: when commands held back are due (a heap)
         self._sick: dict[str, tuple[int, float]] = {}  # queue -> (failures, retry at)
         self._gave_up: list[BaseException] = []
         self.completed = 0

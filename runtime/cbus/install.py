@@ -33,7 +33,8 @@ MIN_PGMQ_VERSION = (1, 5)
 # records each version it installs). 2: cbus.as_uuid and cbus.as_int for the lease.
 # 4: the troubleshooting index keeps a kind's first 200 characters.
 # 5: cbus.command_type, each command's JSON schemas.
-SCHEMA_VERSION = 5
+# 6: cbus.rate_bucket and cbus.schedule (rate limits, schedules).
+SCHEMA_VERSION = 6
 _LOCK_KEY = 0x63627573  # "cbus"
 
 _CHECK_EXTENSION = raw("pgmq_probe")

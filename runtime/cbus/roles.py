@@ -49,6 +49,8 @@ _SHARED: dict[Kind, list[tuple[str, tuple[str, str]]]] = {
         ("SELECT", ("cbus", "schema_version")),
         ("SELECT", ("cbus", "domain_grant")),
         ("SELECT", ("pgmq", "meta")),
+        ("SELECT, INSERT, UPDATE", ("cbus", "rate_bucket")),  # rate limits
+        ("SELECT, INSERT, UPDATE", ("cbus", "schedule")),  # schedules
     ],
     "operator": [
         ("SELECT, UPDATE", ("cbus", "command")),
@@ -58,6 +60,7 @@ _SHARED: dict[Kind, list[tuple[str, tuple[str, str]]]] = {
         ("SELECT", ("cbus", "schema_version")),
         ("SELECT", ("cbus", "domain_grant")),
         ("SELECT", ("pgmq", "meta")),
+        ("SELECT", ("cbus", "schedule")),  # cbus stats: the schedules
     ],
 }
 # Per domain: (privileges on its queue table, on its archive table, inserts messages).

@@ -6,6 +6,8 @@ after one that lists the queues PGMQ knows. Reads only: nothing here commits.
 
 from __future__ import annotations
 
+import datetime as dt
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,13 @@ from .audit import Plan, run, run_async
 from .names import QUEUE_SUFFIX, command_queue
 from .pgmq import check_queue_name, queue_table
 
-__all__ = ["DomainStats", "domain_names_async", "domain_stats", "domain_stats_async"]
+__all__ = [
+    "DomainStats",
+    "ScheduleStats",
+    "domain_names_async",
+    "domain_stats",
+    "domain_stats_async",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +54,24 @@ class DomainStats:
     completed_1h: int
     failed_1h: int
     waiting_for_newer: int
+    schedules: tuple[ScheduleStats, ...] = ()
+    """The domain's schedules a worker has seen (rate: ADR 0012)."""
+
+    __module__ = "cbus"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleStats:  # ==== rate ====
+    """One schedule, as workers recorded it: its next firing from now, the last one sent."""
+
+    name: str
+    command: str
+    cron: str
+    timezone: str
+    catch_up: int
+    first_seen: dt.datetime
+    next_firing: dt.datetime | None
+    last_firing: dt.datetime | None
 
     __module__ = "cbus"
 
@@ -64,7 +90,35 @@ def _stats_plan(domain: str | None) -> Plan[list[DomainStats]]:
         for n in names
     )
     found = yield sql.SQL(raw("stats")).format(queues=queues), {}
-    return [DomainStats(**row) for row in found]
+    # rate: the schedules, when the schema has their table (version 6 on)
+    present = yield raw("stats_schedules_present"), {}
+    schedules = (yield raw("stats_schedules"), {"domain": domain}) if present[0]["ok"] else []
+    by_domain: dict[str, list[ScheduleStats]] = {}
+    now = dt.datetime.now(dt.UTC)
+    for row in schedules:
+        by_domain.setdefault(row["domain"], []).append(_schedule_stats(row, now))
+    return [DomainStats(**row, schedules=tuple(by_domain.get(row["domain"], ()))) for row in found]
+
+
+def _schedule_stats(row: dict[str, Any], now: dt.datetime) -> ScheduleStats:
+    from cronsim import CronSim, CronSimError
+
+    after = max(now, row["last_fired"] or now)
+    try:
+        local = after.astimezone(zoneinfo.ZoneInfo(row["timezone"]))
+        upcoming: dt.datetime | None = next(CronSim(row["cron"], local)).astimezone(dt.UTC)
+    except (CronSimError, StopIteration, ValueError, zoneinfo.ZoneInfoNotFoundError):
+        upcoming = None  # recorded by a worker of another cbus: shown without it
+    return ScheduleStats(
+        name=row["name"],
+        command=row["command"],
+        cron=row["cron"],
+        timezone=row["timezone"],
+        catch_up=row["catch_up"],
+        first_seen=row["first_seen"],
+        next_firing=upcoming,
+        last_firing=row["last_fired"],
+    )
 
 
 def domain_stats(conn: psycopg.Connection[Any], domain: str | None = None) -> list[DomainStats]:
@@ -97,6 +151,29 @@ TABLE_HEADERS = [
     "FAILED/1H",
     "WAITING_NEWER",
 ]
+
+
+SCHEDULE_HEADERS = ["DOMAIN", "SCHEDULE", "COMMAND", "CRON", "NEXT", "LAST"]
+
+
+def schedule_rows(found: list[DomainStats]) -> list[list[str]]:
+    """The rows of `cbus stats`'s schedule table, in the order of `SCHEDULE_HEADERS`."""
+
+    def when(at: dt.datetime | None) -> str:
+        return "-" if at is None else at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return [
+        [
+            d.domain,
+            s.name,
+            s.command,
+            f"{s.cron} {s.timezone}",
+            when(s.next_firing),
+            when(s.last_firing),
+        ]
+        for d in found
+        for s in d.schedules
+    ]
 
 
 def age(seconds: float) -> str:

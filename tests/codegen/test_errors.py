@@ -575,6 +575,28 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             'none (add `rate_limit: "N/s"`, `/m` or `/h`)'
         ],
     ),
+    "rate_limit_key_names_no_field": (
+        {
+            "a.yaml": HEAD
+            + "commands:\n  Ping:\n    fields: {k: string}\n"
+            + "    options: {rate_limit: 5/m, rate_limit_key: kk}\n"
+        },
+        [
+            "schemas/a.yaml:6:48: `rate_limit_key` names no field of command `Ping`: `kk` "
+            "(did you mean `k`?)"
+        ],
+    ),
+    "domain_rate_limit_key_missing_in_a_command": (
+        {
+            "a.yaml": HEAD
+            + 'options: {rate_limit: "5/s", rate_limit_key: account}\ncommands:\n'
+            + "  Ping: {fields: {n: int}}\n  Own: {fields: {account: string}}\n"
+        },
+        [
+            "schemas/a.yaml:3:46: `rate_limit_key` names no field of command `Ping`: `account` "
+            "(give it the field, or set `rate_limit_key` in its options)"
+        ],
+    ),
     "rate_limit_key_bytes_field": (
         {
             "a.yaml": HEAD

@@ -878,3 +878,129 @@ BEGIN; SAVEPOINT cbus_handler
 -- name: handler_rollback_savepoint
 -- A failing handler's writes undone, the batch's others kept.
 ROLLBACK TO SAVEPOINT cbus_handler
+-- ==== rate ====
+
+-- name: rate_take
+-- Rate limits (ADR 0012): right after a lease, for the leased commands of rate-limited
+-- kinds only, take one start per command from its bucket (a GCRA row per domain and
+-- bucket: one start allowed when `tat` is due, then `tat` moves one interval on; no
+-- burst beyond that one, so at most rate x T + 1 start in any T seconds, whatever
+-- the number of workers: the upsert holds the row's lock). The commands over the
+-- limit go back to the queue, their read undone (read_ct - 1, and the log's attempts
+-- for a command recorded on this receipt): not an attempt, still PENDING. One that
+-- came a little early for its turn (the token due within half an interval) waits for
+-- it at `tat`; the others take the slots from `queued_until` on, so a backlog is
+-- spread over the slots to come, not read again at every token. Slots are 1.25
+-- intervals apart: a command comes a few ms after its slot (its lease), and tokens
+-- are spaced from when they are taken, so slots one interval apart ran ahead of the
+-- tokens, and every command came early (a backlog drains at 80% of the limit, the
+-- margin absorbing up to a quarter interval of lateness per start). Buckets are locked
+-- in name order: two workers cannot deadlock. Returns the msg_ids held back and the
+-- seconds until the first of them is due.
+WITH g AS (
+    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[], %(command_ids)s::uuid[],
+                         %(buckets)s::text[], %(intervals)s::float8[])
+         WITH ORDINALITY AS g(msg_id, read_ct, command_id, bucket, interval_s, i)
+),
+want AS (
+    SELECT bucket, min(interval_s) AS interval_s, count(*)::int AS n FROM g GROUP BY bucket
+),
+taken AS (
+    INSERT INTO cbus.rate_bucket AS r (domain, bucket, interval_s, tat, queued_until, granted,
+                                       updated_at)
+    SELECT %(domain)s, w.bucket, w.interval_s,
+           clock_timestamp() + make_interval(secs => w.interval_s),
+           clock_timestamp() + make_interval(secs => w.interval_s + w.interval_s * 1.25 * (w.n - 1)),
+           1,
+           clock_timestamp()
+    FROM want AS w ORDER BY w.bucket
+    -- A new bucket starts one now; an existing one when its `tat` is due. queued_until:
+    -- past the slots the held back take (all but the one started or waiting at tat).
+    ON CONFLICT (domain, bucket) DO UPDATE SET
+        -- One clock reading, taken once the row is locked (a reading from before a wait
+        -- for another worker's take would be stale: two starts less than an interval
+        -- apart), used by every column (SET expressions run in no set order).
+        (interval_s, granted, tat, queued_until, updated_at) = (
+            SELECT excluded.interval_s, d.go::int,
+                   CASE WHEN d.go THEN c.now + make_interval(secs => excluded.interval_s)
+                        ELSE r.tat END,
+                   CASE WHEN d.go
+                        THEN greatest(r.queued_until,
+                                      c.now + make_interval(secs => excluded.interval_s))
+                        WHEN r.tat - c.now < make_interval(secs => excluded.interval_s / 2)
+                        THEN greatest(r.queued_until,
+                                      r.tat + make_interval(secs => excluded.interval_s))
+                        ELSE greatest(r.queued_until, r.tat)
+                             + make_interval(secs => excluded.interval_s * 1.25)
+                   END
+                   + make_interval(secs => excluded.interval_s * 1.25 * (w.n - 1)),
+                   c.now
+            FROM (SELECT clock_timestamp() AS now) AS c
+            CROSS JOIN LATERAL (SELECT r.tat <= c.now AS go) AS d
+            JOIN want AS w ON w.bucket = excluded.bucket
+        )
+    RETURNING r.bucket, r.granted, r.interval_s, r.tat, r.queued_until,
+              r.granted = 0 AND r.tat - r.updated_at < make_interval(secs => r.interval_s / 2)
+                  AS early
+),
+ranked AS (
+    SELECT g.*, row_number() OVER (PARTITION BY g.bucket ORDER BY g.i) AS rank FROM g
+),
+held AS (  -- the last held back of a bucket takes the slot before queued_until, and so on
+    SELECT r.msg_id, r.read_ct, r.command_id,
+           CASE WHEN t.early AND r.rank = 1 THEN t.tat
+                ELSE t.queued_until - make_interval(secs => t.interval_s * 1.25 * (w.n - r.rank + 1))
+           END AS due
+    FROM ranked AS r JOIN taken AS t USING (bucket) JOIN want AS w USING (bucket)
+    WHERE r.rank > t.granted
+),
+back AS (
+    UPDATE {q} AS q SET vt = h.due, read_ct = q.read_ct - 1
+    FROM held AS h
+    WHERE q.msg_id = h.msg_id AND q.read_ct = h.read_ct
+    RETURNING q.msg_id
+),
+unread AS (
+    UPDATE cbus.command AS c SET attempts = h.read_ct - 1
+    FROM held AS h
+    WHERE c.domain = %(domain)s AND c.command_id = h.command_id AND c.attempts >= h.read_ct
+      AND c.status IN ('PENDING', 'IN_PROGRESS')
+)
+SELECT h.msg_id,
+       extract(epoch FROM h.due - clock_timestamp())::float8 AS wait
+FROM held AS h
+ORDER BY h.due
+
+-- name: schedule_seen
+-- A worker's scheduler at start: record a schedule first seen now (nothing from before
+-- it is sent), or bring its cron, timezone, command and catch_up up to date.
+INSERT INTO cbus.schedule AS s (domain, name, cron, timezone, command, catch_up, first_seen)
+VALUES (%(domain)s, %(name)s, %(cron)s, %(timezone)s, %(command)s, %(catch_up)s, %(now)s)
+ON CONFLICT (domain, name) DO UPDATE
+    SET cron = excluded.cron, timezone = excluded.timezone, command = excluded.command,
+        catch_up = excluded.catch_up
+    WHERE (s.cron, s.timezone, s.command, s.catch_up)
+          IS DISTINCT FROM (excluded.cron, excluded.timezone, excluded.command, excluded.catch_up)
+
+-- name: schedule_lock
+-- The schedule's row, locked for the transaction that sends its firings; no row when
+-- another worker holds it (it fires them: this one looks again later).
+SELECT first_seen, last_fired FROM cbus.schedule
+WHERE domain = %(domain)s AND name = %(name)s
+FOR UPDATE SKIP LOCKED
+
+-- name: schedule_fired
+-- The newest firing passed, sent or (beyond catch_up) skipped, in the sending transaction.
+UPDATE cbus.schedule SET last_fired = %(fired)s WHERE domain = %(domain)s AND name = %(name)s
+
+-- name: stats_schedules_present
+-- `cbus stats` on a database installed before schema version 6 shows no schedules.
+SELECT to_regclass('cbus.schedule') IS NOT NULL AS ok
+
+-- name: stats_schedules
+-- `cbus stats`: every schedule a worker has seen (the next firing is computed from its
+-- cron by the caller).
+SELECT domain, name, cron, timezone, command, catch_up, first_seen, last_fired
+FROM cbus.schedule
+WHERE %(domain)s::text IS NULL OR domain = %(domain)s
+ORDER BY domain, name

@@ -32,6 +32,8 @@ ALTER FUNCTION cbus.track_troubleshooting() SET search_path = pg_catalog, pg_tem
 ALTER TABLE cbus.command ENABLE ROW LEVEL SECURITY;
 ALTER TABLE cbus.audit ENABLE ROW LEVEL SECURITY;
 ALTER TABLE cbus.troubleshooting ENABLE ROW LEVEL SECURITY;
+ALTER TABLE cbus.rate_bucket ENABLE ROW LEVEL SECURITY;  -- rate: the limits' buckets
+ALTER TABLE cbus.schedule ENABLE ROW LEVEL SECURITY;  -- rate: the schedules seen
 
 -- A producer records new commands of its domains, as PENDING and untouched, and
 -- reads them back (RETURNING, get_command, wait_for); it updates nothing (send and
@@ -56,7 +58,7 @@ DECLARE
     tab text;
     access text;
 BEGIN
-    FOREACH tab IN ARRAY ARRAY['command', 'audit'] LOOP
+    FOREACH tab IN ARRAY ARRAY['command', 'audit', 'rate_bucket', 'schedule'] LOOP
         FOREACH access IN ARRAY ARRAY['consume', 'operate'] LOOP
             EXECUTE format('DROP POLICY IF EXISTS %I ON cbus.%I', access || '_all', tab);
             EXECUTE format('CREATE POLICY %I ON cbus.%I FOR ALL'

@@ -158,5 +158,39 @@ CREATE TABLE IF NOT EXISTS cbus.command_type (
     PRIMARY KEY (kind, version)
 );
 
+-- ==== rate ====
+-- Version 6: rate limits and schedules (contract section 13, ADR 0012).
+-- One row per rate-limit bucket (a domain, or a command kind, and the key value): the
+-- GCRA state. `tat` is when the next command may start (one start per `interval_s`,
+-- no burst beyond one: at most rate x T + 1 in any T seconds); `queued_until` is where
+-- the next command held back is put, so a backlog is spread over the slots to come
+-- instead of being read again at every token; `granted` is what the last take started.
+CREATE TABLE IF NOT EXISTS cbus.rate_bucket (
+    domain text NOT NULL,
+    bucket text NOT NULL,
+    interval_s float8 NOT NULL,
+    tat timestamptz NOT NULL,
+    queued_until timestamptz NOT NULL,
+    granted integer NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (domain, bucket)
+);
+
+-- One row per schedule a worker has seen: when it was first seen (nothing from before
+-- is sent) and the newest firing sent; its cron and timezone for `cbus stats`. A
+-- worker fires a schedule holding this row's lock (FOR UPDATE SKIP LOCKED).
+CREATE TABLE IF NOT EXISTS cbus.schedule (
+    domain text NOT NULL,
+    name text NOT NULL,
+    cron text NOT NULL,
+    timezone text NOT NULL,
+    command text NOT NULL,
+    catch_up integer NOT NULL,
+    first_seen timestamptz NOT NULL,
+    last_fired timestamptz,
+    PRIMARY KEY (domain, name)
+);
+-- ==== end rate ====
+
 -- Every version this file brings; install.SCHEMA_VERSION is what the runtime needs.
-INSERT INTO cbus.schema_version (version) VALUES (1), (2), (3), (4), (5) ON CONFLICT DO NOTHING;
+INSERT INTO cbus.schema_version (version) VALUES (1), (2), (3), (4), (5), (6) ON CONFLICT DO NOTHING;
