@@ -221,9 +221,10 @@ def latency(dsn: str, bench: Any, n: int) -> dict[str, dict[str, float]]:
         ("one every 5 ms, c=4", 4, 0.005),
     ):
         env.reset(dsn)
-        samples = sorted(
-            sends.latency(dsn, bench, n, concurrency=concurrency, use_async=False, interval=interval)
+        found = sends.latency(
+            dsn, bench, n, concurrency=concurrency, use_async=False, interval=interval
         )
+        samples = sorted(found)
         out[label] = {
             "p50_ms": statistics.median(samples) * 1000,
             "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000,
@@ -268,7 +269,7 @@ def main() -> int:
             name: {str(t): [round(x, 1) for x in by[t]] for t in threads}
             for name, by in runs.items()
         },
-        "ratios": {name: {str(t): round(ratio(runs, name, t), 3) for t in threads} for name in runs},
+        "ratios": {n: {str(t): round(ratio(runs, n, t), 3) for t in threads} for n in runs},
         "targets": found,
         "latency": lat,
     }

@@ -21,6 +21,7 @@ import logging
 import psycopg
 
 from . import _versions as versions
+from . import _wake
 from ._acompat import acancelled_by_worker, aexecute_bare, current_caller, monotonic
 from ._handler_conn_async import IDLE, INTRANS, HandlerConnection
 from ._heartbeat_async import AlreadyRecorded, LeaseKeeper
@@ -37,6 +38,7 @@ __all__ = ["Consumer", "Replay"]
 _ROLLBACK_SAVEPOINT = b"ROLLBACK TO SAVEPOINT cbus_handler"
 _MAX_SAVEPOINTS = 60  # below PostgreSQL's 64 cached subtransactions per transaction
 _PROBE_ABOVE = 3  # domains: from four on, an idle round asks which have work first
+_ASLEEP = 30.0  # s: a consumer that is not the poller waits this long unless woken
 
 
 log = logging.getLogger("cbus.worker")
@@ -97,7 +99,28 @@ class Consumer(LeaseKeeper):
                 continue
             if until_idle and await self._idle(conn):
                 return
-            await wake.wait_for(self.poll_interval)
+            await wake.wait_for(self._idle_wait(index, until_idle))
+
+    def _idle_wait(self, index: int, until_idle: bool) -> float:
+        """How long a consumer that found nothing waits before its next round.
+
+        One consumer per worker polls for all (the others wait to be woken, by a
+        notification or a full lease), so an idle worker costs one statement per
+        `poll_interval` whatever its concurrency. After work, that poller comes
+        back after LINGER s, doubling up to `poll_interval`: sends that carried no
+        NOTIFY (another send had just notified, ADR 0010) are found within ms.
+        """
+        if until_idle:
+            return self.poll_interval
+        with self._counter_lock:
+            if self._poller not in (None, index):
+                return max(_ASLEEP, self.poll_interval)
+            self._poller = index
+            step, self._linger = self._linger, None
+        if step is None or step >= self.poll_interval:
+            return self.poll_interval
+        self._linger = step * 2
+        return step
 
     async def _due(self, conn: HandlerConnection) -> set[str] | None:
         """The healthy domains with a message due now, when asking is cheaper than reading.
@@ -168,8 +191,14 @@ class Consumer(LeaseKeeper):
             return 0
         with self._counter_lock:
             self._waiting.discard(index)
-        if len(rows) >= lease.size:
-            self._wake_one()  # a full lease: more is probably waiting
+            self._linger = _wake.LINGER  # work came: the poller comes back soon
+            handover = self._poller == index
+            if handover:
+                self._poller = None
+        if len(rows) >= lease.size or handover:
+            # A full lease: more is probably waiting. The poller's work: another
+            # consumer polls while it runs its handlers.
+            self._wake_one()
         with self._counter_lock:
             self._busy += 1
         try:
@@ -396,8 +425,12 @@ class Consumer(LeaseKeeper):
     ) -> bool:
         if not completed:
             return True
+        # Waiters are woken at most once per few ms per worker (ADR 0010): they
+        # re-read the log on their own steps in between.
+        quiet = "" if _wake.due(conn, runtime.done_channel) else "_quiet"
         cur = await conn.execute(
-            query("ack_completed", runtime.queue), ack_params(runtime, completed, self.audit_full)
+            query("ack_completed" + quiet, runtime.queue),
+            ack_params(runtime, completed, self.audit_full),
         )
         row = await cur.fetchone()
         acked, logged = (row[0], row[1]) if row is not None else (0, 0)
