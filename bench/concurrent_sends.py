@@ -233,6 +233,35 @@ def latency(dsn: str, bench: Any, n: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def drain_acks(dsn: str, bench: Any, n: int, rounds: int) -> dict[str, list[float]]:
+    """A c=8 drain of n commands, its acknowledgements notifying the done channel each
+    (`_wake.WINDOW` 0: the code before ADR 0010) or at most every 5 ms; drains/s."""
+    import cbus
+    import sends
+    from cbus import _wake
+
+    class Handler(bench.BenchHandlers):  # type: ignore[misc,name-defined]
+        def ping(self, cmd: Any, ctx: Any) -> None:
+            pass
+
+    window = _wake.WINDOW
+    out: dict[str, list[float]] = {"ack NOTIFY each batch (before)": [], "ack NOTIFY coalesced": []}
+    try:
+        for _ in range(rounds):
+            for label in out:
+                env.reset(dsn)
+                sends.fill(dsn, bench, n)
+                _wake.WINDOW = 0.0 if "before" in label else window
+                worker = cbus.Worker(dsn, [Handler()], concurrency=8, poll_interval=0.05)
+                began = time.perf_counter()
+                worker.run(until_idle=True)
+                out[label].append(n / (time.perf_counter() - began))
+                print(f"    {label:<42} {out[label][-1]:>9,.0f}/s", flush=True)
+    finally:
+        _wake.WINDOW = window
+    return out
+
+
 def main() -> int:
     from cbus.devdb import DevServer
 
@@ -241,6 +270,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", default="1,8,32")
     parser.add_argument("--latency", type=int, default=200, help="commands per latency row")
+    parser.add_argument("--drain", type=int, default=0, help="commands per ack-NOTIFY drain")
     parser.add_argument("--out", default=str(env.BENCH / "results" / "concurrent_sends.json"))
     args = parser.parse_args()
     threads = tuple(int(t) for t in args.threads.split(","))
@@ -250,6 +280,7 @@ def main() -> int:
         env.install(server.dsn, bench)
         runs = measure(server.dsn, bench, n=args.n, rounds=args.rounds, threads=threads)
         lat = latency(server.dsn, bench, args.latency) if args.latency else {}
+        drains = drain_acks(server.dsn, bench, args.drain, args.rounds) if args.drain else {}
     text = table(runs, threads)
     print()
     print(text)
@@ -259,6 +290,8 @@ def main() -> int:
         print(f"{t['target']:<52} {t['ratio']:.2f}x  goal >= {t['goal']}x  {mark}")
     for label, row in lat.items():
         print(f"latency {label:<24} p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
+    for label, rates in drains.items():
+        print(f"drain c=8, {label:<34} {statistics.median(rates):>9,.0f}/s")
     payload = {
         "command": "python bench/concurrent_sends.py " + " ".join(sys.argv[1:]),
         "elapsed_s": round(time.perf_counter() - started, 1),
@@ -272,6 +305,7 @@ def main() -> int:
         "ratios": {n: {str(t): round(ratio(runs, n, t), 3) for t in threads} for n in runs},
         "targets": found,
         "latency": lat,
+        "drains": drains,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
