@@ -123,7 +123,7 @@ def measure(dsn: str, runtime: str | None, args: argparse.Namespace) -> dict[str
         code = proc.wait(timeout=60)
     if code != 0:
         raise RuntimeError(f"the idle worker ({runtime or 'this tree'}) exited with {code}")
-    own = 1  # this script's read of `before`, counted in `after`
+    own = 2  # the read of `before`: its connection's start-up and its statement
     count = after - before - own
     return {"transactions": count, "seconds": round(elapsed, 2), "per_s": count / elapsed}
 

@@ -117,9 +117,11 @@ class Consumer(LeaseKeeper):
                 return max(_ASLEEP, self.poll_interval)
             self._poller = index
             step, self._linger = self._linger, None
-        if step is None or step >= self.poll_interval:
-            return self.poll_interval
-        self._linger = step * 2
+            if step is None or step >= self.poll_interval:
+                step = self.poll_interval
+            else:
+                self._linger = step * 2
+            self._poller_wait = step
         return step
 
     async def _due(self, conn: HandlerConnection) -> set[str] | None:
@@ -192,13 +194,17 @@ class Consumer(LeaseKeeper):
         with self._counter_lock:
             self._waiting.discard(index)
             self._linger = _wake.LINGER  # work came: the poller comes back soon
-            handover = self._poller == index
-            if handover:
+            poller = self._poller
+            # The poller's own work: another consumer polls while it runs its
+            # handlers. Another's: the poller, if it sleeps long, starts over.
+            if poller == index or (poller is not None and self._poller_wait > 4 * _wake.LINGER):
                 self._poller = None
-        if len(rows) >= lease.size or handover:
-            # A full lease: more is probably waiting. The poller's work: another
-            # consumer polls while it runs its handlers.
-            self._wake_one()
+            else:
+                poller = None
+        if poller is not None and poller != index:
+            self._wakes[poller].set()
+        if len(rows) >= lease.size or poller == index:
+            self._wake_one()  # a full lease: more is probably waiting
         with self._counter_lock:
             self._busy += 1
         try:

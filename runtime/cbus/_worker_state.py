@@ -106,6 +106,7 @@ class WorkerState(DomainBackoff):
         # next), and its next short wait after work (None: poll_interval).
         self._poller: int | None = None
         self._linger: float | None = None
+        self._poller_wait = 0.0  # the poller's current wait, s
         self._signals = 0  # stop signals received: the signal handler only counts them
         self._rounds = [0] * concurrency  # rounds that ran messages, per consumer
         self._sick: dict[str, tuple[int, float]] = {}  # queue -> (failures, retry at)
