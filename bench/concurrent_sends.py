@@ -18,6 +18,7 @@ The variants (docs/adr/0010-wake-ups-without-notify-per-commit.md):
   worker would hold exclusively (here nobody sleeps: the probe's cost alone).
 
     .venv/bin/python bench/concurrent_sends.py [--n 3000] [--rounds 3] [--threads 1,8,32]
+        [--procs 4]   # each row's threads spread over 4 processes: no shared GIL
 
 Prints a table and writes bench/results/concurrent_sends.json; `bench/run.py`
 runs it as its `concurrency` section.
@@ -150,6 +151,47 @@ def run_threads(dsn: str, bench: Any, name: str, threads: int, n: int) -> float:
     return per * threads / elapsed
 
 
+def run_procs(dsn: str, bench: Any, name: str, threads: int, n: int, procs: int) -> float:
+    """As `run_threads`, the threads spread over `procs` forked processes (no shared GIL)."""
+    import multiprocessing
+
+    procs = max(1, min(procs, threads))
+    per_proc = threads // procs
+    per = max(1, n // (per_proc * procs))
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(per_proc * procs + 1)
+
+    def child() -> None:
+        conns = [psycopg.connect(dsn, autocommit="BEGIN" not in name) for _ in range(per_proc)]
+        ops = [make_op(name, bench, c, per) for c in conns]
+        for op in ops:
+            for i in range(6):
+                op(i)
+
+        def work(op: Callable[[int], None]) -> None:
+            barrier.wait()
+            for i in range(per):
+                op(i)
+
+        workers = [threading.Thread(target=work, args=(op,)) for op in ops]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+
+    children = [ctx.Process(target=child) for _ in range(procs)]
+    for c in children:
+        c.start()
+    barrier.wait(timeout=120)
+    began = time.perf_counter()
+    for c in children:
+        c.join()
+    elapsed = time.perf_counter() - began
+    if any(c.exitcode != 0 for c in children):
+        raise RuntimeError(f"{name}: a sending process failed")
+    return per * per_proc * procs / elapsed
+
+
 def measure(
     dsn: str,
     bench: Any,
@@ -159,6 +201,7 @@ def measure(
     threads: tuple[int, ...],
     variants: tuple[str, ...] = VARIANTS,
     report: Callable[[str], Any] = print,
+    procs: int = 1,
 ) -> dict[str, dict[int, list[float]]]:
     """{variant: {threads: [rate per round]}}, every variant interleaved per round."""
     runs: dict[str, dict[int, list[float]]] = {v: {t: [] for t in threads} for v in variants}
@@ -167,7 +210,10 @@ def measure(
             order = list(variants[(r + k) % len(variants) :] + variants[: (r + k) % len(variants)])
             for name in order:
                 env.reset(dsn)
-                value = run_threads(dsn, bench, name, t, n)
+                if procs > 1:
+                    value = run_procs(dsn, bench, name, t, n, procs)
+                else:
+                    value = run_threads(dsn, bench, name, t, n)
                 runs[name][t].append(value)
                 report(f"    round {r + 1} {t:>2} threads  {name:<42} {value:>9,.0f}/s")
     return runs
@@ -270,6 +316,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", default="1,8,32")
     parser.add_argument("--latency", type=int, default=200, help="commands per latency row")
+    parser.add_argument(
+        "--procs", type=int, default=1, help="spread each row's threads over this many processes"
+    )
     parser.add_argument("--drain", type=int, default=0, help="commands per ack-NOTIFY drain")
     parser.add_argument("--out", default=str(env.BENCH / "results" / "concurrent_sends.json"))
     args = parser.parse_args()
@@ -278,7 +327,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cbus-bench-") as tmp, DevServer() as server:
         bench = env.import_bench(env.generate(Path(tmp) / "gen"))
         env.install(server.dsn, bench)
-        runs = measure(server.dsn, bench, n=args.n, rounds=args.rounds, threads=threads)
+        runs = measure(
+            server.dsn, bench, n=args.n, rounds=args.rounds, threads=threads, procs=args.procs
+        )
         lat = latency(server.dsn, bench, args.latency) if args.latency else {}
         drains = drain_acks(server.dsn, bench, args.drain, args.rounds) if args.drain else {}
     text = table(runs, threads)
@@ -298,6 +349,7 @@ def main() -> int:
         "machine": env.machine(),
         "n": args.n,
         "rounds": args.rounds,
+        "procs": args.procs,
         "rates": {
             name: {str(t): [round(x, 1) for x in by[t]] for t in threads}
             for name, by in runs.items()
