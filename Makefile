@@ -64,5 +64,13 @@ bench: $(BENCH_VENV)/.installed $(STAMP)
 bench-otel: $(STAMP)
 	$(PY) bench/otel.py $(BENCH_ARGS)
 
+# Sends from 1, 8 and 32 threads against raw pgmq.send, and an idle worker's cost (ADR 0010).
+.PHONY: bench-concurrency bench-idle
+bench-concurrency: $(STAMP)
+	$(PY) bench/concurrent_sends.py $(BENCH_ARGS)
+
+bench-idle: $(STAMP)
+	$(PY) bench/idle.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -35,6 +35,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import concurrent_sends
 import env
 import experiments
 import floor
@@ -458,7 +459,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, help="runs per case (median reported)")
     parser.add_argument(
         "--only",
-        default="floor,sends,workers,latency,peers,experiments",
+        default="floor,sends,workers,latency,peers,experiments,concurrency",
         help="comma-separated sections to run",
     )
     args = parser.parse_args()
@@ -488,12 +489,27 @@ def main() -> int:
                 report=lambda r: print(f"    {r.name:<52} {r.runs[-1]:>10,.0f}", flush=True),
             )
         targets = b.targets() if {"floor", "sends", "workers"} <= sections else []
+        concurrent: dict[str, Any] = {}
+        if "concurrency" in sections:
+            # Sends from 1, 8 and 32 threads, cbus beside raw pgmq.send (ADR 0010).
+            print("concurrent sends (bench/concurrent_sends.py)", flush=True)
+            runs = concurrent_sends.measure(
+                server.dsn, bench, n=sizes.send, rounds=sizes.repeat, threads=(1, 8, 32)
+            )
+            concurrent = {
+                "table": concurrent_sends.table(runs, (1, 8, 32)),
+                "rates": {k: {str(t): v for t, v in by.items()} for k, by in runs.items()},
+            }
+            targets += concurrent_sends.targets(runs)
     text = table(b, targets)
     print()
     print(text)
     if found:
         print()
         print(experiments.table(found))
+    if concurrent:
+        print()
+        print(concurrent["table"])
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
     print(
@@ -515,6 +531,7 @@ def main() -> int:
         "results": {r.name: r.as_json() for r in b.results.values()},
         "targets": targets,
         "experiments": {r.name.strip(): r.as_json() for r in found},
+        "concurrent_sends": concurrent,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

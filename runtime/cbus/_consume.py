@@ -24,6 +24,7 @@ import logging
 import psycopg
 
 from . import _versions as versions
+from . import _wake
 from ._acompat import cancelled_by_worker, current_caller, execute_bare, monotonic
 from ._handler_conn import IDLE, INTRANS, HandlerConnection
 from ._heartbeat import AlreadyRecorded, LeaseKeeper
@@ -42,6 +43,7 @@ _ROLLBACK_SAVEPOINT = query("handler_rollback_savepoint")
 _BEGIN, _COMMIT, _ROLLBACK = query("tx_begin"), query("tx_commit"), query("tx_rollback")
 _MAX_SAVEPOINTS = 60  # below PostgreSQL's 64 cached subtransactions per transaction
 _PROBE_ABOVE = 3  # domains: from four on, an idle round asks which have work first
+_ASLEEP = 30.0  # s: a consumer that is not the poller waits this long unless woken
 
 
 log = logging.getLogger("cbus.worker")
@@ -102,19 +104,42 @@ class Consumer(LeaseKeeper):
                 continue
             if until_idle and self._idle(conn):
                 return
-            wake.wait_for(self._rate_wait())  # rate: poll_interval, or sooner
+            wake.wait_for(self._rate_wait(self._idle_wait(index, until_idle)))
 
-    def _rate_wait(self) -> float:  # ==== rate ====
-        """`poll_interval`, or less when a command held back by a rate limit is due sooner.
+    def _idle_wait(self, index: int, until_idle: bool) -> float:
+        """How long a consumer that found nothing waits before its next round.
+
+        One consumer per worker polls for all (the others wait to be woken, by a
+        notification or a full lease), so an idle worker costs one statement per
+        `poll_interval` whatever its concurrency. After work, that poller comes
+        back after LINGER s, doubling up to `poll_interval`: sends that carried no
+        NOTIFY (another send had just notified, ADR 0010) are found within ms.
+        """
+        if until_idle:
+            return self.poll_interval
+        with self._counter_lock:
+            if self._poller not in (None, index):
+                return max(_ASLEEP, self.poll_interval)
+            self._poller = index
+            step, self._linger = self._linger, None
+            if step is None or step >= self.poll_interval:
+                step = self.poll_interval
+            else:
+                self._linger = step * 2
+            self._poller_wait = step
+        return step
+
+    def _rate_wait(self, idle_wait: float) -> float:  # ==== rate ====
+        """`idle_wait`, or less when a command held back by a rate limit is due sooner.
 
         Each due time held back wakes one consumer of this worker (it takes it off the heap).
         """
         with self._counter_lock:
             if not self._rate_due:
-                return self.poll_interval
+                return idle_wait
             wait = self._rate_due[0] - monotonic()
-            if wait >= self.poll_interval:
-                return self.poll_interval  # left for the consumer that waits after
+            if wait >= idle_wait:
+                return idle_wait  # left for the consumer that waits after
             heapq.heappop(self._rate_due)
         return max(0.002, wait)
 
@@ -187,7 +212,17 @@ class Consumer(LeaseKeeper):
             return 0
         with self._counter_lock:
             self._waiting.discard(index)
-        if len(rows) >= lease.size:
+            self._linger = _wake.LINGER  # work came: the poller comes back soon
+            poller = self._poller
+            # The poller's own work: another consumer polls while it runs its
+            # handlers. Another's: the poller, if it sleeps long, starts over.
+            if poller == index or (poller is not None and self._poller_wait > 4 * _wake.LINGER):
+                self._poller = None
+            else:
+                poller = None
+        if poller is not None and poller != index:
+            self._wakes[poller].set()
+        if len(rows) >= lease.size or poller == index:
             self._wake_one()  # a full lease: more is probably waiting
         with self._counter_lock:
             self._busy += 1
@@ -428,8 +463,12 @@ class Consumer(LeaseKeeper):
     ) -> bool:
         if not completed:
             return True
+        # Waiters are woken at most once per few ms per worker (ADR 0010): they
+        # re-read the log on their own steps in between.
+        quiet = "" if _wake.due(conn, runtime.done_channel) else "_quiet"
         cur = conn.execute(
-            query("ack_completed", runtime.queue), ack_params(runtime, completed, self.audit_full)
+            query("ack_completed" + quiet, runtime.queue),
+            ack_params(runtime, completed, self.audit_full),
         )
         row = cur.fetchone()
         acked, logged = (row[0], row[1]) if row is not None else (0, 0)

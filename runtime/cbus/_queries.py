@@ -26,6 +26,17 @@ def _load() -> dict[str, str]:
     for name in ("send", "send_many", "send_many_log"):
         queries[name + "_new_ids"] = queries[name].replace("ON CONFLICT DO NOTHING\n", "")
         assert queries[name + "_new_ids"] != queries[name], name
+    # The same statements without their NOTIFY, for a process that notified the
+    # channel a moment ago (`cbus._wake`, ADR 0010).
+    for name, notify in (
+        ("send", ", pg_notify(%(channel)s, '')"),
+        ("send_many", ", (SELECT pg_notify(%(channel)s, '')) AS woken"),
+        ("ack_completed", ",\n       pg_notify(%(done_channel)s, '')"),
+    ):
+        for variant in (name, name + "_new_ids"):
+            if variant in queries:
+                queries[variant + "_quiet"] = queries[variant].replace(notify, "")
+                assert queries[variant + "_quiet"] != queries[variant], variant
     # Queue tables made by PGMQ before 1.10 have no last_read_at.
     queries["read_before_pgmq_1_10"] = queries["read"].replace(
         "SET last_read_at = clock_timestamp(),\n        ", "SET "

@@ -103,6 +103,11 @@ class WorkerState(DomainBackoff):
         self._counter_lock = threading.Lock()
         self._observer: NullObserver = default_observer()  # cbus.metrics, cbus.tracing
         self._idle_rounds = 0
+        # The consumer that polls while the others wait (None: whoever goes idle
+        # next), and its next short wait after work (None: poll_interval).
+        self._poller: int | None = None
+        self._linger: float | None = None
+        self._poller_wait = 0.0  # the poller's current wait, s
         self._signals = 0  # stop signals received: the signal handler only counts them
         self._rounds = [0] * concurrency  # rounds that ran messages, per consumer
         self._rate_due: list[float] = []  # rate: when commands held back are due (a heap)

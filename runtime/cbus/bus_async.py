@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import targets
+from . import _wake, targets
 from ._acompat import ALock
 from ._queries import query
 from ._send_base import Delay, SendResult, duplicate, not_installed, send_many_params, send_params
@@ -73,10 +73,12 @@ async def send_async(
         priority=priority,
         causation_id=causation_id,
     )
-    statement = query("send" if command_id is not None else "send_new_ids", params["queue"])
+    name = "send" if command_id is not None else "send_new_ids"
     async with targets.joined_async(target) as conn:
+        # A NOTIFY only when this process has not sent one to the domain a moment ago.
+        quiet = "" if _wake.due(conn, params["channel"]) else "_quiet"
         try:
-            cur = await conn.execute(statement, params)
+            cur = await conn.execute(query(name + quiet, params["queue"]), params)
         except psycopg.errors.UndefinedTable as exc:
             raise not_installed([spec], exc) from exc
         row = await cur.fetchone()
@@ -146,7 +148,9 @@ async def send_many_async(
                     )
                 for group in groups:
                     params = {**group.log, **group.queue_params}
-                    sent.append((group, await conn.execute(query(send_query, group.queue), params)))
+                    quiet = "" if _wake.due(conn, params["channel"]) else "_quiet"
+                    statement = query(send_query + quiet, group.queue)
+                    sent.append((group, await conn.execute(statement, params)))
             for group, cur in sent:
                 new = {row[0]: row[1] for row in await cur.fetchall()}
                 if len(new) != len(group.positions):

@@ -3,8 +3,10 @@
 """Request/reply and workflows: wait for a command's outcome, follow a batch, trace a flow.
 
 Waiting LISTENs on the domain's `cbus_done_<domain>` channel, which the worker
-notifies in the transaction that ends a command, and re-reads the command log on
-each notification (and at least every second, in case one is missed): no busy poll.
+notifies in the transaction that ends a command (at most once per few ms per
+worker, `cbus._wake`), and re-reads the command log on each notification and on
+steps of its own (5 ms doubling to 1 s, from 5 ms again after each notification),
+which find the commands that ended without one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from . import _acompat as compat
-from . import targets
+from . import _wake, targets
 from ._queries import query, raw
 from .bus import Bus
 from .errors import NotFoundError, ReplyTimeout
@@ -74,11 +76,14 @@ def _listening(target: WaitTarget, channel: str) -> Iterator[psycopg.Connection[
             conn.execute(sql.SQL(raw("unlisten")).format(channel=sql.Identifier(channel)))
 
 
-def _pause(conn: psycopg.Connection[Any], deadline: float) -> None:
+def _pause(conn: psycopg.Connection[Any], deadline: float, step: float = 1.0) -> bool:
+    """Wait for a notification, at most `step` s (and not past the deadline); True if one came."""
     remaining = deadline - compat.monotonic()
+    woken = False
     if remaining > 0:
-        for _ in conn.notifies(timeout=min(remaining, 1.0), stop_after=1):
-            pass
+        for _ in conn.notifies(timeout=min(remaining, step), stop_after=1):
+            woken = True
+    return woken
 
 
 def wait_for(
@@ -98,6 +103,10 @@ def wait_for(
     """
     ends = ENDED + ((IN_TROUBLESHOOTING,) if include_troubleshooting else ())
     deadline = compat.monotonic() + timeout
+    # The worker notifies a domain's waiters at most once per few ms (ADR 0010): an
+    # acknowledgement without a NOTIFY is found by re-reading after LINGER s, doubled
+    # up to 1 s, and again LINGER s after each notification.
+    step = _wake.LINGER
     with _listening(target, done_channel(domain)) as conn:
         while True:
             record = get_command(conn, domain, command_id)
@@ -116,7 +125,8 @@ def wait_for(
                     f"Command {command_id} in domain `{domain}` did not end within "
                     f"{timeout:g} s (status {record.status})"
                 )
-            _pause(conn, deadline)
+            woken = _pause(conn, deadline, step)
+            step = _wake.LINGER if woken else min(step * 2, 1.0)
 
 
 def batch_status(conn: psycopg.Connection[Any], batch_id: uuid.UUID) -> BatchStatus | None:

@@ -1,0 +1,48 @@
+"""Wake-ups that do not serialise commits: one NOTIFY per channel every few ms per process.
+
+A transaction that NOTIFYs takes, at commit, a lock that serialises every other
+notifying commit of the server (PostgreSQL's `PreCommit_Notify`), so a NOTIFY in
+every send made concurrent senders wait on each other (ADR 0010). Here a process
+asks `due(conn, channel)` before each send (and the worker before each
+acknowledgement): True when it has not notified that channel of that database in
+the last `WINDOW` seconds, and the statement then carries its `pg_notify`; else the
+statement runs without one.
+
+What a statement without NOTIFY relies on: the worker that the last notification
+woke keeps polling for a while after it found work (`LINGER`, doubling up to its
+`poll_interval`), and a waiter re-reads the log on the same steps. A notification
+rolled back with its transaction leaves the sends that rode on it to the worker's
+next poll. Leaf module: it imports nothing from cbus.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+__all__ = ["LINGER", "WINDOW", "due"]
+
+WINDOW = 0.005
+"""Seconds during which a process sends no second NOTIFY on a channel."""
+
+LINGER = 0.005
+"""A worker's first re-poll after work, and a waiter's first re-read; doubled after each."""
+
+_last: dict[tuple[Any, ...], float] = {}
+
+
+def due(conn: Any, channel: str) -> bool:
+    """Whether this statement on `conn` should notify `channel` (and count as notified).
+
+    Keyed by the connection's server and database, so two databases on one process
+    do not share a window. Without a lock: two threads that both find the window
+    over both notify, which is only a spare notification.
+    """
+    pg = conn.pgconn
+    key = (pg.host, pg.port, pg.db, channel)
+    now = time.monotonic()
+    last = _last.get(key)
+    if last is not None and now - last < WINDOW:
+        return False
+    _last[key] = now
+    return True
