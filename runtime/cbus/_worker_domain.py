@@ -10,6 +10,7 @@ from typing import Any
 
 from . import _versions as versions
 from . import codec
+from ._ordering import LeaseMode, lease_mode
 from ._queries import query
 from .names import done_channel
 from .pgmq import RawJson
@@ -33,6 +34,7 @@ class DomainRuntime:
     queue: str
     visibility_timeout: int  # the longest of the domain's commands: one read leases all
     done_channel: str
+    lease_mode: LeaseMode = "plain"  # ordering keys and priorities (ADR 0011)
 
     @classmethod
     def of(cls, handlers: object) -> DomainRuntime:
@@ -58,6 +60,7 @@ class DomainRuntime:
             queue=spec.queue,
             visibility_timeout=max(c.options.visibility_timeout for c in spec.commands),
             done_channel=done_channel(spec.name),
+            lease_mode=lease_mode(spec),
         )
 
     def read_params(self, audit_full: bool) -> dict[str, Any]:
@@ -157,6 +160,13 @@ class LeaseSize:
         self.size = want if want == self.limit else 1 << (want.bit_length() - 1)
 
 
-def read_query(queue: str, batch_size: int, last_read_at: bool) -> bytes:
-    """The lease statement for a queue whose table has (or lacks) PGMQ 1.10's last_read_at."""
-    return query("read" if last_read_at else "read_before_pgmq_1_10", queue, batch_size)
+def read_query(
+    queue: str, batch_size: int, last_read_at: bool, mode: LeaseMode = "plain"
+) -> bytes:
+    """The lease statement for a queue whose table has (or lacks) PGMQ 1.10's last_read_at.
+
+    `mode` is the domain's `lease_mode`: a domain that uses neither ordering keys nor
+    priorities keeps the plain `read` (ADR 0011).
+    """
+    name = "read" if last_read_at else "read_before_pgmq_1_10"
+    return query(name if mode == "plain" else f"{name}_{mode}", queue, batch_size)

@@ -16,6 +16,7 @@ from psycopg import sql
 from ._command_types import schema_rows
 from ._queries import raw
 from .errors import InstallError
+from ._ordering import domain_indexes
 from .pgmq import check_queue_name
 from .registry import DomainSpec
 
@@ -129,6 +130,7 @@ def _domain_statements(domain: DomainSpec) -> list[tuple[sql.Composed | str, Any
     return [
         (sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(_LOCK_KEY)), None),
         (sql.SQL("SELECT pgmq.create({})").format(sql.Literal(queue)), None),
+        *domain_indexes(domain),  # ordering keys and priorities only (ADR 0011)
         *((raw("record_command_type"), row) for row in schema_rows(domain)),
     ]
 

@@ -15,7 +15,7 @@ from psycopg import sql
 from ._queries import raw
 from .audit import Plan, run, run_async
 from .names import QUEUE_SUFFIX, command_queue
-from .pgmq import check_queue_name, queue_table
+from .pgmq import archive_table, check_queue_name, queue_table
 
 __all__ = ["DomainStats", "domain_names_async", "domain_stats", "domain_stats_async"]
 
@@ -29,6 +29,8 @@ class DomainStats:
     `in_flight` (leased by a worker). `oldest_due_age` is in seconds, 0 when nothing
     is due. `troubleshooting` counts the commands in the troubleshooting queue;
     `completed_*` and `failed_*` the commands that ended so in the last minute / hour.
+    `key_waiting` counts the messages (among `due` or `delayed`) held back because an
+    earlier command of their `ordering_key` is in the troubleshooting queue.
     """
 
     domain: str
@@ -42,6 +44,7 @@ class DomainStats:
     failed_1m: int
     completed_1h: int
     failed_1h: int
+    key_waiting: int = 0
 
     __module__ = "cbus"
 
@@ -60,7 +63,23 @@ def _stats_plan(domain: str | None) -> Plan[list[DomainStats]]:
         for n in names
     )
     found = yield sql.SQL(raw("stats")).format(queues=queues), {}
-    return [DomainStats(**row) for row in found]
+    waiting = yield from _key_waiting_plan(names)
+    return [DomainStats(**row, key_waiting=waiting.get(row["domain"], 0)) for row in found]
+
+
+def _key_waiting_plan(names: list[str]) -> Plan[dict[str, int]]:
+    """How many messages wait for a command of their key in troubleshooting (ADR 0011)."""
+    part = sql.SQL(raw("stats_key_waiting"))
+    parts = sql.SQL("\nUNION ALL\n").join(
+        part.format(
+            domain=sql.Literal(n),
+            q=queue_table(command_queue(n)),
+            a=archive_table(command_queue(n)),
+        )
+        for n in names
+    )
+    rows = yield parts, {}
+    return {r["domain"]: r["key_waiting"] for r in rows}
 
 
 def domain_stats(conn: psycopg.Connection[Any], domain: str | None = None) -> list[DomainStats]:
@@ -91,6 +110,7 @@ TABLE_HEADERS = [
     "FAILED/1M",
     "DONE/1H",
     "FAILED/1H",
+    "KEY_WAITING",
 ]
 
 
@@ -119,6 +139,7 @@ def table_rows(found: list[DomainStats]) -> list[list[str]]:
             str(d.failed_1m),
             str(d.completed_1h),
             str(d.failed_1h),
+            str(d.key_waiting),
         ]
         for d in found
     ]

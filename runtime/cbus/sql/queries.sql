@@ -726,10 +726,23 @@ RETURNING msg_id, attempts, kind, correlation_id, reply_to, batch_id
 SELECT pg_notify(%(channel)s, '')
 
 -- name: tsq_resend
--- Send the archived message again, as a new message of the queue.
-SELECT pgmq.send(%(queue)s, message, headers) AS msg_id, pg_notify(%(channel)s, '')
-FROM {a}
-WHERE msg_id = %(msg_id)s
+-- Send the archived message again, as a new message of the queue; a message with an
+-- ordering_key goes back under its own msg_id instead, so that it keeps its place
+-- ahead of the commands of its key sent after it (ADR 0011).
+WITH archived AS (
+    SELECT msg_id, message, headers FROM {a} WHERE msg_id = %(msg_id)s
+),
+in_place AS (
+    INSERT INTO {q} (msg_id, vt, message, headers) OVERRIDING SYSTEM VALUE
+    SELECT ar.msg_id, clock_timestamp(), ar.message, ar.headers FROM archived AS ar
+    WHERE ar.headers ->> 'ordering_key' IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM {q} AS q WHERE q.msg_id = ar.msg_id)
+    RETURNING msg_id
+)
+SELECT CASE WHEN i.msg_id IS NOT NULL THEN i.msg_id
+            ELSE pgmq.send(%(queue)s, ar.message, ar.headers) END AS msg_id,
+       pg_notify(%(channel)s, '')
+FROM archived AS ar LEFT JOIN in_place AS i ON true
 
 -- name: tsq_reset
 -- Attempts start again from 0; the worker's read records the new msg_id on receipt.
@@ -753,3 +766,97 @@ ORDER BY created_at, command_id
 -- name: testing_now
 -- cbus.testing.run_pending: the server's clock, before a run.
 SELECT clock_timestamp()
+
+-- ==== ordering and priority (contract section 13, ADR 0011) ====
+
+-- name: lease_priority
+-- The lease of `read` for a domain that uses priorities, in place of its first CTE
+-- (`_queries` swaps it in): due messages, higher `priority` header first (no header:
+-- 5), then earliest-due. Single digits sort as text, so the expression needs no cast
+-- that a malformed header could fail; the queue's `cbus_prio` index serves it.
+WITH leasable AS (
+    SELECT msg_id FROM {q}
+    WHERE vt <= clock_timestamp()
+    ORDER BY (coalesce(headers ->> 'priority', '5') COLLATE "C") DESC, vt
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+
+-- name: lease_keyed
+-- The lease of `read` for a domain with an `ordering_key`: a keyed message is
+-- leasable only as the head of its key, the one with the lowest msg_id in the queue
+-- (a predecessor leased, backing off before a retry, delayed, or waiting for a newer
+-- worker holds the key), and only while no archived message of its key has its
+-- command in the troubleshooting queue. Each candidate costs two index probes (the
+-- queue's and the archive's `cbus_key`); messages without a key lease as usual.
+-- Consumers racing for one key cannot both win: the head is locked (SKIP LOCKED),
+-- and its successors see it in their snapshot until its acknowledgement commits.
+WITH leasable AS (
+    SELECT l.msg_id FROM {q} AS l
+    WHERE l.vt <= clock_timestamp()
+      AND (l.headers ->> 'ordering_key' IS NULL OR (
+          NOT EXISTS (
+              SELECT 1 FROM {q} AS e
+              WHERE e.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
+                AND e.msg_id < l.msg_id)
+          AND NOT EXISTS (
+              SELECT 1 FROM {a} AS b
+              JOIN cbus.command AS c
+                ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
+              WHERE b.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
+                AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
+    ORDER BY l.vt
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+
+-- name: lease_keyed_priority
+-- `lease_keyed`, higher priorities first (as `lease_priority`).
+WITH leasable AS (
+    SELECT l.msg_id FROM {q} AS l
+    WHERE l.vt <= clock_timestamp()
+      AND (l.headers ->> 'ordering_key' IS NULL OR (
+          NOT EXISTS (
+              SELECT 1 FROM {q} AS e
+              WHERE e.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
+                AND e.msg_id < l.msg_id)
+          AND NOT EXISTS (
+              SELECT 1 FROM {a} AS b
+              JOIN cbus.command AS c
+                ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
+              WHERE b.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
+                AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
+    ORDER BY (coalesce(l.headers ->> 'priority', '5') COLLATE "C") DESC, l.vt
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+
+-- name: index_priority
+-- The order of `lease_priority` (install_domain, for domains that use priorities).
+CREATE INDEX IF NOT EXISTS {name}
+    ON {q} ((coalesce(headers ->> 'priority', '5') COLLATE "C") DESC, vt)
+
+-- name: index_ordering_key
+-- A key's messages by msg_id: the head probe of `lease_keyed`.
+CREATE INDEX IF NOT EXISTS {name}
+    ON {q} ((headers ->> 'ordering_key'), msg_id)
+    WHERE (headers ->> 'ordering_key') IS NOT NULL
+
+-- name: index_ordering_key_archive
+-- A key's archived messages: `lease_keyed` asks whether one is in troubleshooting.
+CREATE INDEX IF NOT EXISTS {name}
+    ON {a} ((headers ->> 'ordering_key'))
+    WHERE (headers ->> 'ordering_key') IS NOT NULL
+
+-- name: stats_key_waiting
+-- One queue's part of `cbus stats`'s second statement (UNION ALL, as stats_queue):
+-- the messages held back because an earlier command of their key is in the
+-- troubleshooting queue (a command set aside keeps its archived msg_id in the log).
+-- Starts from the troubleshooting queue, so a domain without keys reads no queue row.
+SELECT {domain} AS domain, count(*) AS key_waiting FROM {q} AS l
+WHERE l.headers ->> 'ordering_key' IN (
+    SELECT b.headers ->> 'ordering_key'
+    FROM cbus.troubleshooting AS t
+    JOIN cbus.command AS c ON c.domain = t.domain AND c.command_id = t.command_id
+    JOIN {a} AS b ON b.msg_id = c.msg_id
+    WHERE t.domain = {domain} AND b.headers ->> 'ordering_key' IS NOT NULL)
