@@ -80,7 +80,9 @@ class Consumer(LeaseKeeper):
                 if due is not None and runtime.queue not in due and runtime.queue not in self._sick:
                     continue
                 lease = self._lease_sizes[runtime.queue]
-                read = read_query(runtime.queue, lease.size, runtime.queue in modern)
+                read = read_query(
+                    runtime.queue, lease.size, runtime.queue in modern, runtime.lease_mode
+                )
                 try:
                     found = self._poll(conn, runtime, index, read, lease)
                 except psycopg.OperationalError:

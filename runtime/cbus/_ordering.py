@@ -125,6 +125,8 @@ def domain_indexes(domain: DomainSpec) -> list[tuple[sql.Composable, Any]]:
     q, a = queue_table(domain.queue), archive_table(domain.queue)
     out: list[tuple[sql.Composable, Any]] = []
     for name in _INDEXES[lease_mode(domain)]:
-        index = sql.Identifier(f"{'a' if name.endswith('archive') else 'q'}_{domain.queue}_{name}")
+        table = "a" if name.endswith("archive") else "q"
+        suffix = "cbus_prio" if name == "index_priority" else "cbus_key"
+        index = sql.Identifier(f"{table}_{domain.queue}_{suffix}")
         out.append((sql.SQL(raw(name)).format(q=q, a=a, name=index), None))
     return out

@@ -262,14 +262,19 @@ WHERE domain = %(domain)s AND command_id = %(command_id)s AND EXISTS (SELECT 1 F
 RETURNING 1
 
 -- name: archive_message
--- Move a message to PGMQ's archive (the troubleshooting queue's payload store).
+-- Move a message to PGMQ's archive (the troubleshooting queue's payload store). A
+-- keyed message retried from the troubleshooting queue went back under its msg_id
+-- (tsq_resend), so its first archived copy may be there already: that one stays.
 WITH moved AS (
     DELETE FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
     RETURNING msg_id, read_ct, enqueued_at, vt, message, headers
+),
+archived AS (
+    INSERT INTO {a} (msg_id, read_ct, enqueued_at, vt, message, headers)
+    SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM moved
+    ON CONFLICT DO NOTHING
 )
-INSERT INTO {a} (msg_id, read_ct, enqueued_at, vt, message, headers)
-SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM moved
-RETURNING msg_id
+SELECT msg_id FROM moved
 
 -- name: end_command
 -- Record how a command ended when it did not complete (troubleshooting, failed, canceled).
@@ -739,10 +744,12 @@ in_place AS (
       AND NOT EXISTS (SELECT 1 FROM {q} AS q WHERE q.msg_id = ar.msg_id)
     RETURNING msg_id
 )
-SELECT CASE WHEN i.msg_id IS NOT NULL THEN i.msg_id
-            ELSE pgmq.send(%(queue)s, ar.message, ar.headers) END AS msg_id,
-       pg_notify(%(channel)s, '')
-FROM archived AS ar LEFT JOIN in_place AS i ON true
+SELECT coalesce(i.msg_id, s.msg_id) AS msg_id, pg_notify(%(channel)s, '')
+FROM archived AS ar
+LEFT JOIN in_place AS i ON true
+LEFT JOIN LATERAL (
+    SELECT pgmq.send(%(queue)s, ar.message, ar.headers) AS msg_id WHERE i.msg_id IS NULL
+) AS s ON true
 
 -- name: tsq_reset
 -- Attempts start again from 0; the worker's read records the new msg_id on receipt.
