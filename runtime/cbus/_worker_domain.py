@@ -20,6 +20,9 @@ __all__ = ["DomainRuntime", "LeaseSize", "read_query", "generated_package_of"]
 
 log = logging.getLogger("cbus.worker")
 
+KEYED_BATCH = 4
+"""The largest lease of a domain with an ordering_key (ADR 0011 measures it)."""
+
 
 @dataclass(slots=True)
 class DomainRuntime:
@@ -62,6 +65,12 @@ class DomainRuntime:
             done_channel=done_channel(spec.name),
             lease_mode=lease_mode(spec),
         )
+
+    def lease_limit(self, batch_size: int) -> int:
+        """The most a consumer leases at once: a keyed domain's batch is one key each,
+        run one after the other, so a big one would hold keys that other consumers
+        could run (ADR 0011: `KEYED_BATCH`)."""
+        return batch_size if self.lease_mode in ("plain", "priority") else min(batch_size, KEYED_BATCH)
 
     def read_params(self, audit_full: bool) -> dict[str, Any]:
         return {

@@ -197,10 +197,10 @@ def test_one_key_runs_one_at_a_time_in_send_order_across_workers(
     dsn: str, ordered: ModuleType, testbus: ModuleType, tmp_path: Path
 ) -> None:
     """2,000 commands over 20 keys, 2 worker processes of 4 consumers (8 in all),
-    handlers sleeping 1-5 ms and failing one attempt in ten."""
+    handlers sleeping 4-12 ms and failing one attempt in ten."""
     rng = random.Random(18)
     commands = [
-        ordered.Step(key=f"k{k:02d}", seq=s, sleep_ms=rng.randint(1, 5), fail_rate=0.1)
+        ordered.Step(key=f"k{k:02d}", seq=s, sleep_ms=rng.randint(4, 12), fail_rate=0.1)
         for s in range(PER_KEY)
         for k in rng.sample(range(KEYS), KEYS)
     ]
@@ -241,22 +241,17 @@ def test_one_key_runs_one_at_a_time_in_send_order_across_workers(
         assert [seq for seq, ok, *_ in runs if ok] == list(range(PER_KEY)), key
         seqs = [seq for seq, *_ in runs]
         assert seqs == sorted(seqs), key
-    # Different keys ran side by side: the run took well under the serial time.
+    # Different keys ran side by side (at most 8 at once: the consumers), so the run
+    # took well under the time its attempts took one after the other.
+    events = sorted([(r[3], 1) for r in rows] + [(r[4], -1) for r in rows])
+    now = peak = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
     span = (max(r[4] for r in rows) - min(r[3] for r in rows)).total_seconds()
     serial = sum((r[4] - r[3]).total_seconds() for r in rows)
-    overlapping = sum(
-        1
-        for i, a in enumerate(rows)
-        for b in rows[i + 1 : i + 40]
-        if a[0] != b[0] and a[3] < b[4] and b[3] < a[4]
-    )
-    events = sorted([(r[3], 1) for r in rows] + [(r[4], -1) for r in rows])
-    running_now = peak = 0
-    for _, step in events:
-        running_now += step
-        peak = max(peak, running_now)
-    assert peak > 1 and peak <= 8, peak
-    assert span < serial, (span, serial, overlapping)
+    assert 1 < peak <= 8, peak
+    assert span < serial / 2, (span, serial)
 
 
 class StopHandlers:
