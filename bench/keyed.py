@@ -188,9 +188,13 @@ def lease_table(dsn: str, gen_dir: Path, rows: int, keys: int) -> list[dict[str,
     ]
     if grouped:
         cases.append(
-            ("pgmq.read_grouped_head (PGMQ 1.13)",
-             sql.SQL("SELECT * FROM pgmq.read_grouped_head({}, 30, 10)").format(
-                 sql.Literal(KEYED_QUEUE)), None)
+            (
+                "pgmq.read_grouped_head (PGMQ 1.13)",
+                sql.SQL("SELECT * FROM pgmq.read_grouped_head({}, 30, 10)").format(
+                    sql.Literal(KEYED_QUEUE)
+                ),
+                None,
+            )
         )
     out: list[dict[str, Any]] = []
     with psycopg.connect(dsn, autocommit=True) as admin:
@@ -230,7 +234,6 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    import env
     from cbus.devdb import DevServer
 
     batches = [int(b) for b in args.keyed_batch.split(",")]
@@ -281,10 +284,19 @@ def main() -> None:
     for case in cases:
         med = {w: statistics.median(r[w] for r in seen[case["name"]]) for w in ("send", "drain")}
         ratio = {w: med[w] / base[w] for w in med}
-        rows.append({"case": case["name"], **med, "send_ratio": ratio["send"],
-                     "drain_ratio": ratio["drain"], "runs": seen[case["name"]]})
-        print(f"{case['name']:<44} {med['send']:8.0f} {ratio['send']:6.2f}"
-              f" {med['drain']:8.0f} {ratio['drain']:6.2f}")
+        rows.append(
+            {
+                "case": case["name"],
+                **med,
+                "send_ratio": ratio["send"],
+                "drain_ratio": ratio["drain"],
+                "runs": seen[case["name"]],
+            }
+        )
+        print(
+            f"{case['name']:<44} {med['send']:8.0f} {ratio['send']:6.2f}"
+            f" {med['drain']:8.0f} {ratio['drain']:6.2f}"
+        )
     print()
     print(f"lease of 10, {args.lease_rows} messages over {args.keys} keys (ms, median of 30)")
     held = max(r["leased"] for r in leases)
@@ -296,9 +308,16 @@ def main() -> None:
     results.mkdir(exist_ok=True)
     (results / "keyed.json").write_text(
         json.dumps(
-            {"n": args.n, "rounds": args.rounds, "keys": args.keys, "drain": rows,
-             "lease": leases, "lease_rows": args.lease_rows},
-            indent=2, default=str,
+            {
+                "n": args.n,
+                "rounds": args.rounds,
+                "keys": args.keys,
+                "drain": rows,
+                "lease": leases,
+                "lease_rows": args.lease_rows,
+            },
+            indent=2,
+            default=str,
         )
     )
     print(f"wrote {results / 'keyed.json'}")

@@ -27,7 +27,7 @@ from ._acompat import cancelled_by_worker, current_caller, execute_bare, monoton
 from ._handler_conn import IDLE, INTRANS, HandlerConnection
 from ._heartbeat import AlreadyRecorded, LeaseKeeper
 from ._queries import query
-from ._worker_domain import DomainRuntime, LeaseSize, read_query
+from ._worker_domain import DomainRuntime, LeaseSize, pending_query, read_query
 from ._worker_failure import ack_params, encode_result
 from ._worker_record import record_failure, set_aside, to_ended
 from ._worker_triage import Delivery, Poison, triage
@@ -144,7 +144,8 @@ class Consumer(LeaseKeeper):
             return False
         for runtime in self._domains:
             cur = conn.execute(
-                query("pending", runtime.queue), versions.pending_params(runtime.spec)
+                query(pending_query(runtime.lease_mode), runtime.queue),
+                versions.pending_params(runtime.spec),
             )
             row = cur.fetchone()
             if row and row[0]:

@@ -25,7 +25,7 @@ from ._acompat import acancelled_by_worker, aexecute_bare, current_caller, monot
 from ._handler_conn_async import IDLE, INTRANS, HandlerConnection
 from ._heartbeat_async import AlreadyRecorded, LeaseKeeper
 from ._queries import query
-from ._worker_domain import DomainRuntime, LeaseSize, read_query
+from ._worker_domain import DomainRuntime, LeaseSize, pending_query, read_query
 from ._worker_failure import ack_params, encode_result
 from ._worker_record_async import record_failure, set_aside, to_ended
 from ._worker_triage import Delivery, Poison, triage
@@ -142,7 +142,8 @@ class Consumer(LeaseKeeper):
             return False
         for runtime in self._domains:
             cur = await conn.execute(
-                query("pending", runtime.queue), versions.pending_params(runtime.spec)
+                query(pending_query(runtime.lease_mode), runtime.queue),
+                versions.pending_params(runtime.spec),
             )
             row = await cur.fetchone()
             if row and row[0]:

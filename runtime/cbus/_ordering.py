@@ -116,14 +116,14 @@ _INDEXES: dict[LeaseMode, tuple[str, ...]] = {
 }
 
 
-def domain_indexes(domain: DomainSpec) -> list[tuple[sql.Composable, Any]]:
+def domain_indexes(domain: DomainSpec) -> list[tuple[sql.Composed, Any]]:
     """The statements that create the indexes a domain's lease needs (none when plain).
 
     Each is `CREATE INDEX IF NOT EXISTS`, named after the queue: installing again, or
     a domain that starts using an option later, adds only what is missing.
     """
     q, a = queue_table(domain.queue), archive_table(domain.queue)
-    out: list[tuple[sql.Composable, Any]] = []
+    out: list[tuple[sql.Composed, Any]] = []
     for name in _INDEXES[lease_mode(domain)]:
         table = "a" if name.endswith("archive") else "q"
         suffix = "cbus_prio" if name == "index_priority" else "cbus_key"

@@ -39,6 +39,9 @@ def _load() -> dict[str, str]:
         for read in ("read", "read_before_pgmq_1_10"):
             queries[f"{read}_{mode}"] = queries[read].replace(plain[0], lease)
             assert queries[f"{read}_{mode}"] != queries[read], mode
+    condition = queries.pop("pending_keyed_condition")
+    assert queries["pending"].endswith("\n)")
+    queries["pending_keyed"] = queries["pending"][:-2] + "\n" + condition + "\n)"
     return queries
 
 

@@ -16,7 +16,7 @@ from .names import done_channel
 from .pgmq import RawJson
 from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods, stub_of
 
-__all__ = ["DomainRuntime", "LeaseSize", "read_query", "generated_package_of"]
+__all__ = ["DomainRuntime", "LeaseSize", "generated_package_of", "pending_query", "read_query"]
 
 log = logging.getLogger("cbus.worker")
 
@@ -70,7 +70,9 @@ class DomainRuntime:
         """The most a consumer leases at once: a keyed domain's batch is one key each,
         run one after the other, so a big one would hold keys that other consumers
         could run (ADR 0011: `KEYED_BATCH`)."""
-        return batch_size if self.lease_mode in ("plain", "priority") else min(batch_size, KEYED_BATCH)
+        return (
+            batch_size if self.lease_mode in ("plain", "priority") else min(batch_size, KEYED_BATCH)
+        )
 
     def read_params(self, audit_full: bool) -> dict[str, Any]:
         return {
@@ -169,9 +171,7 @@ class LeaseSize:
         self.size = want if want == self.limit else 1 << (want.bit_length() - 1)
 
 
-def read_query(
-    queue: str, batch_size: int, last_read_at: bool, mode: LeaseMode = "plain"
-) -> bytes:
+def read_query(queue: str, batch_size: int, last_read_at: bool, mode: LeaseMode = "plain") -> bytes:
     """The lease statement for a queue whose table has (or lacks) PGMQ 1.10's last_read_at.
 
     `mode` is the domain's `lease_mode`: a domain that uses neither ordering keys nor
@@ -179,3 +179,9 @@ def read_query(
     """
     name = "read" if last_read_at else "read_before_pgmq_1_10"
     return query(name if mode == "plain" else f"{name}_{mode}", queue, batch_size)
+
+
+def pending_query(mode: LeaseMode) -> str:
+    """The name of `run(until_idle=True)`'s check: a keyed domain's leaves out messages
+    held back behind a command of their key in the troubleshooting queue."""
+    return "pending" if mode in ("plain", "priority") else "pending_keyed"

@@ -72,9 +72,7 @@ class WorkerState(DomainBackoff):
         # False when a `cbus.Worker` runs this beside a twin: its handler stops both.
         self.handles_signals = True
         # Shared by a domain's consumers: the first batches teach all of them.
-        self._lease_sizes = {
-            d.queue: LeaseSize(d.lease_limit(batch_size)) for d in self._domains
-        }
+        self._lease_sizes = {d.queue: LeaseSize(d.lease_limit(batch_size)) for d in self._domains}
         self.poll_interval = poll_interval
         self.audit_full = audit == "full"
         self._stopping = AEvent()

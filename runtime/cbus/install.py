@@ -14,9 +14,9 @@ import psycopg
 from psycopg import sql
 
 from ._command_types import schema_rows
+from ._ordering import domain_indexes
 from ._queries import raw
 from .errors import InstallError
-from ._ordering import domain_indexes
 from .pgmq import check_queue_name
 from .registry import DomainSpec
 

@@ -6,6 +6,7 @@ tests/ordering_handlers.py); the other tests run a worker in a thread.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -24,7 +25,7 @@ from cbus import troubleshooting
 from cbus.stats import domain_stats
 from psycopg.conninfo import make_conninfo
 
-from .helpers import running, wait_for
+from .helpers import drain, running, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CBUS = Path(sys.executable).with_name("cbus")
@@ -110,9 +111,7 @@ class RankedHandlers:
                 ctx.conn.execute("INSERT INTO effects VALUES (%s, %s)", (ctx.command_id, cmd.n))
 
             def chore(self, cmd: Any, ctx: cbus.Context) -> None:
-                ctx.conn.execute(
-                    "INSERT INTO effects VALUES (%s, %s)", (ctx.command_id, -cmd.n)
-                )
+                ctx.conn.execute("INSERT INTO effects VALUES (%s, %s)", (ctx.command_id, -cmd.n))
 
         self.handlers = _H()
 
@@ -127,12 +126,10 @@ def test_higher_priorities_are_leased_first(dsn: str, ranked: ModuleType) -> Non
         cbus.send_many(conn, [ranked.Job(n=i) for i in range(101, 111)], priority=9)
         cbus.send_many(conn, [ranked.Job(n=i) for i in range(201, 206)])
         conn.commit()
-    with running(dsn, [RankedHandlers(ranked).handlers], concurrency=1, batch_size=4):
-        with psycopg.connect(dsn) as conn:
-            wait_for(
-                lambda: conn.execute("SELECT count(*) FROM effects").fetchone() == (95,), 30
-            )
-            order = [v for (v,) in conn.execute("SELECT value FROM effects ORDER BY written_at")]
+    handlers = [RankedHandlers(ranked).handlers]
+    with running(dsn, handlers, concurrency=1, batch_size=4), psycopg.connect(dsn) as conn:
+        wait_for(lambda: conn.execute("SELECT count(*) FROM effects").fetchone() == (95,), 30)
+        order = [v for (v,) in conn.execute("SELECT value FROM effects ORDER BY written_at")]
     assert sorted(order[:10]) == list(range(101, 111))
     assert sorted(order[10:15]) == list(range(201, 206))
     assert sorted(order[15:55]) == list(range(1, 41))
@@ -212,8 +209,10 @@ def test_one_key_runs_one_at_a_time_in_send_order_across_workers(
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             wait_for(
-                lambda: conn.execute("SELECT count(*) FROM steps WHERE ok").fetchone()
-                == (len(commands),),
+                lambda: (
+                    conn.execute("SELECT count(*) FROM steps WHERE ok").fetchone()
+                    == (len(commands),)
+                ),
                 120,
             )
             rows = conn.execute(
@@ -221,8 +220,7 @@ def test_one_key_runs_one_at_a_time_in_send_order_across_workers(
             ).fetchall()
             statuses = dict(
                 conn.execute(
-                    "SELECT status, count(*) FROM cbus.command WHERE domain = 'ordered'"
-                    " GROUP BY 1"
+                    "SELECT status, count(*) FROM cbus.command WHERE domain = 'ordered' GROUP BY 1"
                 ).fetchall()
             )
     finally:
@@ -235,7 +233,7 @@ def test_one_key_runs_one_at_a_time_in_send_order_across_workers(
     assert failed > 50  # retries happened, each holding its key
     for key, runs in by_key.items():
         # No two attempts of one key overlap...
-        for before, after in zip(runs, runs[1:], strict=False):
+        for before, after in itertools.pairwise(runs):
             assert after[2] >= before[3], (key, before, after)
         # ...and the key's commands start in send order, a retry before its successor.
         assert [seq for seq, ok, *_ in runs if ok] == list(range(PER_KEY)), key
@@ -330,3 +328,18 @@ def _command_id(conn: psycopg.Connection[Any], seq: int) -> uuid.UUID:
         " WHERE (message ->> 'seq')::int = %s",
         (seq,),
     ).fetchone()[0]  # type: ignore[index]
+
+
+def test_run_until_idle_does_not_wait_for_a_key_held_by_troubleshooting(
+    dsn: str, ordered: ModuleType
+) -> None:
+    with psycopg.connect(dsn) as conn:
+        ordered.send_stop(conn, key="x", seq=1)
+        held = ordered.send_step(conn, key="x", seq=2)
+        ordered.send_step(conn, key="y", seq=1)
+        conn.commit()
+    drain(dsn, [StopHandlers(ordered).handlers])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert _done(conn) == [("y", 1)]
+        record = cbus.get_command(conn, "ordered", held.command_id)
+        assert record is not None and (record.status, record.attempts) == ("PENDING", 0)

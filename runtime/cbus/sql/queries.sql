@@ -867,3 +867,14 @@ WHERE l.headers ->> 'ordering_key' IN (
     JOIN cbus.command AS c ON c.domain = t.domain AND c.command_id = t.command_id
     JOIN {a} AS b ON b.msg_id = c.msg_id
     WHERE t.domain = {domain} AND b.headers ->> 'ordering_key' IS NOT NULL)
+
+-- name: pending_keyed_condition
+-- What `pending` also asks of a message in a keyed domain (`_queries` appends it):
+-- not held back behind a command of its key in the troubleshooting queue, which only
+-- an operator moves, so `run(until_idle=True)` does not wait for it.
+      AND NOT (q.read_ct = 0 AND EXISTS (
+          SELECT 1 FROM {a} AS b
+          JOIN cbus.command AS c
+            ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
+          WHERE b.headers ->> 'ordering_key' = q.headers ->> 'ordering_key'
+            AND c.status = 'IN_TROUBLESHOOTING_QUEUE'))
