@@ -130,7 +130,8 @@ leasable AS (
         SELECT h.msg_id FROM heads AS h WHERE h.vt <= clock_timestamp() AND NOT EXISTS (
             SELECT 1 FROM {a} AS b JOIN cbus.command AS c
               ON c.domain = 'bkeyed' AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
-            WHERE b.headers ->> 'ordering_key' = h.k AND c.status = 'IN_TROUBLESHOOTING_QUEUE'))
+            WHERE b.headers ->> 'ordering_key' = h.k AND b.msg_id < h.msg_id
+              AND c.status = 'IN_TROUBLESHOOTING_QUEUE'))
     ORDER BY l.vt LIMIT 10 FOR UPDATE SKIP LOCKED
 )
 UPDATE {q} AS q SET vt = clock_timestamp() + interval '30 s', read_ct = q.read_ct + 1

@@ -811,7 +811,7 @@ WITH leasable AS (
               JOIN cbus.command AS c
                 ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
               WHERE b.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
-                AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
+                AND b.msg_id < l.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
     ORDER BY l.vt
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
@@ -832,7 +832,7 @@ WITH leasable AS (
               JOIN cbus.command AS c
                 ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
               WHERE b.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
-                AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
+                AND b.msg_id < l.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
     ORDER BY (coalesce(l.headers ->> 'priority', '5') COLLATE "C") DESC, l.vt
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
@@ -850,9 +850,11 @@ CREATE INDEX IF NOT EXISTS {name}
     WHERE (headers ->> 'ordering_key') IS NOT NULL
 
 -- name: index_ordering_key_archive
--- A key's archived messages: `lease_keyed` asks whether one is in troubleshooting.
+-- A key's archived messages by msg_id: `lease_keyed` asks whether an earlier one is
+-- in troubleshooting (`b.msg_id < l.msg_id` keeps that a probe per candidate: a
+-- hashed subplan would read the whole archive, which only grows).
 CREATE INDEX IF NOT EXISTS {name}
-    ON {a} ((headers ->> 'ordering_key'))
+    ON {a} ((headers ->> 'ordering_key'), msg_id)
     WHERE (headers ->> 'ordering_key') IS NOT NULL
 
 -- name: stats_key_waiting
@@ -877,4 +879,4 @@ WHERE l.headers ->> 'ordering_key' IN (
           JOIN cbus.command AS c
             ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
           WHERE b.headers ->> 'ordering_key' = q.headers ->> 'ordering_key'
-            AND c.status = 'IN_TROUBLESHOOTING_QUEUE'))
+            AND b.msg_id < q.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE'))
