@@ -91,7 +91,7 @@ def test_indexes_only_where_a_domain_uses_the_options(
 ) -> None:
     rows = conn.execute(
         "SELECT tablename, indexname FROM pg_indexes WHERE schemaname = 'pgmq'"
-        " AND indexname LIKE '%%cbus%%' ORDER BY 1, 2"
+        " AND (indexname LIKE '%%cbus_key' OR indexname LIKE '%%cbus_prio') ORDER BY 1, 2"
     ).fetchall()
     assert rows == [
         ("a_ordered__commands", "a_ordered__commands_cbus_key"),
@@ -344,3 +344,32 @@ def test_run_until_idle_does_not_wait_for_a_key_held_by_troubleshooting(
         assert _done(conn) == [("y", 1)]
         record = cbus.get_command(conn, "ordered", held.command_id)
         assert record is not None and (record.status, record.attempts) == ("PENDING", 0)
+
+
+def test_key_text_by_scope_and_length() -> None:
+    import dataclasses
+
+    from cbus import _ordering
+    from cbus.registry import CommandSpec, DomainSpec, Options
+
+    @dataclasses.dataclass(frozen=True)
+    class Cmd:
+        account: str
+        n: int
+
+    domain_keyed = CommandSpec("kd", "A", 1, Cmd, "a", Options(ordering_key="account"))
+    own_key = CommandSpec("kd", "B", 1, Cmd, "b", Options(ordering_key="n"))
+    cbus.registry.register(
+        DomainSpec("kd", (domain_keyed, own_key), options=Options(ordering_key="account"))
+    )
+    assert _ordering.key_of(domain_keyed, Cmd("x", 1)) == '"x"'
+    assert _ordering.key_of(own_key, Cmd("x", 12)) == "kd.B:12"
+    long = _ordering.key_of(domain_keyed, Cmd("y" * 300, 1))
+    assert long is not None and long.startswith("sha256:") and len(long) == 71
+    assert _ordering.lease_mode(DomainSpec("kd2", (domain_keyed,))) == "keyed"
+    ranked = CommandSpec("kd3", "C", 1, Cmd, "c", Options(priority=7))
+    assert _ordering.lease_mode(DomainSpec("kd3", (ranked,))) == "priority"
+    plain = CommandSpec("kd4", "D", 1, Cmd, "d", Options())
+    assert _ordering.lease_mode(DomainSpec("kd4", (plain,))) == "plain"
+    assert _ordering.header_priority(ranked, None) == 7
+    assert _ordering.header_priority(ranked, 5) is None
