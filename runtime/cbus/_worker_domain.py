@@ -20,7 +20,7 @@ __all__ = ["DomainRuntime", "LeaseSize", "generated_package_of", "pending_query"
 
 log = logging.getLogger("cbus.worker")
 
-KEYED_BATCH = 4
+KEYED_BATCH = 32
 """The largest lease of a domain with an ordering_key (ADR 0011 measures it)."""
 
 
@@ -66,13 +66,17 @@ class DomainRuntime:
             lease_mode=lease_mode(spec),
         )
 
-    def lease_limit(self, batch_size: int) -> int:
-        """The most a consumer leases at once: a keyed domain's batch is one key each,
-        run one after the other, so a big one would hold keys that other consumers
-        could run (ADR 0011: `KEYED_BATCH`)."""
-        return (
-            batch_size if self.lease_mode in ("plain", "priority") else min(batch_size, KEYED_BATCH)
-        )
+    def lease_size(self, batch_size: int) -> LeaseSize:
+        """How this domain's consumers size their leases (shared by them).
+
+        A keyed domain's batch holds one command per key, run one after the other,
+        so a consumer that leased the heads of many keys would hold all of them
+        while other consumers idle: its batches stop at `KEYED_BATCH`, and shrink
+        when a lease comes back short, a sign that few keys are free (ADR 0011).
+        """
+        if self.lease_mode in ("plain", "priority"):
+            return LeaseSize(batch_size)
+        return LeaseSize(min(batch_size, KEYED_BATCH), keyed=True)
 
     def read_params(self, audit_full: bool) -> dict[str, Any]:
         return {
@@ -154,9 +158,10 @@ class LeaseSize:
 
     TARGET = 0.25
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, keyed: bool = False) -> None:
         self.limit = limit
         self.size = 1
+        self.keyed = keyed
 
     def forget(self) -> None:
         """The queue ran dry: what comes next may be slow, so start small again."""
@@ -165,6 +170,10 @@ class LeaseSize:
     def record(self, count: int, seconds: float) -> None:
         """Learn from a batch of `count` messages that took `seconds` to run."""
         if count <= 0:
+            return
+        if self.keyed and count < self.size:
+            # Fewer heads were free than asked for: leave the others to other consumers.
+            self.size = 1 << (max(1, count // 2).bit_length() - 1)
             return
         fits = int(self.TARGET * count / seconds) if seconds > 0 else self.limit
         want = max(1, min(self.limit, fits, self.size * 2))
