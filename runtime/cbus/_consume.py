@@ -171,6 +171,7 @@ class Consumer(LeaseKeeper):
         if not rows:
             lease.forget()
             return 0
+        lease.leased(len(rows))  # keyed domains only (ADR 0011)
         with self._counter_lock:
             self._waiting.discard(index)
         if len(rows) >= lease.size:

@@ -167,13 +167,18 @@ class LeaseSize:
         """The queue ran dry: what comes next may be slow, so start small again."""
         self.size = 1
 
+    def leased(self, count: int) -> None:
+        """A lease of a keyed domain came back with `count` messages (not 0).
+
+        Fewer than asked for means few keys were free: halve the next leases, so that
+        those keys spread over the consumers instead of queueing behind this one.
+        """
+        if self.keyed and count < self.size:
+            self.size = 1 << (max(1, count // 2).bit_length() - 1)
+
     def record(self, count: int, seconds: float) -> None:
         """Learn from a batch of `count` messages that took `seconds` to run."""
         if count <= 0:
-            return
-        if self.keyed and count < self.size:
-            # Fewer heads were free than asked for: leave the others to other consumers.
-            self.size = 1 << (max(1, count // 2).bit_length() - 1)
             return
         fits = int(self.TARGET * count / seconds) if seconds > 0 else self.limit
         want = max(1, min(self.limit, fits, self.size * 2))
