@@ -149,13 +149,14 @@ def lease_table(dsn: str, gen_dir: Path, rows: int, keys: int) -> list[dict[str,
 
     import cbus
     import psycopg
-    from cbus._queries import query
+    from cbus._queries import query, raw
     from cbus._worker_domain import DomainRuntime
     from env import ping_kwargs
     from psycopg import sql
 
     sys.path.insert(0, str(gen_dir))
     module = importlib.import_module(f"{PACKAGE}.bkeyed")
+    q_table = sql.Identifier("pgmq", "q_" + KEYED_QUEUE)
     reset(dsn)
     with psycopg.connect(dsn) as conn:
         for at in range(0, rows, 1000):
@@ -177,6 +178,9 @@ def lease_table(dsn: str, gen_dir: Path, rows: int, keys: int) -> list[dict[str,
         ).fetchone()[0]  # type: ignore[index]
         if grouped:
             conn.execute("SELECT pgmq.create_fifo_index(%s)", (KEYED_QUEUE,))
+        # And the priority lease's index, for its row (bkeyed declares no priority).
+        index = sql.Identifier(f"q_{KEYED_QUEUE}_cbus_prio")
+        conn.execute(sql.SQL(raw("index_priority")).format(q=q_table, name=index))
         conn.commit()
     runtime = DomainRuntime.of(type("H", (module.BkeyedHandlers,), {"ping": _noop})())
     params = runtime.read_params(False)
@@ -186,6 +190,7 @@ def lease_table(dsn: str, gen_dir: Path, rows: int, keys: int) -> list[dict[str,
         ("cbus keyed lease (head + archive probes)", query("read_keyed", KEYED_QUEUE, 10), params),
         ("DISTINCT ON (key) heads", sql.SQL(DISTINCT_ON).format(q=q, a=a), None),
         ("plain lease (orders nothing)", query("read", KEYED_QUEUE, 10), params),
+        ("priority lease (no key)", query("read_priority", KEYED_QUEUE, 10), params),
     ]
     if grouped:
         cases.append(
