@@ -59,6 +59,7 @@ bench: $(BENCH_VENV)/.installed $(STAMP)
 	$(PY) bench/bench_codegen.py
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 	$(PY) bench/otel.py
+	$(PY) bench/keyed.py
 
 # The cost of tracing's hooks (bench/otel.py): OpenTelemetry installed, no provider, vs hidden.
 bench-otel: $(STAMP)

@@ -28,7 +28,7 @@ from ._handler_conn_async import IDLE, INTRANS, HandlerConnection
 from ._heartbeat_async import AlreadyRecorded, LeaseKeeper
 from ._queries import query
 from ._rate_async import take_starts
-from ._worker_domain import DomainRuntime, LeaseSize, read_query
+from ._worker_domain import DomainRuntime, LeaseSize, pending_query, read_query
 from ._worker_failure import ack_params, encode_result
 from ._worker_record_async import record_failure, set_aside, to_ended
 from ._worker_triage import Delivery, Poison, triage
@@ -83,7 +83,9 @@ class Consumer(LeaseKeeper):
                 if due is not None and runtime.queue not in due and runtime.queue not in self._sick:
                     continue
                 lease = self._lease_sizes[runtime.queue]
-                read = read_query(runtime.queue, lease.size, runtime.queue in modern)
+                read = read_query(
+                    runtime.queue, lease.size, runtime.queue in modern, runtime.lease_mode
+                )
                 try:
                     found = await self._poll(conn, runtime, index, read, lease)
                 except psycopg.OperationalError:
@@ -182,7 +184,8 @@ class Consumer(LeaseKeeper):
             return False
         for runtime in self._domains:
             cur = await conn.execute(
-                query("pending", runtime.queue), versions.pending_params(runtime.spec)
+                query(pending_query(runtime.lease_mode), runtime.queue),
+                versions.pending_params(runtime.spec),
             )
             row = await cur.fetchone()
             if row and row[0]:
@@ -208,6 +211,7 @@ class Consumer(LeaseKeeper):
         if not rows:
             lease.forget()
             return 0
+        lease.leased(len(rows))  # keyed domains only (ADR 0011)
         with self._counter_lock:
             self._waiting.discard(index)
             self._linger = _wake.LINGER  # work came: the poller comes back soon

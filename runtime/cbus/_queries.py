@@ -42,6 +42,17 @@ def _load() -> dict[str, str]:
         "SET last_read_at = clock_timestamp(),\n        ", "SET "
     )
     assert queries["read_before_pgmq_1_10"] != queries["read"]
+    # Ordering keys and priorities (ADR 0011): `read` with another first CTE.
+    plain = re.search(r"^WITH leasable AS \(\n.*?\n\),\n", queries["read"], re.S | re.M)
+    assert plain is not None
+    for mode in ("priority", "keyed", "keyed_priority"):
+        lease = queries.pop("lease_" + mode) + "\n"
+        for read in ("read", "read_before_pgmq_1_10"):
+            queries[f"{read}_{mode}"] = queries[read].replace(plain[0], lease)
+            assert queries[f"{read}_{mode}"] != queries[read], mode
+    condition = queries.pop("pending_keyed_condition")
+    assert queries["pending"].endswith("\n)")
+    queries["pending_keyed"] = queries["pending"][:-2] + "\n" + condition + "\n)"
     return queries
 
 

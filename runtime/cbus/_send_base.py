@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from . import codec
+from ._ordering import header_priority, key_of
 from .errors import DuplicateCommandError, InstallError
 from .names import require_uuid, send_channel
 from .pgmq import RawJson, check_queue_name
@@ -84,6 +85,7 @@ def _headers(
     batch_id: uuid.UUID | None,
     causation_id: uuid.UUID | None,
     priority: int | None = None,
+    command: object = None,
 ) -> RawJson:
     traceparent, tracestate = send_context(spec)
     return RawJson(
@@ -98,7 +100,8 @@ def _headers(
                 causation_id=causation_id,
                 traceparent=traceparent,
                 tracestate=tracestate,
-                priority=priority,
+                priority=header_priority(spec, priority),
+                ordering_key=key_of(spec, command),
             )
         )
     )
@@ -139,7 +142,7 @@ def send_params(
         "queue": spec.queue,
         "message": message,
         "headers": _headers(
-            spec, command_id, correlation_id, reply_to, batch_id, causation_id, priority
+            spec, command_id, correlation_id, reply_to, batch_id, causation_id, priority, command
         ),
         "at": at,
         "delay": seconds,
@@ -242,6 +245,6 @@ def send_many_params(
         log["correlation_ids"].append(corr)
         group.queue_params["messages"].append(RawJson(codec.validate(command)))
         group.queue_params["headers"].append(
-            _headers(spec, ids[i], corr, reply_to, batch_id, causation_id, priority)
+            _headers(spec, ids[i], corr, reply_to, batch_id, causation_id, priority, command)
         )
     return list(groups.values()), ids, correlations, specs

@@ -233,7 +233,9 @@ def act_plan(
             )
         archived_msg_id = found[1]["msg_id"]
         sent = yield (
-            sql.SQL(raw("tsq_resend")).format(a=archive_table(_queue_of(domain))),
+            sql.SQL(raw("tsq_resend")).format(
+                a=archive_table(_queue_of(domain)), q=queue_table(_queue_of(domain))
+            ),
             {
                 "queue": _queue_of(domain),
                 "channel": send_channel(domain),

@@ -10,15 +10,19 @@ from typing import Any
 
 from . import _versions as versions
 from . import codec
+from ._ordering import LeaseMode, lease_mode
 from ._queries import query
 from ._rate_limit import RateLimits
 from .names import done_channel
 from .pgmq import RawJson
 from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods, stub_of
 
-__all__ = ["DomainRuntime", "LeaseSize", "read_query", "generated_package_of"]
+__all__ = ["DomainRuntime", "LeaseSize", "generated_package_of", "pending_query", "read_query"]
 
 log = logging.getLogger("cbus.worker")
+
+KEYED_BATCH = 32
+"""The largest lease of a domain with an ordering_key (ADR 0011 measures it)."""
 
 
 @dataclass(slots=True)
@@ -35,6 +39,7 @@ class DomainRuntime:
     visibility_timeout: int  # the longest of the domain's commands: one read leases all
     done_channel: str
     rate: RateLimits | None = None  # rate: the limited kinds; None: no statement for them
+    lease_mode: LeaseMode = "plain"  # ordering keys and priorities (ADR 0011)
 
     @classmethod
     def of(cls, handlers: object) -> DomainRuntime:
@@ -61,7 +66,20 @@ class DomainRuntime:
             visibility_timeout=max(c.options.visibility_timeout for c in spec.commands),
             done_channel=done_channel(spec.name),
             rate=RateLimits.of(spec),
+            lease_mode=lease_mode(spec),
         )
+
+    def lease_size(self, batch_size: int) -> LeaseSize:
+        """How this domain's consumers size their leases (shared by them).
+
+        A keyed domain's batch holds one command per key, run one after the other,
+        so a consumer that leased the heads of many keys would hold all of them
+        while other consumers idle: its batches stop at `KEYED_BATCH`, and shrink
+        when a lease comes back short, a sign that few keys are free (ADR 0011).
+        """
+        if self.lease_mode in ("plain", "priority"):
+            return LeaseSize(batch_size)
+        return LeaseSize(min(batch_size, KEYED_BATCH), keyed=True)
 
     def read_params(self, audit_full: bool) -> dict[str, Any]:
         return {
@@ -143,13 +161,23 @@ class LeaseSize:
 
     TARGET = 0.25
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, keyed: bool = False) -> None:
         self.limit = limit
         self.size = 1
+        self.keyed = keyed
 
     def forget(self) -> None:
         """The queue ran dry: what comes next may be slow, so start small again."""
         self.size = 1
+
+    def leased(self, count: int) -> None:
+        """A lease of a keyed domain came back with `count` messages (not 0).
+
+        Fewer than asked for means few keys were free: halve the next leases, so that
+        those keys spread over the consumers instead of queueing behind this one.
+        """
+        if self.keyed and count < self.size:
+            self.size = 1 << (max(1, count // 2).bit_length() - 1)
 
     def record(self, count: int, seconds: float) -> None:
         """Learn from a batch of `count` messages that took `seconds` to run."""
@@ -160,6 +188,17 @@ class LeaseSize:
         self.size = want if want == self.limit else 1 << (want.bit_length() - 1)
 
 
-def read_query(queue: str, batch_size: int, last_read_at: bool) -> bytes:
-    """The lease statement for a queue whose table has (or lacks) PGMQ 1.10's last_read_at."""
-    return query("read" if last_read_at else "read_before_pgmq_1_10", queue, batch_size)
+def read_query(queue: str, batch_size: int, last_read_at: bool, mode: LeaseMode = "plain") -> bytes:
+    """The lease statement for a queue whose table has (or lacks) PGMQ 1.10's last_read_at.
+
+    `mode` is the domain's `lease_mode`: a domain that uses neither ordering keys nor
+    priorities keeps the plain `read` (ADR 0011).
+    """
+    name = "read" if last_read_at else "read_before_pgmq_1_10"
+    return query(name if mode == "plain" else f"{name}_{mode}", queue, batch_size)
+
+
+def pending_query(mode: LeaseMode) -> str:
+    """The name of `run(until_idle=True)`'s check: a keyed domain's leaves out messages
+    held back behind a command of their key in the troubleshooting queue."""
+    return "pending" if mode in ("plain", "priority") else "pending_keyed"

@@ -20,7 +20,7 @@ from ._domain_backoff import DomainBackoff
 from ._handler_conn_async import HandlerConnection, HandlerCursor, HandlerServerCursor
 from ._outage import Outage, server_of
 from ._queries import raw
-from ._worker_domain import DomainRuntime, LeaseSize
+from ._worker_domain import DomainRuntime
 from ._worker_dsn import with_application_name
 from ._worker_triage import Delivery
 from .metrics import NullObserver, default_observer
@@ -75,7 +75,7 @@ class WorkerState(DomainBackoff):
         # False when a `cbus.Worker` runs this beside a twin: its handler stops both.
         self.handles_signals = True
         # Shared by a domain's consumers: the first batches teach all of them.
-        self._lease_sizes = {d.queue: LeaseSize(batch_size) for d in self._domains}
+        self._lease_sizes = {d.queue: d.lease_size(batch_size) for d in self._domains}
         self.poll_interval = poll_interval
         self.audit_full = audit == "full"
         self._stopping = AEvent()

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from ._command_types import schema_rows
+from ._ordering import domain_indexes
 from ._queries import raw
 from .errors import InstallError
 from .pgmq import check_queue_name
@@ -130,6 +131,7 @@ def _domain_statements(domain: DomainSpec) -> list[tuple[sql.Composed | str, Any
     return [
         (sql.SQL(raw("install_lock_literal")).format(key=sql.Literal(_LOCK_KEY)), None),
         (sql.SQL(raw("create_queue")).format(queue=sql.Literal(queue)), None),
+        *domain_indexes(domain),  # ordering keys and priorities only (ADR 0011)
         *((raw("record_command_type"), row) for row in schema_rows(domain)),
     ]
 

@@ -17,7 +17,7 @@ from psycopg import sql
 from ._queries import raw
 from .audit import Plan, run, run_async
 from .names import QUEUE_SUFFIX, command_queue
-from .pgmq import check_queue_name, queue_table
+from .pgmq import archive_table, check_queue_name, queue_table
 
 __all__ = [
     "DomainStats",
@@ -40,6 +40,8 @@ class DomainStats:
     `waiting_for_newer` the commands whose message waits for a newer worker (a newer
     version or an unknown kind during a deploy, contract section 8; they read PENDING,
     `get_command` says why).
+    `key_waiting` counts the messages (among `due` or `delayed`) held back because an
+    earlier command of their `ordering_key` is in the troubleshooting queue.
     """
 
     domain: str
@@ -54,6 +56,7 @@ class DomainStats:
     completed_1h: int
     failed_1h: int
     waiting_for_newer: int
+    key_waiting: int = 0
     schedules: tuple[ScheduleStats, ...] = ()
     """The domain's schedules a worker has seen (rate: ADR 0012)."""
 
@@ -97,7 +100,15 @@ def _stats_plan(domain: str | None) -> Plan[list[DomainStats]]:
     now = dt.datetime.now(dt.UTC)
     for row in schedules:
         by_domain.setdefault(row["domain"], []).append(_schedule_stats(row, now))
-    return [DomainStats(**row, schedules=tuple(by_domain.get(row["domain"], ()))) for row in found]
+    waiting = yield from _key_waiting_plan(names)
+    return [
+        DomainStats(
+            **row,
+            key_waiting=waiting.get(row["domain"], 0),
+            schedules=tuple(by_domain.get(row["domain"], ())),
+        )
+        for row in found
+    ]
 
 
 def _schedule_stats(row: dict[str, Any], now: dt.datetime) -> ScheduleStats:
@@ -119,6 +130,21 @@ def _schedule_stats(row: dict[str, Any], now: dt.datetime) -> ScheduleStats:
         next_firing=upcoming,
         last_firing=row["last_fired"],
     )
+
+
+def _key_waiting_plan(names: list[str]) -> Plan[dict[str, int]]:
+    """How many messages wait for a command of their key in troubleshooting (ADR 0011)."""
+    part = sql.SQL(raw("stats_key_waiting"))
+    parts = sql.SQL("\nUNION ALL\n").join(
+        part.format(
+            domain=sql.Literal(n),
+            q=queue_table(command_queue(n)),
+            a=archive_table(command_queue(n)),
+        )
+        for n in names
+    )
+    rows = yield parts, {}
+    return {r["domain"]: r["key_waiting"] for r in rows}
 
 
 def domain_stats(conn: psycopg.Connection[Any], domain: str | None = None) -> list[DomainStats]:
@@ -150,6 +176,7 @@ TABLE_HEADERS = [
     "DONE/1H",
     "FAILED/1H",
     "WAITING_NEWER",
+    "KEY_WAITING",
 ]
 
 
@@ -202,6 +229,7 @@ def table_rows(found: list[DomainStats]) -> list[list[str]]:
             str(d.completed_1h),
             str(d.failed_1h),
             str(d.waiting_for_newer),
+            str(d.key_waiting),
         ]
         for d in found
     ]

@@ -26,7 +26,10 @@ class Headers(msgspec.Struct, frozen=True, omit_defaults=True):
     reply_to: str | None = None
     batch_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
-    priority: int | None = None  # the sender's `priority=`; None: the schema's
+    priority: int | None = None  # the sender's `priority=`, else the schema's; None: 5
+    # The command's ordering_key value as JSON text (prefixed by the kind for a
+    # command's own option, hashed beyond 200 characters); None: not keyed.
+    ordering_key: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     # W3C trace context (cbus.tracing): a traceparent is 55 characters, a tracestate
     # at most 512 by the W3C's limit.
     traceparent: Annotated[str, msgspec.Meta(max_length=128)] | None = None

@@ -79,7 +79,7 @@ def test_stats_table_and_unknown_domain(
     assert header.split()[:5] == ["DOMAIN", "DEPTH", "DUE", "DELAYED", "IN_FLIGHT"]
     cells = row.split()
     assert cells[:5] == ["testbus", "5", "2", "2", "1"]
-    assert cells[6:] == ["4", "3", "2", "3", "2", "0"]
+    assert cells[6:] == ["4", "3", "2", "3", "2", "0", "0"]  # WAITING_NEWER, KEY_WAITING last
     assert cbus_cli(dsn, "stats", "--domain", "nowhere").stdout == "No domain `nowhere`\n"
     bad = cbus_cli(dsn, "stats", "--domain", "Bad-Name")
     assert bad.exit_code == 2

@@ -268,17 +268,24 @@ RETURNING 1
 -- name: archive_message
 -- Move a message to PGMQ's archive (the troubleshooting queue's payload store); with
 -- tracing, its headers name the last attempt's span (previous_span), for `tsq retry`.
+-- A keyed message retried from the troubleshooting queue went back under its msg_id
+-- (tsq_resend), so an earlier archived copy may be there: this one replaces it.
 WITH moved AS (
     DELETE FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
     RETURNING msg_id, read_ct, enqueued_at, vt, message, headers
+),
+archived AS (
+    INSERT INTO {a} AS a (msg_id, read_ct, enqueued_at, vt, message, headers)
+    SELECT msg_id, read_ct, enqueued_at, vt, message,
+           CASE WHEN %(previous_span)s::text IS NULL THEN headers
+                ELSE coalesce(headers, jsonb_build_object())
+                     || jsonb_build_object('previous_span', %(previous_span)s::text) END
+    FROM moved
+    ON CONFLICT (msg_id) DO UPDATE
+        SET read_ct = EXCLUDED.read_ct, vt = EXCLUDED.vt, message = EXCLUDED.message,
+            headers = EXCLUDED.headers, archived_at = EXCLUDED.archived_at
 )
-INSERT INTO {a} (msg_id, read_ct, enqueued_at, vt, message, headers)
-SELECT msg_id, read_ct, enqueued_at, vt, message,
-       CASE WHEN %(previous_span)s::text IS NULL THEN headers
-            ELSE coalesce(headers, jsonb_build_object())
-                 || jsonb_build_object('previous_span', %(previous_span)s::text) END
-FROM moved
-RETURNING msg_id
+SELECT msg_id FROM moved
 
 -- name: end_command
 -- Record how a command ended when it did not complete (troubleshooting, failed, canceled).
@@ -742,10 +749,25 @@ RETURNING msg_id, attempts, kind, correlation_id, reply_to, batch_id
 SELECT pg_notify(%(channel)s, '')
 
 -- name: tsq_resend
--- Send the archived message again, as a new message of the queue.
-SELECT pgmq.send(%(queue)s, message, headers) AS msg_id, pg_notify(%(channel)s, '')
-FROM {a}
-WHERE msg_id = %(msg_id)s
+-- Send the archived message again, as a new message of the queue; a message with an
+-- ordering_key goes back under its own msg_id instead, so that it keeps its place
+-- ahead of the commands of its key sent after it (ADR 0011).
+WITH archived AS (
+    SELECT msg_id, message, headers FROM {a} WHERE msg_id = %(msg_id)s
+),
+in_place AS (
+    INSERT INTO {q} (msg_id, vt, message, headers) OVERRIDING SYSTEM VALUE
+    SELECT ar.msg_id, clock_timestamp(), ar.message, ar.headers FROM archived AS ar
+    WHERE ar.headers ->> 'ordering_key' IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM {q} AS q WHERE q.msg_id = ar.msg_id)
+    RETURNING msg_id
+)
+SELECT coalesce(i.msg_id, s.msg_id) AS msg_id, pg_notify(%(channel)s, '')
+FROM archived AS ar
+LEFT JOIN in_place AS i ON true
+LEFT JOIN LATERAL (
+    SELECT pgmq.send(%(queue)s, ar.message, ar.headers) AS msg_id WHERE i.msg_id IS NULL
+) AS s ON true
 
 -- name: tsq_reset
 -- Attempts start again from 0; the worker's read records the new msg_id on receipt.
@@ -1004,3 +1026,109 @@ SELECT domain, name, cron, timezone, command, catch_up, first_seen, last_fired
 FROM cbus.schedule
 WHERE %(domain)s::text IS NULL OR domain = %(domain)s
 ORDER BY domain, name
+-- ==== ordering and priority (contract section 13, ADR 0011) ====
+
+-- name: lease_priority
+-- The lease of `read` for a domain that uses priorities, in place of its first CTE
+-- (`_queries` swaps it in): due messages, higher `priority` header first (no header:
+-- 5), then earliest-due. Single digits sort as text, so the expression needs no cast
+-- that a malformed header could fail; the queue's `cbus_prio` index serves it.
+WITH leasable AS (
+    SELECT msg_id FROM {q}
+    WHERE vt <= clock_timestamp()
+    ORDER BY (coalesce(headers ->> 'priority', '5') COLLATE "C") DESC, vt
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+
+-- name: lease_keyed
+-- The lease of `read` for a domain with an `ordering_key`: a keyed message is
+-- leasable only as the head of its key, the one with the lowest msg_id in the queue
+-- (a predecessor leased, backing off before a retry, delayed, or waiting for a newer
+-- worker holds the key), and only while no archived message of its key has its
+-- command in the troubleshooting queue. Each candidate costs two index probes (the
+-- queue's and the archive's `cbus_key`); messages without a key lease as usual.
+-- Consumers racing for one key cannot both win: the head is locked (SKIP LOCKED),
+-- and its successors see it in their snapshot until its acknowledgement commits.
+WITH leasable AS (
+    SELECT l.msg_id FROM {q} AS l
+    WHERE l.vt <= clock_timestamp()
+      AND (l.headers ->> 'ordering_key' IS NULL OR (
+          NOT EXISTS (
+              SELECT 1 FROM {q} AS e
+              WHERE e.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
+                AND e.msg_id < l.msg_id)
+          AND NOT EXISTS (
+              SELECT 1 FROM {a} AS b
+              JOIN cbus.command AS c
+                ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
+              WHERE b.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
+                AND b.msg_id < l.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
+    ORDER BY l.vt
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+
+-- name: lease_keyed_priority
+-- `lease_keyed`, higher priorities first (as `lease_priority`).
+WITH leasable AS (
+    SELECT l.msg_id FROM {q} AS l
+    WHERE l.vt <= clock_timestamp()
+      AND (l.headers ->> 'ordering_key' IS NULL OR (
+          NOT EXISTS (
+              SELECT 1 FROM {q} AS e
+              WHERE e.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
+                AND e.msg_id < l.msg_id)
+          AND NOT EXISTS (
+              SELECT 1 FROM {a} AS b
+              JOIN cbus.command AS c
+                ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
+              WHERE b.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
+                AND b.msg_id < l.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
+    ORDER BY (coalesce(l.headers ->> 'priority', '5') COLLATE "C") DESC, l.vt
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+
+-- name: index_priority
+-- The order of `lease_priority` (install_domain, for domains that use priorities).
+CREATE INDEX IF NOT EXISTS {name}
+    ON {q} ((coalesce(headers ->> 'priority', '5') COLLATE "C") DESC, vt)
+
+-- name: index_ordering_key
+-- A key's messages by msg_id: the head probe of `lease_keyed`.
+CREATE INDEX IF NOT EXISTS {name}
+    ON {q} ((headers ->> 'ordering_key'), msg_id)
+    WHERE (headers ->> 'ordering_key') IS NOT NULL
+
+-- name: index_ordering_key_archive
+-- A key's archived messages by msg_id: `lease_keyed` asks whether an earlier one is
+-- in troubleshooting (`b.msg_id < l.msg_id` keeps that a probe per candidate: a
+-- hashed subplan would read the whole archive, which only grows).
+CREATE INDEX IF NOT EXISTS {name}
+    ON {a} ((headers ->> 'ordering_key'), msg_id)
+    WHERE (headers ->> 'ordering_key') IS NOT NULL
+
+-- name: stats_key_waiting
+-- One queue's part of `cbus stats`'s second statement (UNION ALL, as stats_queue):
+-- the messages held back because an earlier command of their key is in the
+-- troubleshooting queue (a command set aside keeps its archived msg_id in the log).
+-- Starts from the troubleshooting queue, so a domain without keys reads no queue row.
+SELECT {domain} AS domain, count(*) AS key_waiting FROM {q} AS l
+WHERE l.headers ->> 'ordering_key' IN (
+    SELECT b.headers ->> 'ordering_key'
+    FROM cbus.troubleshooting AS t
+    JOIN cbus.command AS c ON c.domain = t.domain AND c.command_id = t.command_id
+    JOIN {a} AS b ON b.msg_id = c.msg_id
+    WHERE t.domain = {domain} AND b.headers ->> 'ordering_key' IS NOT NULL)
+
+-- name: pending_keyed_condition
+-- What `pending` also asks of a message in a keyed domain (`_queries` appends it):
+-- not held back behind a command of its key in the troubleshooting queue, which only
+-- an operator moves, so `run(until_idle=True)` does not wait for it.
+      AND NOT (q.read_ct = 0 AND EXISTS (
+          SELECT 1 FROM {a} AS b
+          JOIN cbus.command AS c
+            ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
+          WHERE b.headers ->> 'ordering_key' = q.headers ->> 'ordering_key'
+            AND b.msg_id < q.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE'))
