@@ -163,8 +163,10 @@ class Consumer(LeaseKeeper):
     ) -> int:
         cur = conn.cursor()
         register_adapters(cur)
-        cur.execute(read, runtime.read_params(self.audit_full))
+        asked = lease.size
+        cur.execute(read, runtime.read_params(self.audit_full, lease.after(monotonic())))
         rows = cur.fetchall()
+        lease.leased(asked, rows)
         if not rows:
             lease.forget()
             return 0

@@ -161,8 +161,10 @@ class Consumer(LeaseKeeper):
     ) -> int:
         cur = conn.cursor()
         register_adapters(cur)
-        await cur.execute(read, runtime.read_params(self.audit_full))
+        asked = lease.size
+        await cur.execute(read, runtime.read_params(self.audit_full, lease.after(monotonic())))
         rows = await cur.fetchall()
+        lease.leased(asked, rows)
         if not rows:
             lease.forget()
             return 0
