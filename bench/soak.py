@@ -122,7 +122,8 @@ def sender(args: argparse.Namespace) -> None:
     sent = 0
     base = args.index * SEQ_BLOCK
     with psycopg.connect(args.dsn, autocommit=True) as conn:
-        start = time.time()
+        start = args.start  # every sender starts at once, once all are up
+        time.sleep(max(0.0, start - time.time()))
         while True:
             now = time.time()
             if now >= args.until:
@@ -284,13 +285,15 @@ def run(args: argparse.Namespace, dsn: str, tmp: Path) -> int:
         )
         for _ in range(args.workers)
     ]
-    time.sleep(2)  # the workers connect and check the database
-    start = time.time()
+    # Workers connect and check the database, senders import cbus: all are up when
+    # the senders start, together, so the first tenth is not their start-up.
+    start = time.time() + 5
     until = start + seconds
     per_sender = args.rate / args.senders
+    timing = ["--rate", str(per_sender), "--start", str(start), "--until", str(until)]
     senders = [
         subprocess.Popen(
-            [*me, "--index", str(k), "--rate", str(per_sender), "--until", str(until), "sender"],
+            [*me, *timing, "--index", str(k), "sender"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -309,6 +312,7 @@ def run(args: argparse.Namespace, dsn: str, tmp: Path) -> int:
     )
     try:
         with psycopg.connect(dsn) as conn:
+            time.sleep(max(0.0, start - time.time()))
             since = start
             while since < until - 1:
                 t = min(until, since + args.every)
@@ -407,6 +411,7 @@ def main() -> int:
     # The processes the soak starts:
     parser.add_argument("--gen-dir", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--start", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--until", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("role", nargs="?", choices=["sender", "worker"], help=argparse.SUPPRESS)
     args = parser.parse_args()
