@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := $(wildcard runtime codegen generated tools tests bench examples)
 
-.PHONY: venv demo test lint typecheck check-generated check-breaking unit bench bench-otel bench-venv generate clean
+.PHONY: venv demo test lint typecheck check-generated check-breaking unit bench bench-otel bench-scale soak bench-venv generate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,15 @@ bench-concurrency: $(STAMP)
 
 bench-idle: $(STAMP)
 	$(PY) bench/idle.py $(BENCH_ARGS)
+# Drains against a deep backlog and a big command log (bench/scale.py, ~15-25 min;
+# `make bench-scale SCALE_ARGS=--quick`: 100k backlog, 1M-row log, ~3 min).
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py $(SCALE_ARGS)
+
+# A steady load with retention for 30 minutes (bench/soak.py), not part of `make test`:
+# `make soak SOAK_ARGS='--minutes 3 --retention 60'` for a short one.
+soak: $(STAMP)
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ resident memory are its own: no benchmark harness, no peer library in the proces
 
     python bench/drain.py cbus --dsn DSN --gen-dir DIR --n 20000 --concurrency 8 \
         [--async] [--handler noop|write]
+    python bench/drain.py user --dsn DSN --gen-dir DIR --n 20000 --concurrency 4
     python bench/drain.py rcmd-fill|rcmd --dsn DSN --n 2000 [--concurrency 8]
     python bench/drain.py pgq-fill|pgq --dsn DSN --n 10000 [--batch-size 10] [--driver D]
 """
@@ -88,9 +89,52 @@ def drain_cbus(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def drain_user(args: argparse.Namespace) -> dict[str, Any]:
+    """A user's drain: send n commands here, then `Worker(...).run(until_idle=True)` here.
+
+    As a user measures one from outside (issue 15): in the process that sent the
+    commands, a handler that only counts its calls, timed from the first call to
+    the last. `run_s` is the whole `run`, start-up checks and exit detection included.
+    """
+    import cbus
+    import sends
+    from env import import_bench
+
+    bench = import_bench(args.gen_dir)
+    sends.fill(args.dsn, bench, args.n)
+
+    class Counting(bench.BenchHandlers):  # type: ignore[misc,name-defined]
+        calls = 0
+        first = 0.0
+        last = 0.0
+
+        def ping(self, cmd: Any, ctx: Any) -> None:
+            now = time.perf_counter()
+            if not self.calls:
+                self.first = now
+            self.last = now
+            self.calls += 1
+
+    handler = Counting()
+    worker = cbus.Worker(args.dsn, [handler], concurrency=args.concurrency)
+    start = time.perf_counter()
+    worker.run(until_idle=True)
+    ended = time.perf_counter()
+    return {
+        "elapsed": handler.last - handler.first,
+        "run_s": ended - start,
+        "lead_s": handler.first - start,
+        "tail_s": ended - handler.last,
+        "completed": worker.completed,
+        "failed": worker.failed,
+        "calls": handler.calls,
+        **memory(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["cbus", "rcmd-fill", "rcmd", "pgq-fill", "pgq"])
+    parser.add_argument("kind", choices=["cbus", "user", "rcmd-fill", "rcmd", "pgq-fill", "pgq"])
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--gen-dir")
     parser.add_argument("--n", type=int, required=True)
@@ -106,6 +150,8 @@ def main() -> None:
 
     if args.kind == "cbus":
         out = drain_cbus(args)
+    elif args.kind == "user":
+        out = drain_user(args)
     elif args.kind == "rcmd-fill":
         asyncio.run(peers.rcmd_install(args.dsn))
         asyncio.run(peers.rcmd_reset(args.dsn))
@@ -118,7 +164,7 @@ def main() -> None:
         out = asyncio.run(peers.pgq_fill(args.dsn, args.n, args.singles))
     else:
         out = asyncio.run(peers.pgq_drain(args.dsn, args.n, args.batch_size, args.driver))
-    if args.kind != "cbus":
+    if args.kind not in ("cbus", "user"):
         out.update(memory())
     sys.stdout.write(json.dumps(out) + "\n")
 

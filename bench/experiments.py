@@ -139,7 +139,7 @@ def drain(
         read = read_query(runtime.queue, 100, True)
 
         plain = (
-            "SELECT msg_id, read_ct, message, headers, true, true, 5"
+            "SELECT msg_id, read_ct, message, headers, true, true, 5, false, vt"
             f" FROM pgmq.read('{runtime.queue}', 30, 100)"
         )
 

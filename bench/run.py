@@ -52,6 +52,9 @@ SECTIONS = (
     "peers: no-op handler",
     "peers: sending",
 )
+# What a user measures (issue 15): `cbus.Worker(dsn, [h], concurrency=4).run(until_idle=True)`
+# in the process that sent the commands, first handler call to last.
+USER_DRAIN = "user drain: Worker c=4, run(until_idle), sender"
 BASE_FOR = {
     "cbus send, autocommit connection": "raw send, autocommit",
     "cbus send, commit each": "raw send, BEGIN/send/COMMIT",
@@ -140,6 +143,26 @@ class Bench:
         out = self._child(*argv)
         self._check_drained(n, out, handler)
         extra = {"rss_mb": out["rss"] / MB, "hwm_mb": out["hwm"] / MB, "floor": base}
+        return n / out["elapsed"], extra
+
+    def _drain_user(self, concurrency: int) -> tuple[float, dict[str, Any]]:
+        """A user's drain (issue 15): `drain.py user` sends, then runs the worker until idle.
+
+        Timed from the first handler call to the last, in the process that sent the
+        commands, as a user measures it from outside; a floor drain just before.
+        """
+        n = self.sizes.drain
+        base = floor.read_delete(self.dsn, n, 100)
+        env.reset(self.dsn)
+        argv = ["user", "--gen-dir", str(self.gen_dir), "--n", str(n)]
+        out = self._child(*argv, "--concurrency", str(concurrency))
+        self._check_drained(n, out, "noop")
+        extra = {
+            "floor": base,
+            "run_s": out["run_s"],
+            "lead_s": out["lead_s"],
+            "tail_s": out["tail_s"],
+        }
         return n / out["elapsed"], extra
 
     def _check_drained(self, n: int, out: dict[str, Any], handler: str) -> None:
@@ -258,6 +281,14 @@ class Bench:
                                 ),
                             )
                         )
+            cases.append(
+                Case(
+                    USER_DRAIN,
+                    w,
+                    s.drain,
+                    partial(self._drain_user, 4),
+                )
+            )
         if "latency" in sections:
             lat = SECTIONS[3]
             for use_async, concurrency, interval in (
@@ -378,6 +409,7 @@ class Bench:
             ("drain no-op, sync c=8 / reliable-cmd c=8", f"{noop}, sync c=8", rcmd, 20),
             ("drain no-op, async c=8 / pgqueuer (its best)", f"{noop}, async c=8", best_pgq, 4),
             ("drain no-op, sync c=8 / pgqueuer (its best)", f"{noop}, sync c=8", best_pgq, 4),
+            ("user drain c=4 until_idle / raw read(100)+delete", USER_DRAIN, None, 0.7),
             ("drain 1-row, sync c=1 / raw read(100)+delete", f"{write}, sync c=1", None, 0.2),
             ("drain 1-row, async c=1 / raw read(100)+delete", f"{write}, async c=1", None, 0.2),
             ("drain 1-row, sync c=8 / raw read(100)+delete", f"{write}, sync c=8", None, 0.2),

@@ -208,12 +208,13 @@ class Consumer(LeaseKeeper):
     ) -> int:
         cur = conn.cursor()
         register_adapters(cur)
-        cur.execute(read, runtime.read_params(self.audit_full))
+        asked = lease.size
+        cur.execute(read, runtime.read_params(self.audit_full, lease.after(monotonic())))
         rows = cur.fetchall()
+        lease.leased(asked, rows)
         if not rows:
             lease.forget()
             return 0
-        lease.leased(len(rows))  # keyed domains only (ADR 0011)
         with self._counter_lock:
             self._waiting.discard(index)
             self._linger = _wake.LINGER  # work came: the poller comes back soon

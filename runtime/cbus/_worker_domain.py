@@ -6,6 +6,7 @@ import difflib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from . import _versions as versions
@@ -81,8 +82,9 @@ class DomainRuntime:
             return LeaseSize(batch_size)
         return LeaseSize(min(batch_size, KEYED_BATCH), keyed=True)
 
-    def read_params(self, audit_full: bool) -> dict[str, Any]:
+    def read_params(self, audit_full: bool, after: datetime | None = None) -> dict[str, Any]:
         return {
+            "after": after,
             "audit_full": audit_full,
             "domain": self.spec.name,
             "vt": self.visibility_timeout,
@@ -157,27 +159,31 @@ class LeaseSize:
     drops at once when they are slow; an empty lease starts it over, since the
     commands that end a lull may be slow ones. Sizes are powers of two (and the
     batch size): each is a statement of its own, prepared once.
+
+    It also keeps where the lease's scan starts (`after`). A drain leaves dead index
+    entries at the head of the queue until a vacuum, and a scan from the head steps
+    over all of them: 7.4 ms for 100 messages 150,000 into a drain, against 0.1 ms
+    on a fresh queue (ADR 0004). While leases come back full, the next starts at the
+    earliest `vt` of the last; at least every `RESCAN` s, and after a short lease,
+    one scans the whole queue again, for what the bound leaves out: a message whose
+    sender committed late, one sent to run at a moment already past, a lease rolled
+    back.
     """
 
     TARGET = 0.25
+    RESCAN = 1.0
 
     def __init__(self, limit: int, *, keyed: bool = False) -> None:
         self.limit = limit
         self.size = 1
         self.keyed = keyed
+        self._after: datetime | None = None
+        self._scanned = 0.0
 
     def forget(self) -> None:
         """The queue ran dry: what comes next may be slow, so start small again."""
         self.size = 1
-
-    def leased(self, count: int) -> None:
-        """A lease of a keyed domain came back with `count` messages (not 0).
-
-        Fewer than asked for means few keys were free: halve the next leases, so that
-        those keys spread over the consumers instead of queueing behind this one.
-        """
-        if self.keyed and count < self.size:
-            self.size = 1 << (max(1, count // 2).bit_length() - 1)
+        self._after = None
 
     def record(self, count: int, seconds: float) -> None:
         """Learn from a batch of `count` messages that took `seconds` to run."""
@@ -186,6 +192,25 @@ class LeaseSize:
         fits = int(self.TARGET * count / seconds) if seconds > 0 else self.limit
         want = max(1, min(self.limit, fits, self.size * 2))
         self.size = want if want == self.limit else 1 << (want.bit_length() - 1)
+
+    def after(self, now: float) -> datetime | None:
+        """Where the next lease's scan starts (None: the head of the queue)."""
+        if self._after is None or now - self._scanned >= self.RESCAN:
+            self._scanned = now
+            return None
+        return self._after
+
+    def leased(self, asked: int, rows: list[Any]) -> None:
+        """Learn from a lease: full, the next one starts at its earliest `vt` (last column).
+
+        A keyed domain's lease that came back short (but not empty) means few keys were
+        free: halve the next leases, so that those keys spread over the consumers
+        instead of queueing behind this one (ADR 0011).
+        """
+        self._after = min(row[-1] for row in rows) if rows and len(rows) >= asked else None
+        if self.keyed and rows and len(rows) < self.size:
+            count = len(rows)
+            self.size = 1 << (max(1, count // 2).bit_length() - 1)
 
 
 def read_query(queue: str, batch_size: int, last_read_at: bool, mode: LeaseMode = "plain") -> bytes:

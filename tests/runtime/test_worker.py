@@ -752,6 +752,50 @@ def test_the_lease_grows_for_quick_handlers_and_shrinks_for_slow_ones() -> None:
     assert small.size == 3
 
 
+def test_a_full_lease_bounds_the_next_scan_and_a_rescan_drops_the_bound() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cbus._worker_domain import LeaseSize
+
+    lease = LeaseSize(100)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [(i, t0 + timedelta(seconds=i)) for i in (3, 1, 2)]
+    assert lease.after(10.0) is None  # nothing learnt yet: the whole queue
+    lease.leased(3, rows)
+    assert lease.after(10.5) == t0 + timedelta(seconds=1)  # the earliest vt of the lease
+    assert lease.after(11.0) is None  # RESCAN s after the last whole scan
+    assert lease.after(11.1) == t0 + timedelta(seconds=1)
+    lease.leased(4, rows)  # a short lease: the backlog is gone
+    assert lease.after(11.2) is None
+    lease.leased(3, rows)
+    lease.forget()
+    assert lease.after(11.3) is None
+
+
+def test_a_message_due_before_the_bound_is_leased_by_the_rescan(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    from datetime import timedelta
+
+    from cbus._worker_domain import DomainRuntime, read_query
+
+    runtime = DomainRuntime.of(make_handlers(testbus))
+    later = [testbus.send_echo(conn, n=i) for i in range(3)]
+    conn.commit()
+    bound = conn.execute(f"SELECT min(vt) FROM pgmq.q_{QUEUE}").fetchone()
+    assert bound is not None
+    # Due at a moment already past, as a late commit lands: below the bound.
+    early = testbus.send_echo(conn, n=9, delay=bound[0] - timedelta(seconds=5))
+    conn.commit()
+    read = read_query(QUEUE, 10, True)
+    rows = conn.execute(read, runtime.read_params(False, bound[0])).fetchall()
+    conn.commit()
+    assert sorted(r[0] for r in rows) == sorted(s.msg_id for s in later)
+    rows = conn.execute(read, runtime.read_params(False, None)).fetchall()
+    conn.commit()
+    assert [r[0] for r in rows] == [early.msg_id]
+
+
 def test_a_misspelt_handler_method_is_named_at_start(
     dsn: str, testbus: ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
