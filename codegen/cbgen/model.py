@@ -285,7 +285,7 @@ def _options_in_effect(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = v.field
         elif isinstance(v, RateLimitDef):
             out[key] = v.text
-        elif key == "retention":
+        elif key == "retention" and isinstance(v, dict):
             default = RUNTIME_OPTIONS["retention"]
             assert isinstance(default, dict)
             out[key] = {**default, **v}
