@@ -30,6 +30,7 @@ from ._acompat import (
 )
 from ._consume import Consumer
 from ._outage import RETRY_MAX, unreachable_message
+from ._pruner import prune_in_background
 from ._queries import query
 from ._worker_domain import generated_package_of
 from ._worker_dsn import unusable_database
@@ -71,6 +72,10 @@ class Supervisor(Consumer):
                 helpers.append(
                     spawn(self._keep_running, "listener", self._listen, name="cbus-listener")
                 )
+                if self.prune_interval is not None:
+                    helpers.append(
+                        spawn(self._keep_running, "pruner", self._prune, name="cbus-pruner")
+                    )
             forced = self._wait_for_consumers(consumers)
             self.stop()
             self._finished.set()
@@ -280,6 +285,11 @@ class Supervisor(Consumer):
         self._outage.back()
         with conn:
             self._consume_on(conn, index, until_idle)
+
+    def _prune(self) -> None:
+        """Retention in the background: one pass at a time per database (`_pruner`)."""
+        assert self.prune_interval is not None
+        prune_in_background(self._dsn, self._connect_kwargs, self._stopping, self.prune_interval)
 
     def _keep_running(self, name: str, target: Any) -> None:
         """Run the listener or the heartbeat until the worker finishes, whatever it raises."""

@@ -28,6 +28,7 @@ from ._acompat import (
 )
 from ._consume_async import Consumer
 from ._outage import RETRY_MAX, unreachable_message
+from ._pruner_async import prune_in_background_async
 from ._queries import query
 from ._worker_domain import generated_package_of
 from ._worker_dsn import unusable_database
@@ -69,6 +70,10 @@ class Supervisor(Consumer):
                 helpers.append(
                     aspawn(self._keep_running, "listener", self._listen, name="cbus-listener")
                 )
+                if self.prune_interval is not None:
+                    helpers.append(
+                        aspawn(self._keep_running, "pruner", self._prune, name="cbus-pruner")
+                    )
             forced = await self._wait_for_consumers(consumers)
             self.stop()
             self._finished.set()
@@ -278,6 +283,13 @@ class Supervisor(Consumer):
         self._outage.back()
         async with conn:
             await self._consume_on(conn, index, until_idle)
+
+    async def _prune(self) -> None:
+        """Retention in the background: one pass at a time per database (`_pruner`)."""
+        assert self.prune_interval is not None
+        await prune_in_background_async(
+            self._dsn, self._connect_kwargs, self._stopping, self.prune_interval
+        )
 
     async def _keep_running(self, name: str, target: Any) -> None:
         """Run the listener or the heartbeat until the worker finishes, whatever it raises."""

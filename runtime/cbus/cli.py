@@ -17,6 +17,7 @@ import click
 import psycopg
 
 from ._cli_db import UserError, connect, db_errors, dsn_callback, wait_for_server
+from ._cli_prune import db_prune
 
 if TYPE_CHECKING:
     from .registry import DomainSpec
@@ -66,6 +67,9 @@ def db_install(dsn: str, module: str | None) -> None:
             install_domain(conn, domain)
             click.echo(f"queue {domain.queue} ready")
     click.echo("cbus installed")
+
+
+db.add_command(db_prune)
 
 
 @db.command("roles")
