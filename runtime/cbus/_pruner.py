@@ -98,7 +98,7 @@ def _commands(
     stop: Callable[[], bool],
     counts: dict[str, int],
 ) -> None:
-    statement = query("prune_commands", limit=batch)
+    statement = query("prune_commands", command_queue(domain), limit=batch)
     after: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL)
     while not stop():
         cur = conn.execute(
@@ -178,7 +178,7 @@ def _audit(
         cur = conn.execute(raw("prune_retention"), {"domain": domain})
         spans.append(span_of(cur.fetchall()).audit)
     targets: list[str | None] = [None] if every else list(names)
-    statement = query("prune_audit", limit=batch)
+    statement = query("prune_audit", command_queue(names[0]), limit=batch)  # no {q}: any
     for only in targets:
         after = 0
         while not stop():

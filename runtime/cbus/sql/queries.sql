@@ -836,7 +836,8 @@ SELECT (SELECT created_at FROM last), (SELECT command_id FROM last),
 -- One batch of audit rows, an id range from the first id after the cursor: the rows
 -- of ended or pruned commands past their audit retention go (a pruned command's
 -- kind is unknown: the longest of its domain's). Rows of pending, in-progress and
--- troubleshooting commands stay. `newest`: the batch reached rows too new for any.
+-- troubleshooting commands stay. `newest`: every row of the batch is too new for any
+-- retention (ids follow time), so the walk ends.
 WITH start AS (
     SELECT min(id) AS id FROM cbus.audit WHERE id > %(after)s
 ),
@@ -869,10 +870,10 @@ counted AS (
     SELECT domain FROM doomed WHERE %(dry_run)s
 )
 SELECT (SELECT max(id) FROM batch),
-       coalesce((SELECT bool_or(at >= now() - make_interval(secs => %(min_seconds)s))
+       coalesce((SELECT bool_and(at >= now() - make_interval(secs => %(min_seconds)s))
                  FROM batch), true),
        coalesce((SELECT jsonb_object_agg(domain, n)
-                 FROM (SELECT domain, count(*) AS n FROM counted GROUP BY domain) AS x), '{}')
+                 FROM (SELECT domain, count(*) AS n FROM counted GROUP BY domain) AS x), jsonb_build_object())
 
 -- name: prune_archive_exists
 SELECT to_regclass(%(a)s) IS NOT NULL
