@@ -4,14 +4,21 @@ messages are kept (contract section 9), as whole seconds per key."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from .defs import DURATION_UNITS, RETENTION_KEYS
-from .load import Map, Node, Scalar
+from .load import Map, Mark, Node, Scalar
 from .problems import kind_of
 
-if TYPE_CHECKING:
-    from .per_file import FileChecker
+
+class FileChecker(Protocol):
+    """What of `per_file.FileChecker` this module uses (no import: no circle)."""
+
+    def err(self, mark: Mark, message: str) -> None: ...
+    def keys(self, node: Map, allowed: Sequence[str]) -> None: ...
+    def mapping(self, node: Node | None, what: str) -> Map | None: ...
+
 
 __all__ = ["read_retention"]
 
@@ -44,7 +51,6 @@ def read_retention(c: FileChecker, node: Node) -> dict[str, int] | None:
     m = c.mapping(node, "`retention`")
     if m is None:
         return None
-    assert isinstance(m, Map)
     c.keys(m, RETENTION_KEYS)
     out: dict[str, int] = {}
     for key in RETENTION_KEYS:
