@@ -27,7 +27,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import env  # noqa: E402
+import env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prune.json"
 
@@ -148,7 +148,7 @@ def pgmq_partitioned(dsn: str, n: int) -> dict[str, Any]:
         conn.execute("SELECT pgmq.create_partitioned('part_q', '10000', '100000')")
         for queue in ("plain_q", "part_q"):
             t0 = time.perf_counter()
-            for i in range(0, n, 100):
+            for _ in range(0, n, 100):
                 conn.execute(
                     "SELECT pgmq.send_batch(%s, array_fill('{\"x\": 1}'::jsonb, ARRAY[100]))",
                     (queue,),
@@ -268,8 +268,9 @@ def main() -> int:
     print(f"{'batched DELETE: longest statement (ms)':52} {b['longest_statement_ms']:>14}")
     print(f"{'DROP partitions: rows removed/s':52} {p['rows_per_s'] or 0:>14,}")
     if "skipped" not in q:
-        print(f"{'PGMQ partitioned/plain: drain ratio':52} {q['drain_ratio_partitioned_over_plain']:>14}")
-        print(f"{'PGMQ partitioned/plain: send ratio':52} {q['send_ratio_partitioned_over_plain']:>14}")
+        drained, sent = (q[f"{k}_ratio_partitioned_over_plain"] for k in ("drain", "send"))
+        print(f"{'PGMQ partitioned/plain: drain ratio':52} {drained:>14}")
+        print(f"{'PGMQ partitioned/plain: send ratio':52} {sent:>14}")
     print(f"{'drain with pruner / without (c=4)':52} {d['ratio_with_pruner']:>14}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
