@@ -232,6 +232,15 @@ def prune_in_background(
         except psycopg.OperationalError as exc:  # the consumers report outages
             log.debug("retention: pass skipped: %s", safe_str(exc))
             continue
+        except psycopg.Error as exc:  # said at each pass that fails, tried again at the next
+            log.warning(
+                "retention: pass failed, next in %g s: %s: %s",
+                interval,
+                type(exc).__qualname__,
+                safe_str(exc).splitlines()[0] if safe_str(exc) else "",
+                extra={"action": "prune_failed"},
+            )
+            continue
         if done is None:
             log.debug("retention: another pruner holds the lock", extra={"action": "prune_skipped"})
             continue
