@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -178,9 +179,12 @@ def pgmq_partitioned(dsn: str, n: int) -> dict[str, Any]:
     return out
 
 
-def drain(dsn: str, bench: Any, n: int, rows: int, pruning: bool) -> dict[str, Any]:
-    """Drain `n` pings with a 4-consumer worker; with `pruning`, a pruner deletes a backlog
-    of `rows` due commands (and their audit rows) beside it, pass after pass."""
+def drain(dsn: str, bench: Any, n: int, rows: int, pace: float | None) -> dict[str, Any]:
+    """Drain `n` pings with a 4-consumer worker; with a `pace` (None: no pruner), a pruner
+    in the same process deletes a backlog of `rows` due commands (and their audit rows
+    and archived messages) beside it, pass after pass, paced as a worker's (1.0) or not
+    at all (0.0)."""
+    pruning = pace is not None
     import cbus
     from cbus._pruner import prune
 
@@ -206,7 +210,7 @@ def drain(dsn: str, bench: Any, n: int, rows: int, pruning: bool) -> dict[str, A
     def pruner() -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             while not stop.is_set():
-                done = prune(conn, domains=["bench"], stop=stop.is_set)
+                done = prune(conn, domains=["bench"], stop=stop.is_set, pace=pace or 0.0)
                 if done:
                     pruned[0] += done[0].total
 
@@ -226,6 +230,7 @@ def main() -> int:
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--drain", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     name = f"cbus_prune_bench_{uuid.uuid4().hex[:8]}"
@@ -245,14 +250,17 @@ def main() -> int:
                 "prune_drop_partitions": partition_cost(dsn, args.rows),
                 "pgmq_partitioned_queue": pgmq_partitioned(dsn, args.drain),
             }
-            runs = {"without": [], "with": []}  # type: dict[str, list[dict[str, Any]]]
-            for _ in range(2):  # alternated, best of two each
-                runs["without"].append(drain(dsn, bench, args.drain, args.rows, False))
-                runs["with"].append(drain(dsn, bench, args.drain, args.rows, True))
-            best = {k: max(v, key=lambda r: r["per_s"]) for k, v in runs.items()}
+            paces = {"without": None, "paced": 1.0, "unpaced": 0.0}
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in paces}
+            for _ in range(args.rounds):  # alternated; the median of each
+                for key, pace in paces.items():
+                    runs[key].append(drain(dsn, bench, args.drain, args.rows, pace))
+            median = {k: statistics.median(r["per_s"] for r in v) for k, v in runs.items()}
             results["drain"] = {
                 "runs": runs,
-                "ratio_with_pruner": round(best["with"]["per_s"] / best["without"]["per_s"], 3),
+                "median_per_s": median,
+                "ratio_paced_pruner": round(median["paced"] / median["without"], 3),
+                "ratio_unpaced_pruner": round(median["unpaced"] / median["without"], 3),
             }
     finally:
         with psycopg.connect(args.dsn, autocommit=True) as admin:
@@ -271,7 +279,8 @@ def main() -> int:
         drained, sent = (q[f"{k}_ratio_partitioned_over_plain"] for k in ("drain", "send"))
         print(f"{'PGMQ partitioned/plain: drain ratio':52} {drained:>14}")
         print(f"{'PGMQ partitioned/plain: send ratio':52} {sent:>14}")
-    print(f"{'drain with pruner / without (c=4)':52} {d['ratio_with_pruner']:>14}")
+    print(f"{'drain with paced pruner / without (c=4)':52} {d['ratio_paced_pruner']:>14}")
+    print(f"{'drain with unpaced pruner / without (c=4)':52} {d['ratio_unpaced_pruner']:>14}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

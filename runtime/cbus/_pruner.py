@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from ._acompat import Event
+from ._acompat import Event, monotonic, sleep
 from ._queries import query, raw
 from ._retention import BATCH, PRUNE_LOCK_KEY, WHAT, Pruned, span_of
 from ._worker_failure import safe_str
@@ -43,6 +43,19 @@ def _never() -> bool:
     return False
 
 
+class _Pacer:
+    """Sleeps after a statement `pace` times as long as the statement took."""
+
+    def __init__(self, pace: float) -> None:
+        self.pace = pace
+        self.since = monotonic()
+
+    def pause(self) -> None:
+        if self.pace > 0:
+            sleep(min((monotonic() - self.since) * self.pace, 1.0))
+        self.since = monotonic()
+
+
 def known_domains(conn: psycopg.Connection[Any]) -> list[str]:
     """The domains a pruner looks at: those with recorded retention or a queue."""
     cur = conn.execute(raw("prune_domains"))
@@ -57,12 +70,16 @@ def prune(
     wait: bool = False,
     batch: int = BATCH,
     stop: Callable[[], bool] = _never,
+    pace: float = 0.0,
 ) -> list[Pruned] | None:
     """One pass over `domains` (None: every domain); None when another pruner holds the
     lock (with `wait`, wait for it instead). `conn` must be in autocommit mode.
 
-    A dry run deletes nothing, takes no lock, and counts what would go.
+    A dry run deletes nothing, takes no lock, and counts what would go. `pace`: after
+    each statement, sleep that many times as long as it took (1.0: the pruner's
+    connection is busy at most half the time; the worker's pruner paces so).
     """
+    step = _Pacer(pace)
     if not conn.autocommit:
         raise ValueError("the pruner needs an autocommit connection (short transactions)")
     names = list(domains) if domains is not None else known_domains(conn)
@@ -77,10 +94,10 @@ def prune(
             cur = conn.execute(raw("prune_retention"), {"domain": domain})
             span = span_of(cur.fetchall())
             counts = dict.fromkeys(WHAT, 0)
-            _commands(conn, domain, span.commands, dry_run, batch, stop, counts)
-            _archive(conn, domain, span.archive, dry_run, batch, stop, counts)
+            _commands(conn, domain, span.commands, dry_run, batch, stop, counts, step)
+            _archive(conn, domain, span.archive, dry_run, batch, stop, counts, step)
             out.append(Pruned(domain, counts))
-        audited = _audit(conn, names, domains is None, dry_run, batch, stop)
+        audited = _audit(conn, names, domains is None, dry_run, batch, stop, step)
         for pruned in out:
             pruned.counts["audit"] = audited.get(pruned.domain, 0)
         return out
@@ -97,6 +114,7 @@ def _commands(
     batch: int,
     stop: Callable[[], bool],
     counts: dict[str, int],
+    step: _Pacer,
 ) -> None:
     statement = query("prune_commands", command_queue(domain), limit=batch)
     after: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL)
@@ -114,6 +132,7 @@ def _commands(
         )
         row = cur.fetchone()
         assert row is not None
+        step.pause()
         last_at, last_id, scanned, completed, failed, canceled = row
         counts["completed"] += completed
         counts["failed"] += failed
@@ -131,6 +150,7 @@ def _archive(
     batch: int,
     stop: Callable[[], bool],
     counts: dict[str, int],
+    step: _Pacer,
 ) -> None:
     queue = command_queue(domain)
     table = archive_table(queue)
@@ -154,6 +174,7 @@ def _archive(
         )
         row = cur.fetchone()
         assert row is not None
+        step.pause()
         last_at, last_id, scanned, removed = row
         counts["archive"] += removed
         if scanned < batch:
@@ -168,6 +189,7 @@ def _audit(
     dry_run: bool,
     batch: int,
     stop: Callable[[], bool],
+    step: _Pacer,
 ) -> dict[str, int]:
     """One walk of the audit trail for all `names` (`every`: no domain filter)."""
     out: dict[str, int] = {}
@@ -194,6 +216,7 @@ def _audit(
             )
             row = cur.fetchone()
             assert row is not None
+            step.pause()
             last, newest, removed = row
             for name, n in removed.items():
                 out[name] = out.get(name, 0) + n
@@ -220,7 +243,7 @@ def prune_in_background(
         try:
             conn = psycopg.Connection.connect(dsn, autocommit=True, **connect_kwargs)
             with conn:
-                done = prune(conn, batch=batch, stop=stopping.is_set)
+                done = prune(conn, batch=batch, stop=stopping.is_set, pace=1.0)
         except psycopg.errors.InsufficientPrivilege as exc:
             log.warning(
                 "retention: this worker's role may not prune (%s); run `cbus db prune` "

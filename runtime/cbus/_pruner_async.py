@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from ._acompat import AEvent
+from ._acompat import AEvent, asleep, monotonic
 from ._queries import query, raw
 from ._retention import BATCH, PRUNE_LOCK_KEY, WHAT, Pruned, span_of
 from ._worker_failure import safe_str
@@ -41,6 +41,19 @@ def _never() -> bool:
     return False
 
 
+class _Pacer:
+    """Sleeps after a statement `pace` times as long as the statement took."""
+
+    def __init__(self, pace: float) -> None:
+        self.pace = pace
+        self.since = monotonic()
+
+    async def pause(self) -> None:
+        if self.pace > 0:
+            await asleep(min((monotonic() - self.since) * self.pace, 1.0))
+        self.since = monotonic()
+
+
 async def known_domains_async(conn: psycopg.AsyncConnection[Any]) -> list[str]:
     """The domains a pruner looks at: those with recorded retention or a queue."""
     cur = await conn.execute(raw("prune_domains"))
@@ -55,12 +68,16 @@ async def prune_async(
     wait: bool = False,
     batch: int = BATCH,
     stop: Callable[[], bool] = _never,
+    pace: float = 0.0,
 ) -> list[Pruned] | None:
     """One pass over `domains` (None: every domain); None when another pruner holds the
     lock (with `wait`, wait for it instead). `conn` must be in autocommit mode.
 
-    A dry run deletes nothing, takes no lock, and counts what would go.
+    A dry run deletes nothing, takes no lock, and counts what would go. `pace`: after
+    each statement, sleep that many times as long as it took (1.0: the pruner's
+    connection is busy at most half the time; the worker's pruner paces so).
     """
+    step = _Pacer(pace)
     if not conn.autocommit:
         raise ValueError("the pruner needs an autocommit connection (short transactions)")
     names = list(domains) if domains is not None else await known_domains_async(conn)
@@ -77,10 +94,10 @@ async def prune_async(
             cur = await conn.execute(raw("prune_retention"), {"domain": domain})
             span = span_of(await cur.fetchall())
             counts = dict.fromkeys(WHAT, 0)
-            await _commands(conn, domain, span.commands, dry_run, batch, stop, counts)
-            await _archive(conn, domain, span.archive, dry_run, batch, stop, counts)
+            await _commands(conn, domain, span.commands, dry_run, batch, stop, counts, step)
+            await _archive(conn, domain, span.archive, dry_run, batch, stop, counts, step)
             out.append(Pruned(domain, counts))
-        audited = await _audit(conn, names, domains is None, dry_run, batch, stop)
+        audited = await _audit(conn, names, domains is None, dry_run, batch, stop, step)
         for pruned in out:
             pruned.counts["audit"] = audited.get(pruned.domain, 0)
         return out
@@ -97,6 +114,7 @@ async def _commands(
     batch: int,
     stop: Callable[[], bool],
     counts: dict[str, int],
+    step: _Pacer,
 ) -> None:
     statement = query("prune_commands", command_queue(domain), limit=batch)
     after: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL)
@@ -114,6 +132,7 @@ async def _commands(
         )
         row = await cur.fetchone()
         assert row is not None
+        await step.pause()
         last_at, last_id, scanned, completed, failed, canceled = row
         counts["completed"] += completed
         counts["failed"] += failed
@@ -131,6 +150,7 @@ async def _archive(
     batch: int,
     stop: Callable[[], bool],
     counts: dict[str, int],
+    step: _Pacer,
 ) -> None:
     queue = command_queue(domain)
     table = archive_table(queue)
@@ -154,6 +174,7 @@ async def _archive(
         )
         row = await cur.fetchone()
         assert row is not None
+        await step.pause()
         last_at, last_id, scanned, removed = row
         counts["archive"] += removed
         if scanned < batch:
@@ -168,6 +189,7 @@ async def _audit(
     dry_run: bool,
     batch: int,
     stop: Callable[[], bool],
+    step: _Pacer,
 ) -> dict[str, int]:
     """One walk of the audit trail for all `names` (`every`: no domain filter)."""
     out: dict[str, int] = {}
@@ -194,6 +216,7 @@ async def _audit(
             )
             row = await cur.fetchone()
             assert row is not None
+            await step.pause()
             last, newest, removed = row
             for name, n in removed.items():
                 out[name] = out.get(name, 0) + n
@@ -220,7 +243,7 @@ async def prune_in_background_async(
         try:
             conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect_kwargs)
             async with conn:
-                done = await prune_async(conn, batch=batch, stop=stopping.is_set)
+                done = await prune_async(conn, batch=batch, stop=stopping.is_set, pace=1.0)
         except psycopg.errors.InsufficientPrivilege as exc:
             log.warning(
                 "retention: this worker's role may not prune (%s); run `cbus db prune` "
