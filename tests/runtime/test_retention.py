@@ -23,6 +23,8 @@ from cbus._worker import SyncWorker
 from cbus.cli import main
 from click.testing import CliRunner
 
+from .test_roles import roles  # noqa: F401  (the fixture)
+
 SCHEMA = """cbus: 1
 domain: keep
 options:
@@ -290,3 +292,19 @@ def test_the_worker_prunes_in_the_background(
         worker.stop()
         thread.join(15)
     assert not thread.is_alive()
+
+
+def test_a_worker_role_that_may_not_delete_says_so_once(
+    roles: Any,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from cbus._acompat import Event
+    from cbus._pruner import prune_in_background
+
+    caplog.set_level("WARNING", logger="cbus.worker")
+    started = time.monotonic()
+    # Returns (stops pruning) instead of failing at every pass.
+    prune_in_background(roles.dsn(roles.worker), {}, Event(), interval=0.05)
+    assert time.monotonic() - started < 10
+    (record,) = [r for r in caplog.records if getattr(r, "action", "") == "prune_not_allowed"]
+    assert "cbus db prune" in record.getMessage()
