@@ -66,3 +66,32 @@ def test_generated_retention_evaluates() -> None:
 
 def test_durations_read_back_in_their_largest_unit() -> None:
     assert [duration(s) for s in (90, 120, 43200, 604800)] == ["90s", "2m", "12h", "7d"]
+
+
+def test_the_reference_shows_retention_that_differs_from_the_defaults() -> None:
+    from cbgen.docs import options
+
+    (module,) = build(load_sources([("a.yaml", SCHEMA)]), "shop", "msgspec").modules
+    text = options(module.commands[0].effective_options)
+    assert text.endswith(
+        "`retention: {completed: 2d, failed: 1h, canceled: 30d, audit: 90s, archive: 5m}`"
+    )
+    assert "retention" not in options(
+        build(
+            load_sources(
+                [
+                    (
+                        "a.yaml",
+                        SCHEMA.replace(
+                            "  retention: {completed: 12h, failed: 3600, audit: 90s}\n",
+                            "  max_attempts: 2\n",
+                        ).replace("    options: {retention: {completed: 2d, archive: 5m}}\n", ""),
+                    )
+                ]
+            ),
+            "shop",
+            "msgspec",
+        )
+        .modules[0]
+        .effective_options
+    )

@@ -308,3 +308,10 @@ def test_a_worker_role_that_may_not_delete_says_so_once(
     assert time.monotonic() - started < 10
     (record,) = [r for r in caplog.records if getattr(r, "action", "") == "prune_not_allowed"]
     assert "cbus db prune" in record.getMessage()
+
+
+def test_cbus_db_prune_without_cbus_is_one_line(empty_db: str) -> None:
+    result = cli(empty_db, "db", "prune")
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert "cbus db install" in line
