@@ -35,7 +35,7 @@ def db_prune(dsn: str, domain: str | None, dry_run: bool) -> None:
                 f"Unknown domain `{domain}`: this database has no queue or recorded retention "
                 f"for it (domains: {shown}); run `cbus db install --domains ...` first"
             )
-        done = prune(conn, domains=[domain] if domain else known, dry_run=dry_run, wait=True)
+        done = prune(conn, domains=[domain] if domain else None, dry_run=dry_run, wait=True)
     assert done is not None
     verb = "would be removed" if dry_run else "removed"
     for pruned in done:
