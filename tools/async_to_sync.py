@@ -41,6 +41,7 @@ SOURCES = [
     "runtime/cbus/_consume_async.py",
     "runtime/cbus/_supervise_async.py",
     "runtime/cbus/_worker_async.py",
+    "runtime/cbus/_pruner_async.py",
 ]
 
 # The one sync/async name table: names, attributes, imported names and modules.
@@ -84,6 +85,9 @@ NAMES = {
     "trace_async": "trace",
     "asynccontextmanager": "contextmanager",
     "bus_async": "bus",
+    "prune_async": "prune",
+    "known_domains_async": "known_domains",
+    "prune_in_background_async": "prune_in_background",
 }
 # An async source's module name, where another imports it, becomes its twin's.
 NAMES.update({Path(src).stem: Path(src).stem.removesuffix("_async") for src in SOURCES})

@@ -18,7 +18,7 @@ MODEL_STYLES = ("dataclass", "struct")
 RUNTIME_API = 3
 """The `cbus.api.API_VERSION` the generated code needs at least."""
 
-RUNTIME_OPTIONS: dict[str, int | float | tuple[float, ...] | None] = {
+RUNTIME_OPTIONS: dict[str, int | float | tuple[float, ...] | dict[str, int] | None] = {
     "max_attempts": 5,
     "backoff": (1.0, 10.0, 60.0),
     "visibility_timeout": 30,
@@ -28,9 +28,17 @@ RUNTIME_OPTIONS: dict[str, int | float | tuple[float, ...] | None] = {
     "ordering_key": None,
     "rate_limit": None,
     "rate_limit_key": None,
+    "retention": {
+        "completed": 7 * 86400,
+        "failed": 30 * 86400,
+        "canceled": 30 * 86400,
+        "audit": 30 * 86400,
+        "archive": 30 * 86400,
+    },
 }
 """The defaults of `cbus.api.Options`, for options a schema leaves out; `cbgen docs`
-shows them. Kept equal to the runtime's by a test (cbgen does not import cbus)."""
+shows them (`retention`: seconds per key, the fields of `cbus.api.Retention`). Kept
+equal to the runtime's by a test (cbgen does not import cbus)."""
 
 
 class SchemaError(Exception):

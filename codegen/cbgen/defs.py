@@ -121,7 +121,11 @@ OPTION_KEYS = (
     "ordering_key",
     "rate_limit",
     "rate_limit_key",
+    "retention",
 )
+RETENTION_KEYS = ("completed", "failed", "canceled", "audit", "archive")
+"""The keys of the `retention` option (contract section 9)."""
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 KEY_OPTIONS = ("ordering_key", "rate_limit_key")
 """Options that name a field of the command: checked once types are resolved."""
 RATE_UNITS = {"s": 1, "m": 60, "h": 3600}

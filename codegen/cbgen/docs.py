@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import RUNTIME_OPTIONS
 from .model import Field, Package
 from .render import environment
 
@@ -36,7 +37,18 @@ def options(values: dict[str, Any]) -> str:
     for key in ("ordering_key", "rate_limit", "rate_limit_key"):
         if values.get(key) is not None:
             text += f", `{key}: {values[key]}`"
+    kept = values.get("retention")
+    if kept is not None and kept != RUNTIME_OPTIONS["retention"]:
+        text += f", `retention: {{{', '.join(f'{k}: {duration(v)}' for k, v in kept.items())}}}`"
     return text
+
+
+def duration(seconds: int) -> str:
+    """`7d`, `12h`, `90s`: the largest unit that divides the seconds."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def render_docs(package: Package) -> dict[str, str]:

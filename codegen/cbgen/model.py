@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import RUNTIME_API, RUNTIME_OPTIONS, __version__
-from .defs import CommandDef, FieldDef, KeyOption, RateLimitDef, ScheduleDef, Schema, TypeRef
+from .defs import (
+    RETENTION_KEYS,
+    CommandDef,
+    FieldDef,
+    KeyOption,
+    RateLimitDef,
+    ScheduleDef,
+    Schema,
+    TypeRef,
+)
 from .naming import camel_case, domain_alias, functions_of, hook_name, snake_case
 from .pyexpr import Expressions, is_factory, py_repr
 from .pytext import comment, docstring
@@ -241,6 +250,14 @@ def _ordered(fields: list[Field]) -> list[Field]:
     return [f for f in fields if f.required] + [f for f in fields if not f.required]
 
 
+def merge_options(domain: dict[str, Any], command: dict[str, Any]) -> dict[str, Any]:
+    """A command's options over its domain's; `retention` merges key by key."""
+    merged = {**domain, **command}
+    if "retention" in domain and "retention" in command:
+        merged["retention"] = {**domain["retention"], **command["retention"]}
+    return merged
+
+
 def _options(ctx: Expressions, values: dict[str, Any]) -> str:
     args = []
     for key in RUNTIME_OPTIONS:
@@ -253,6 +270,9 @@ def _options(ctx: Expressions, values: dict[str, Any]) -> str:
                 v = repr(v.field)
             elif isinstance(v, RateLimitDef):
                 v = f"cbus.RateLimit(count={v.count}, per_seconds={v.per_seconds})"
+            elif key == "retention":
+                kept = ", ".join(f"{k}={v[k]}" for k in RETENTION_KEYS if k in v)
+                v = f"cbus.Retention({kept})"
             args.append(f"{key}={v}")
     return f"cbus.Options({', '.join(args)})"
 
@@ -265,6 +285,10 @@ def _options_in_effect(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = v.field
         elif isinstance(v, RateLimitDef):
             out[key] = v.text
+        elif key == "retention" and isinstance(v, dict):
+            default = RUNTIME_OPTIONS["retention"]
+            assert isinstance(default, dict)
+            out[key] = {**default, **v}
     return out
 
 
@@ -350,7 +374,7 @@ def _command(ctx: Expressions, s: Schema, c: CommandDef) -> Command:
     if c.errors:
         error = ErrorClass(f"{c.name}Error", c.name, [(e, e.lower()) for e in c.errors])
     method = snake_case(c.name)
-    merged = {**s.options, **c.options}
+    merged = merge_options(s.options, c.options)
     struct = Struct(c.name, _doc(c.description), fields)
     functions = functions_of(method)
     if not struct.omittable:

@@ -43,6 +43,7 @@ from .defs import (
 from .evolution import check_evolution
 from .load import Map, Mark, Node, Scalar, Seq
 from .problems import Problems, hint, joined, kind_of
+from .retention import read_retention
 from .schedules import read_schedules
 from .typeexpr import TypeSyntaxError, parse, set_marks
 
@@ -177,6 +178,11 @@ class FileChecker:
             rate = self.rate_limit(r)
             if rate is not None:
                 out["rate_limit"] = rate
+        ret = m.get("retention")
+        if ret is not None:
+            kept = read_retention(self, ret)
+            if kept is not None:
+                out["retention"] = kept
         b = m.get("backoff")
         if b is not None:
             if not isinstance(b, Seq):

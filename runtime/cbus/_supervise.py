@@ -31,6 +31,7 @@ from ._acompat import (
 )
 from ._consume import Consumer
 from ._outage import RETRY_MAX, unreachable_message
+from ._pruner import prune_in_background
 from ._queries import query
 from ._scheduler import Scheduler
 from ._worker_domain import generated_package_of
@@ -80,6 +81,10 @@ class Supervisor(Consumer):
                     fire = functools.partial(scheduler.run, self._stopping)
                     helpers.append(
                         spawn(self._keep_running, "scheduler", fire, name="cbus-scheduler")
+                    )
+                if self.prune_interval is not None:
+                    helpers.append(
+                        spawn(self._keep_running, "pruner", self._prune, name="cbus-pruner")
                     )
             forced = self._wait_for_consumers(consumers)
             self.stop()
@@ -290,6 +295,11 @@ class Supervisor(Consumer):
         self._outage.back()
         with conn:
             self._consume_on(conn, index, until_idle)
+
+    def _prune(self) -> None:
+        """Retention in the background: one pass at a time per database (`_pruner`)."""
+        assert self.prune_interval is not None
+        prune_in_background(self._dsn, self._connect_kwargs, self._stopping, self.prune_interval)
 
     def _keep_running(self, name: str, target: Any) -> None:
         """Run the listener or the heartbeat until the worker finishes, whatever it raises."""

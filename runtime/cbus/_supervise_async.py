@@ -29,6 +29,7 @@ from ._acompat import (
 )
 from ._consume_async import Consumer
 from ._outage import RETRY_MAX, unreachable_message
+from ._pruner_async import prune_in_background_async
 from ._queries import query
 from ._scheduler_async import Scheduler
 from ._worker_domain import generated_package_of
@@ -78,6 +79,10 @@ class Supervisor(Consumer):
                     fire = functools.partial(scheduler.run, self._stopping)
                     helpers.append(
                         aspawn(self._keep_running, "scheduler", fire, name="cbus-scheduler")
+                    )
+                if self.prune_interval is not None:
+                    helpers.append(
+                        aspawn(self._keep_running, "pruner", self._prune, name="cbus-pruner")
                     )
             forced = await self._wait_for_consumers(consumers)
             self.stop()
@@ -288,6 +293,13 @@ class Supervisor(Consumer):
         self._outage.back()
         async with conn:
             await self._consume_on(conn, index, until_idle)
+
+    async def _prune(self) -> None:
+        """Retention in the background: one pass at a time per database (`_pruner`)."""
+        assert self.prune_interval is not None
+        await prune_in_background_async(
+            self._dsn, self._connect_kwargs, self._stopping, self.prune_interval
+        )
 
     async def _keep_running(self, name: str, target: Any) -> None:
         """Run the listener or the heartbeat until the worker finishes, whatever it raises."""

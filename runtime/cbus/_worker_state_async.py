@@ -40,6 +40,9 @@ class WorkerState(DomainBackoff):
     # worker stops and `run` raises WorkerFailed.
     restart_backoff: tuple[float, float] = (0.1, 30.0)
     give_up_after: int = 8
+    # Retention: a running worker prunes what is due this often (one pruner per
+    # database at a time, an advisory lock; docs/retention.md); None: never.
+    prune_interval: float | None = 60.0
 
     def __init__(
         self,

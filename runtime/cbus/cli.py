@@ -12,6 +12,7 @@ import psycopg
 from ._cli_common import add_cwd_to_path, connect_operator, dsn_option, import_generated
 from ._cli_dev import dev
 from ._cli_ops import audit_cmd, console_cmd, stats_cmd
+from ._cli_prune import db_prune
 from ._cli_tsq import _account as _account
 from ._cli_tsq import tsq
 from ._cli_worker import load_factory as load_factory
@@ -54,6 +55,9 @@ def db_install(dsn: str, module: str | None) -> None:
             install_domain(conn, domain)
             click.echo(f"queue {domain.queue} ready")
     click.echo("cbus installed")
+
+
+db.add_command(db_prune)
 
 
 @db.command("roles")

@@ -16,6 +16,7 @@ from psycopg import sql
 from ._command_types import schema_rows
 from ._ordering import domain_indexes
 from ._queries import raw
+from ._retention import retention_rows
 from .errors import InstallError
 from .pgmq import check_queue_name
 from .registry import DomainSpec
@@ -34,7 +35,8 @@ MIN_PGMQ_VERSION = (1, 5)
 # records each version it installs). 2: cbus.as_uuid and cbus.as_int for the lease.
 # 4: the troubleshooting index keeps a kind's first 200 characters.
 # 5: cbus.command_type, each command's JSON schemas.
-# 6: cbus.rate_bucket and cbus.schedule (rate limits, schedules).
+# 6: cbus.rate_bucket and cbus.schedule (rate limits, schedules); cbus.retention and
+#    the index the pruner walks (command_created).
 SCHEMA_VERSION = 6
 _LOCK_KEY = 0x63627573  # "cbus"
 
@@ -133,13 +135,14 @@ def _domain_statements(domain: DomainSpec) -> list[tuple[sql.Composed | str, Any
         (sql.SQL(raw("create_queue")).format(queue=sql.Literal(queue)), None),
         *domain_indexes(domain),  # ordering keys and priorities only (ADR 0011)
         *((raw("record_command_type"), row) for row in schema_rows(domain)),
+        *((raw("record_retention"), row) for row in retention_rows(domain)),
     ]
 
 
 def _no_cbus(domain: DomainSpec) -> InstallError:
     return InstallError(
         f"Cannot install domain `{domain.name}`: cbus is not installed in this database "
-        "(or its schema predates version 4): run cbus.install(conn) first"
+        "(or its schema predates version 6): run cbus.install(conn) first"
     )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "Options",
     "PreviousSpec",
     "RateLimit",
+    "Retention",
     "ScheduleSpec",
     "domain_of",
     "register",
@@ -82,6 +83,20 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """`retention`: seconds a finished command, its audit rows and its archived message
+    are kept, counted from when it ended (contract section 9)."""
+
+    completed: int = 7 * 86400
+    failed: int = 30 * 86400
+    canceled: int = 30 * 86400
+    audit: int = 30 * 86400
+    """Seconds an audit row of an ended command is kept, from when it was written."""
+    archive: int = 30 * 86400
+    """Seconds a message in PGMQ's archive (`a_<queue>`) is kept, from `archived_at`."""
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """Delivery options of a command; the schema's domain options merged with its own."""
 
@@ -101,6 +116,8 @@ class Options:
     """How fast commands may start, across all workers; None: no limit."""
     rate_limit_key: str | None = None
     """The field whose value the rate limit applies per; None: one limit for all."""
+    retention: Retention = Retention()
+    """How long what a command leaves behind is kept once it ended."""
 
     def backoff_for(self, attempt: int) -> float:
         """Seconds to wait before the retry that follows failed attempt `attempt` (1-based)."""

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,6 +120,11 @@ def case_package(
         sys.path.remove(str(root))
 
 
+_FAKE_PGCONN: Any = types.SimpleNamespace(
+    host=b"fake", port=b"0", db=b"fake", status=psycopg.pq.ConnStatus.BAD
+)
+
+
 class _Cursor:
     def fetchone(self) -> tuple[int]:
         return (7,)
@@ -129,6 +135,7 @@ class FakeConn(psycopg.Connection[Any]):
 
     def __init__(self) -> None:
         self.params: list[dict[str, Any]] = []
+        self.pgconn = _FAKE_PGCONN  # what the NOTIFY window (cbus._wake) keys on
 
     def execute(self, query: object, params: dict[str, Any]) -> _Cursor:
         self.params.append(params)
@@ -145,6 +152,7 @@ class FakeAsyncConn(psycopg.AsyncConnection[Any]):
 
     def __init__(self) -> None:
         self.params: list[dict[str, Any]] = []
+        self.pgconn = _FAKE_PGCONN
 
     async def execute(self, query: object, params: dict[str, Any]) -> _AsyncCursor:
         self.params.append(params)

@@ -15,6 +15,9 @@ from .conftest import cbgen
 
 HEAD = "cbus: 1\ndomain: orders\n"
 OK_CMD = "commands:\n  Ping: {}\n"
+DURATION = (
+    "Expected a duration (whole seconds > 0, or `<int>s|m|h|d` such as `90s`, `12h`, `7d`) for "
+)
 
 
 def laughs(levels: int, under: str) -> str:
@@ -558,6 +561,33 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "integer count) for `rate_limit`, got `0/s`",
         ],
     ),
+    "bad_retention": (
+        {
+            "a.yaml": HEAD
+            + "options:\n  retention:\n    completed: 0\n    failed: -5h\n    canceled: 3w\n"
+            + "    audit: 1.5\n    archive: 10x\n    kept: 1d\ncommands:\n"
+            + "  Ping: {options: {retention: {completed: 0s}}}\n"
+            + "  Pong: {options: {retention: 7d}}\n"
+            + "  Pang: {options: {retention: {failed: true, audit: null}}}\n"
+        },
+        [
+            f"schemas/a.yaml:5:16: {DURATION}`retention.completed`, got `0`",
+            f"schemas/a.yaml:6:13: {DURATION}`retention.failed`, got `-5h`",
+            f"schemas/a.yaml:7:15: {DURATION}`retention.canceled`, got `3w`",
+            f"schemas/a.yaml:8:12: {DURATION}`retention.audit`, got `1.5`",
+            f"schemas/a.yaml:9:14: {DURATION}`retention.archive`, got `10x`",
+            "schemas/a.yaml:10:5: Unknown key `kept` (expected one of `completed`, `failed`, "
+            "`canceled`, `audit` or `archive`)",
+            f"schemas/a.yaml:12:43: {DURATION}`retention.completed`, got `0s`",
+            "schemas/a.yaml:13:31: Expected `mapping` for `retention`, got `str`",
+            f"schemas/a.yaml:14:40: {DURATION}`retention.failed`, got `true`",
+            f"schemas/a.yaml:14:53: {DURATION}`retention.audit`, got `null`",
+        ],
+    ),
+    "retention_typo": (
+        {"a.yaml": HEAD + "options: {retention: {complete: 1d}}\n" + OK_CMD},
+        ["schemas/a.yaml:3:23: Unknown key `complete` (did you mean `completed`?)"],
+    ),
     "rate_limit_not_text": (
         {"a.yaml": HEAD + "commands:\n  Ping: {options: {rate_limit: 100}}\n"},
         [
@@ -670,7 +700,7 @@ def test_every_error_is_reported_at_once(project: Path) -> None:
     assert r.stderr.splitlines() == [
         "schemas/a.yaml:3:11: Unknown key `retries` (expected one of `max_attempts`, "
         "`backoff`, `visibility_timeout`, `timeout`, `unknown_version_grace`, `priority`, "
-        "`ordering_key`, `rate_limit` or `rate_limit_key`)",
+        "`ordering_key`, `rate_limit`, `rate_limit_key` or `retention`)",
         "schemas/a.yaml:6:14: Field name `class` is a Python keyword",
         "schemas/a.yaml:6:33: Unknown type `Mony`",
         "schemas/a.yaml:7:14: Invalid error code `bad`: expected ^[A-Z][A-Z0-9_]*$",

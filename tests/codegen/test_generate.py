@@ -399,6 +399,7 @@ def test_docs_defaults_are_the_runtime_defaults() -> None:
 
     defaults = Options()
     runtime = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Options)}
+    runtime["retention"] = dataclasses.asdict(defaults.retention)
     assert runtime == RUNTIME_OPTIONS
 
 

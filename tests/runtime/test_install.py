@@ -30,8 +30,8 @@ def test_install_twice_changes_nothing_the_second_time(empty_db: str) -> None:
         cbus.install(conn)
         assert _objects(conn) == first
         # PGMQ functions; cbus tables: command, audit, batch, troubleshooting,
-        # schema_version, command_type, rate_bucket, schedule
-        assert first[0] > 50 and first[1] == 8
+        # schema_version, command_type, rate_bucket, schedule, retention
+        assert first[0] > 50 and first[1] == 9
 
 
 def test_concurrent_installs_all_succeed(empty_db: str) -> None:

@@ -273,21 +273,19 @@ RETURNING 1
 -- Move a message to PGMQ's archive (the troubleshooting queue's payload store); with
 -- tracing, its headers name the last attempt's span (previous_span), for `tsq retry`.
 -- A keyed message retried from the troubleshooting queue went back under its msg_id
--- (tsq_resend), so an earlier archived copy may be there: this one replaces it.
+-- (tsq_resend), so its first archived copy may be there already: that one stays.
 WITH moved AS (
     DELETE FROM {q} WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
     RETURNING msg_id, read_ct, enqueued_at, vt, message, headers
 ),
 archived AS (
-    INSERT INTO {a} AS a (msg_id, read_ct, enqueued_at, vt, message, headers)
+    INSERT INTO {a} (msg_id, read_ct, enqueued_at, vt, message, headers)
     SELECT msg_id, read_ct, enqueued_at, vt, message,
            CASE WHEN %(previous_span)s::text IS NULL THEN headers
                 ELSE coalesce(headers, jsonb_build_object())
                      || jsonb_build_object('previous_span', %(previous_span)s::text) END
     FROM moved
-    ON CONFLICT (msg_id) DO UPDATE
-        SET read_ct = EXCLUDED.read_ct, vt = EXCLUDED.vt, message = EXCLUDED.message,
-            headers = EXCLUDED.headers, archived_at = EXCLUDED.archived_at
+    ON CONFLICT DO NOTHING  -- an UPDATE would need a grant the worker role lacks
 )
 SELECT msg_id FROM moved
 
@@ -1137,3 +1135,163 @@ WHERE l.headers ->> 'ordering_key' IN (
             ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
           WHERE b.headers ->> 'ordering_key' = q.headers ->> 'ordering_key'
             AND b.msg_id < q.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE'))
+-- ==== retention ====
+
+-- name: record_retention
+-- The retention in effect for a kind of a domain (kind '': the domain's own), in seconds.
+INSERT INTO cbus.retention (domain, kind, completed, failed, canceled, audit, archive)
+VALUES (%(domain)s, %(kind)s, %(completed)s, %(failed)s, %(canceled)s, %(audit)s, %(archive)s)
+ON CONFLICT (domain, kind) DO UPDATE
+    SET completed = excluded.completed, failed = excluded.failed, canceled = excluded.canceled,
+        audit = excluded.audit, archive = excluded.archive, installed_at = clock_timestamp()
+
+-- name: prune_try_lock
+-- One pruner per database: a session lock on the pruner's own connection.
+SELECT pg_try_advisory_lock(%(key)s)
+
+-- name: prune_lock
+-- `cbus db prune` waits for a worker's pass to end.
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: prune_unlock
+-- The pruner's lock given back, at the end of its pass.
+SELECT pg_advisory_unlock(%(key)s)
+
+-- name: prune_domains
+-- The domains whose retention is recorded or whose queue exists.
+SELECT domain FROM cbus.retention
+UNION
+SELECT left(queue_name, -10) FROM pgmq.meta WHERE right(queue_name, 10) = '__commands'
+ORDER BY 1
+
+-- name: prune_retention
+-- The recorded retention of a domain, per kind ('' the domain's own).
+SELECT kind, completed, failed, canceled, audit, archive FROM cbus.retention
+WHERE domain = %(domain)s
+
+-- name: prune_commands
+-- One batch of a domain's command log, oldest first from the cursor (created_at,
+-- command_id: a command ends after it was created, so none created after `before`
+-- can be due); deletes the ended ones past their kind's retention (dry run: counts
+-- them). The DELETE checks status and end again: a row that changed since is kept.
+WITH batch AS (
+    SELECT c.command_id, c.created_at, c.kind, c.status, c.finished_at
+    FROM cbus.command AS c
+    WHERE c.domain = %(domain)s AND c.created_at < now() - make_interval(secs => %(min_seconds)s)
+      AND (c.created_at, c.command_id) > (%(after_at)s::timestamptz, %(after_id)s::uuid)
+    ORDER BY c.created_at, c.command_id
+    LIMIT {limit}
+),
+doomed AS (
+    SELECT b.command_id, b.status, b.finished_at
+    FROM batch AS b
+    LEFT JOIN cbus.retention AS k ON k.domain = %(domain)s AND k.kind = b.kind
+    LEFT JOIN cbus.retention AS d ON d.domain = %(domain)s AND d.kind = ''
+    WHERE b.status IN ('COMPLETED', 'FAILED', 'CANCELED')
+      AND b.finished_at < now() - make_interval(secs => CASE b.status
+            WHEN 'COMPLETED' THEN coalesce(k.completed, d.completed, %(completed)s)
+            WHEN 'FAILED' THEN coalesce(k.failed, d.failed, %(failed)s)
+            ELSE coalesce(k.canceled, d.canceled, %(canceled)s) END)
+),
+gone AS (
+    DELETE FROM cbus.command AS c
+    USING doomed AS g
+    WHERE NOT %(dry_run)s AND c.domain = %(domain)s AND c.command_id = g.command_id
+      AND c.status = g.status AND c.finished_at = g.finished_at
+    RETURNING c.status
+),
+counted AS (
+    SELECT status FROM gone
+    UNION ALL
+    SELECT status FROM doomed WHERE %(dry_run)s
+),
+last AS (
+    SELECT created_at, command_id FROM batch ORDER BY created_at DESC, command_id DESC LIMIT 1
+)
+SELECT (SELECT created_at FROM last), (SELECT command_id FROM last),
+       (SELECT count(*) FROM batch),
+       (SELECT count(*) FROM counted WHERE status = 'COMPLETED'),
+       (SELECT count(*) FROM counted WHERE status = 'FAILED'),
+       (SELECT count(*) FROM counted WHERE status = 'CANCELED')
+
+-- name: prune_audit
+-- One batch of audit rows, an id range from the first id after the cursor: the rows
+-- of ended or pruned commands past their audit retention go (a pruned command's
+-- kind is unknown: the longest of its domain's). Rows of pending, in-progress and
+-- troubleshooting commands stay. `newest`: every row of the batch is too new for any
+-- retention (ids follow time), so the walk ends.
+WITH start AS (
+    SELECT min(id) AS id FROM cbus.audit WHERE id > %(after)s
+),
+batch AS (
+    SELECT a.id, a.domain, a.command_id, a.at
+    FROM cbus.audit AS a, start AS s
+    WHERE a.id >= s.id AND a.id < s.id + {limit}
+),
+doomed AS (
+    SELECT b.id, b.domain
+    FROM batch AS b
+    LEFT JOIN cbus.command AS c ON c.domain = b.domain AND c.command_id = b.command_id
+    LEFT JOIN cbus.retention AS k ON k.domain = b.domain AND k.kind = c.kind
+    LEFT JOIN cbus.retention AS d ON d.domain = b.domain AND d.kind = ''
+    LEFT JOIN (SELECT domain, max(audit) AS audit FROM cbus.retention GROUP BY domain) AS m
+        ON m.domain = b.domain
+    WHERE (%(domain)s::text IS NULL OR b.domain = %(domain)s)
+      AND (c.status IS NULL OR c.status IN ('COMPLETED', 'FAILED', 'CANCELED'))
+      AND b.at < now() - make_interval(secs => CASE WHEN c.status IS NULL
+            THEN coalesce(m.audit, %(audit)s) ELSE coalesce(k.audit, d.audit, %(audit)s) END)
+),
+gone AS (
+    DELETE FROM cbus.audit AS a USING doomed AS g
+    WHERE NOT %(dry_run)s AND a.id = g.id
+    RETURNING a.domain
+),
+counted AS (
+    SELECT domain FROM gone
+    UNION ALL
+    SELECT domain FROM doomed WHERE %(dry_run)s
+)
+SELECT (SELECT max(id) FROM batch),
+       coalesce((SELECT bool_and(at >= now() - make_interval(secs => %(min_seconds)s))
+                 FROM batch), true),
+       coalesce((SELECT jsonb_object_agg(domain, n)
+                 FROM (SELECT domain, count(*) AS n FROM counted GROUP BY domain) AS x), jsonb_build_object())
+
+-- name: prune_archive_exists
+-- Whether a domain's PGMQ archive table exists (a queue dropped by hand has none).
+SELECT to_regclass(%(a)s) IS NOT NULL
+
+-- name: prune_archive
+-- One batch of a domain's PGMQ archive ({a}), oldest first from the cursor: messages
+-- past their kind's archive retention go, unless their command is pending, in
+-- progress or in the troubleshooting queue.
+WITH batch AS (
+    SELECT a.msg_id, a.archived_at, a.headers
+    FROM {a} AS a
+    WHERE a.archived_at < now() - make_interval(secs => %(min_seconds)s)
+      AND (a.archived_at, a.msg_id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+    ORDER BY a.archived_at, a.msg_id
+    LIMIT {limit}
+),
+doomed AS (
+    SELECT b.msg_id
+    FROM batch AS b
+    LEFT JOIN cbus.command AS c
+        ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
+    LEFT JOIN cbus.retention AS k ON k.domain = %(domain)s AND k.kind = b.headers ->> 'kind'
+    LEFT JOIN cbus.retention AS d ON d.domain = %(domain)s AND d.kind = ''
+    WHERE (c.status IS NULL OR c.status IN ('COMPLETED', 'FAILED', 'CANCELED'))
+      AND b.archived_at < now() - make_interval(secs => coalesce(k.archive, d.archive,
+                                                                 %(archive)s))
+),
+gone AS (
+    DELETE FROM {a} AS a USING doomed AS g
+    WHERE NOT %(dry_run)s AND a.msg_id = g.msg_id
+    RETURNING 1
+),
+last AS (
+    SELECT archived_at, msg_id FROM batch ORDER BY archived_at DESC, msg_id DESC LIMIT 1
+)
+SELECT (SELECT archived_at FROM last), (SELECT msg_id FROM last), (SELECT count(*) FROM batch),
+       CASE WHEN %(dry_run)s THEN (SELECT count(*) FROM doomed)
+            ELSE (SELECT count(*) FROM gone) END

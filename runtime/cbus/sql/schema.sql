@@ -192,5 +192,27 @@ CREATE TABLE IF NOT EXISTS cbus.schedule (
 );
 -- ==== end rate ====
 
+-- Also version 6: retention (contract section 9). The retention in effect per domain and
+-- kind, in seconds, recorded by install_domain (kind '': the domain's own options),
+-- so the pruner, `cbus db prune` included, needs no application code.
+CREATE TABLE IF NOT EXISTS cbus.retention (
+    domain text NOT NULL,
+    kind text NOT NULL,
+    completed integer NOT NULL,
+    failed integer NOT NULL,
+    canceled integer NOT NULL,
+    audit integer NOT NULL,
+    archive integer NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (domain, kind)
+);
+
+-- The pruner walks a domain's log oldest first: created_at is written once, so this
+-- index keeps the worker's updates HOT (an index on finished_at would not). A
+-- command ends after it was created, so rows created after the shortest retention
+-- ago are never visited. The audit trail is walked by id, the archive by archived_at
+-- (PGMQ's index).
+CREATE INDEX IF NOT EXISTS command_created ON cbus.command (domain, created_at, command_id);
+
 -- Every version this file brings; install.SCHEMA_VERSION is what the runtime needs.
 INSERT INTO cbus.schema_version (version) VALUES (1), (2), (3), (4), (5), (6) ON CONFLICT DO NOTHING;
