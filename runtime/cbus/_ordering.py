@@ -17,7 +17,7 @@ from psycopg import sql
 from . import codec
 from ._queries import raw
 from .pgmq import archive_table, queue_table
-from .registry import CommandSpec, DomainSpec, Options, all_domains
+from .registry import CommandSpec, DomainSpec, all_domains, declares_priority
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -28,7 +28,7 @@ __all__ = [
     "lease_mode",
 ]
 
-DEFAULT_PRIORITY = Options().priority
+DEFAULT_PRIORITY = 5
 _MAX_KEY = 200  # a longer key text is hashed: a btree entry holds about 2.7 kB
 
 LeaseMode = Literal["plain", "priority", "keyed", "keyed_priority"]
@@ -89,8 +89,8 @@ def key_of(spec: CommandSpec, command: object) -> str | None:
 
 
 def _uses_priority(domain: DomainSpec) -> bool:
-    return any(c.options.priority != DEFAULT_PRIORITY for c in domain.commands) or (
-        domain.options.priority != DEFAULT_PRIORITY
+    return declares_priority(domain.options) or any(
+        declares_priority(c.options) for c in domain.commands
     )
 
 

@@ -96,6 +96,22 @@ class Retention:
     """Seconds a message in PGMQ's archive (`a_<queue>`) is kept, from `archived_at`."""
 
 
+class _Undeclared(int):
+    """The default `priority` (5) of a schema that declares none: equal to 5, and told
+    apart from a declared 5 by its type, so that only domains whose schema declares a
+    priority (any value) lease by priority (ADR 0011)."""
+
+    __slots__ = ()
+
+
+UNDECLARED_PRIORITY: Final[int] = _Undeclared(5)
+
+
+def declares_priority(options: Options) -> bool:
+    """Whether these options come from a schema that declares a `priority`."""
+    return type(options.priority) is not _Undeclared
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """Delivery options of a command; the schema's domain options merged with its own."""
@@ -108,8 +124,9 @@ class Options:
     unknown_version_grace: float = 3600
     """Seconds a message of a newer version or unknown kind waits for a newer worker
     before it goes to the troubleshooting queue (contract section 8)."""
-    priority: int = 5
-    """0 to 9, higher first: among due commands of a domain, the order of leasing."""
+    priority: int = UNDECLARED_PRIORITY
+    """0 to 9, higher first: among due commands of a domain, the order of leasing (5
+    when the schema declares none; a domain leases by priority when it declares one)."""
     ordering_key: str | None = None
     """The field whose value orders commands: one at a time per value, in send order."""
     rate_limit: RateLimit | None = None

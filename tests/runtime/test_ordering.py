@@ -373,3 +373,21 @@ def test_key_text_by_scope_and_length() -> None:
     assert _ordering.lease_mode(DomainSpec("kd4", (plain,))) == "plain"
     assert _ordering.header_priority(ranked, None) == 7
     assert _ordering.header_priority(ranked, 5) is None
+
+
+def test_a_declared_priority_of_5_leases_by_priority_and_no_declaration_does_not() -> None:
+    """A schema opts into the priority lease by declaring `priority`, 5 included; the
+    default of a schema that declares none keeps the plain lease (ADR 0011)."""
+    from cbus import api
+    from cbus._ordering import lease_mode
+
+    def domain(name: str, options: api.Options) -> api.DomainSpec:
+        spec = api.CommandSpec(
+            domain=name, name="Ping", version=1, type=dict, handler_method="ping", options=options
+        )
+        return api.DomainSpec(name=name, commands=(spec,), options=options)
+
+    assert api.Options().priority == 5
+    assert lease_mode(domain("undeclared", api.Options())) == "plain"
+    assert lease_mode(domain("declared", api.Options(priority=5))) == "priority"
+    assert lease_mode(domain("lower", api.Options(priority=3))) == "priority"
