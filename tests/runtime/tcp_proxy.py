@@ -41,7 +41,9 @@ class Proxy:
         with self._lock:
             sockets, self._sockets = self._sockets, []
             listener, self._listener = self._listener, None
-        for sock in [*sockets, *([listener] if listener else [])]:
+        # The listener first: a client that reconnects the moment its socket drops
+        # must be refused, not let in while the others are still being closed.
+        for sock in [*([listener] if listener else []), *sockets]:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
