@@ -49,6 +49,7 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
         allow_module_level=True,
     )
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -122,12 +123,17 @@ def test_an_operator_works_the_troubleshooting_queue(
     # The overview's numbers are the database's, and the table refreshes itself.
     with psycopg.connect(dsn, autocommit=True) as ac:
         expected = {d.domain: d for d in domain_stats(ac)}
-    rows = b.find_elements(By.CSS_SELECTOR, "#overview tbody tr[data-domain]")
-    assert sorted(r.get_attribute("data-domain") for r in rows) == sorted(expected)
-    shown = {
-        f: text(f'tr[data-domain="testbus"] td[data-field="{f}"]')
-        for f in [*QUEUE_FIELDS, "completed_1m", "failed_1m", "completed_1h", "failed_1h"]
-    }
+    # The table refreshes itself: a row read while it is replaced is read again.
+    fresh = WebDriverWait(b, 20, ignored_exceptions=(StaleElementReferenceException,)).until
+
+    def overview(_: Any) -> tuple[list[str], dict[str, str]]:
+        rows = b.find_elements(By.CSS_SELECTOR, "#overview tbody tr[data-domain]")
+        domains = sorted(str(r.get_attribute("data-domain")) for r in rows)
+        fields = [*QUEUE_FIELDS, "completed_1m", "failed_1m", "completed_1h", "failed_1h"]
+        return domains, {f: text(f'tr[data-domain="testbus"] td[data-field="{f}"]') for f in fields}
+
+    domains, shown = fresh(overview)
+    assert domains == sorted(expected)
     assert shown == {f: str(getattr(expected["testbus"], f)) for f in shown}
     assert shown["troubleshooting"] == str(len(m.tsq_rejected) + len(m.tsq_broken))
     wait(lambda d: d.find_element(By.ID, "overview").get_attribute("data-refreshed"))
