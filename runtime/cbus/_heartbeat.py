@@ -45,6 +45,7 @@ class LeaseKeeper(WorkerState):
         """LISTEN on each domain's channel and wake the consumers on every notification."""
         while not self._stopping.is_set():
             conn = None
+            tried_at = monotonic()
             try:
                 conn = psycopg.Connection.connect(
                     self._dsn, autocommit=True, **self._connect_kwargs
@@ -56,7 +57,7 @@ class LeaseKeeper(WorkerState):
                                 channel=psycopg.sql.Identifier(channel(runtime.spec.name))
                             )
                         )
-                    self._outage.back()
+                    self._outage.back(tried_at)
                     self._wake_one()
                     while not self._stopping.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
@@ -81,10 +82,11 @@ class LeaseKeeper(WorkerState):
                 try:
                     if conn is None or conn.closed:
                         conn = None
+                        tried_at = monotonic()
                         conn = psycopg.Connection.connect(
                             self._dsn, autocommit=True, **self._connect_kwargs
                         )
-                        self._outage.back()
+                        self._outage.back(tried_at)
                     if monotonic() >= next_beat:
                         self._extend_all(conn)
                         next_beat = monotonic() + interval

@@ -95,11 +95,17 @@ class Outage:
         else:
             log.debug("still no PostgreSQL at %s: %s", self.where, _reason(exc))
 
-    def back(self) -> None:
-        """A connection was made; said once per outage."""
+    def back(self, tried_at: float | None = None) -> None:
+        """A connection was made; said once per outage.
+
+        `tried_at` is when that connection was begun (`time.monotonic()`): one begun
+        before the outage was seen proves nothing about the server now, and is not
+        taken for its return."""
         if self._since is None:
             return
         with self._lock:
+            if tried_at is not None and self._since is not None and tried_at < self._since:
+                return
             since, self._since = self._since, None
         if since is not None:
             log.info(

@@ -285,12 +285,13 @@ class Supervisor(Consumer):
             backoff = min(backoff * 2, most)
 
     async def _consume(self, index: int, until_idle: bool) -> None:
+        tried_at = monotonic()
         try:
             conn = await self._connect()
         except psycopg.OperationalError as exc:
             self._outage.lost(exc)  # said once for the whole worker (`Outage`)
             raise
-        self._outage.back()
+        self._outage.back(tried_at)
         async with conn:
             await self._consume_on(conn, index, until_idle)
 
