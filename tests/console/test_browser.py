@@ -136,7 +136,7 @@ def test_an_operator_works_the_troubleshooting_queue(
     assert domains == sorted(expected)
     assert shown == {f: str(getattr(expected["testbus"], f)) for f in shown}
     assert shown["troubleshooting"] == str(len(m.tsq_rejected) + len(m.tsq_broken))
-    wait(lambda d: d.find_element(By.ID, "overview").get_attribute("data-refreshed"))
+    fresh(lambda d: d.find_element(By.ID, "overview").get_attribute("data-refreshed"))
 
     # Filter the troubleshooting queue: domain and error code.
     b.find_element(By.LINK_TEXT, "Troubleshooting").click()
