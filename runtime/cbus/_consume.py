@@ -109,14 +109,11 @@ class Consumer(LeaseKeeper):
             wake.wait_for(self._rate_wait(self._idle_wait(index, until_idle)))
 
     def _idle_wait(self, index: int, until_idle: bool) -> float:
-        """How long a consumer that found nothing waits before its next round.
+        """How long a consumer that found nothing waits before its next round (ADR 0010).
 
-        One consumer per worker polls for all (the others wait to be woken, by a
-        notification or a full lease), so an idle worker costs one statement per
-        `poll_interval` whatever its concurrency. After work, that poller comes
-        back after LINGER s, doubling up to `poll_interval`: sends that carried no
-        NOTIFY (another send had just notified, ADR 0010) are found within ms.
-        """
+        One consumer polls for all (the others wait to be woken), once per
+        `poll_interval`; after work it comes back after LINGER s, doubling, so sends
+        that carried no NOTIFY (another had just notified) are found within ms."""
         if until_idle:
             return self.poll_interval
         with self._counter_lock:

@@ -119,7 +119,7 @@ _INDEXES: dict[LeaseMode, tuple[str, ...]] = {
 def domain_indexes(domain: DomainSpec) -> list[tuple[sql.Composed, Any]]:
     """The statements that create the indexes a domain's lease needs (none when plain).
 
-    Each is `CREATE INDEX IF NOT EXISTS`, named after the queue: installing again, or
+    Each creates its index only if missing, named after the queue: installing again, or
     a domain that starts using an option later, adds only what is missing.
     """
     q, a = queue_table(domain.queue), archive_table(domain.queue)
