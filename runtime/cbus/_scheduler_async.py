@@ -55,6 +55,7 @@ ON_TIME = 30.0  # seconds: a firing found later than this was missed, and catch_
 LOOK_AT_MOST = 5.0  # seconds between looks at the schedules, at most (clock seconds)
 RETRY = 1.0  # seconds: a schedule another worker fires is looked at again this soon
 _KNOB = "_CBUS_SCHEDULER_CLOCK"
+_TICK = dt.timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,9 @@ def due_firings(
     Firings after `since` up to `now`: those at most `ON_TIME` seconds old are on time
     and all sent; of the older ones (missed) the most recent `catch_up` are.
     """
-    local = now.astimezone(zoneinfo.ZoneInfo(schedule.timezone))
+    # CronSim's reverse walk starts strictly before its start: from `now` itself, a
+    # look at the very moment of a firing skipped it (and then waited for the next).
+    local = (now + _TICK).astimezone(zoneinfo.ZoneInfo(schedule.timezone))
     on_time: list[dt.datetime] = []
     missed: list[dt.datetime] = []
     newest: dt.datetime | None = None
