@@ -17,6 +17,14 @@ The variants (docs/adr/0010-wake-ups-without-notify-per-commit.md):
 - `cbus, NOTIFY if a worker sleeps`: a shared advisory lock probe that a sleeping
   worker would hold exclusively (here nobody sleeps: the probe's cost alone).
 
+Two rows split cbus's cost in two (ADR 0010, "Where the time goes"):
+
+- `cbus statement, parameters built beforehand`: `send_x`'s statement, each send's
+  parameters made by `send_params` before the clock starts: the SQL alone;
+- `raw pgmq.send + cbus's Python`: raw `pgmq.send`, each send also running what
+  `send_x` runs in Python before its statement (building and checking the command,
+  its ids and headers), the result discarded: the Python alone.
+
     .venv/bin/python bench/concurrent_sends.py [--n 3000] [--rounds 3] [--threads 1,8,32]
         [--procs 4]   # each row's threads spread over 4 processes: no shared GIL
 
@@ -63,6 +71,8 @@ VARIANTS = (
     "cbus, NOTIFY if a worker sleeps (probe)",
     "raw pgmq.send, BEGIN/send/COMMIT",
     "cbus send_x, BEGIN/send/COMMIT",
+    "cbus statement, parameters built beforehand",
+    "raw pgmq.send + cbus's Python",
 )
 BASE_OF = {
     "cbus send_x, BEGIN/send/COMMIT": "raw pgmq.send, BEGIN/send/COMMIT",
@@ -84,6 +94,10 @@ def _statement(name: str) -> bytes:
 def make_op(name: str, bench: Any, conn: psycopg.Connection[Any], n: int) -> Callable[[int], None]:
     """One send of message i on `conn`, in its own transaction."""
     commit = not conn.autocommit
+    if name == "raw pgmq.send + cbus's Python":
+        return _raw_and_python(bench, conn, n)
+    if name == "cbus statement, parameters built beforehand":
+        return _prebuilt(bench, conn, n)
     if name.startswith("raw"):
         messages = [raw_message(i) for i in range(n)]
         text = RAW_NOTIFY if "pg_notify" in name else RAW
@@ -114,6 +128,52 @@ def make_op(name: str, bench: Any, conn: psycopg.Connection[Any], n: int) -> Cal
         conn.execute(statement, params).fetchone()
 
     return variant
+
+
+def _prebuilt(bench: Any, conn: psycopg.Connection[Any], n: int) -> Callable[[int], None]:
+    from cbus._queries import query
+    from cbus._send_base import send_params
+
+    statement = query("send_new_ids_quiet", env.QUEUE)
+    built = [
+        send_params(
+            bench.Ping(**ping_kwargs(i)),
+            command_id=None,
+            correlation_id=None,
+            reply_to=None,
+            delay=None,
+        )[1]
+        for i in range(n + 6)  # and the warm-up's sends: every command_id new
+    ]
+    params = iter(built)
+
+    def op(i: int) -> None:
+        conn.execute(statement, next(params)).fetchone()
+
+    return op
+
+
+def _raw_and_python(bench: Any, conn: psycopg.Connection[Any], n: int) -> Callable[[int], None]:
+    from cbus import _wake, targets
+    from cbus._queries import query
+    from cbus._send_base import SendResult, send_params
+
+    messages = [raw_message(i) for i in range(n)]
+    kwargs = [ping_kwargs(i) for i in range(n)]
+
+    def op(i: int) -> None:
+        # What bus.send does around its statement, in the same order.
+        targets.check(conn)
+        spec, params = send_params(
+            bench.Ping(**kwargs[i]), command_id=None, correlation_id=None, reply_to=None, delay=None
+        )
+        _wake.due(conn, "cbus_bench_python_only")
+        query("send_new_ids_quiet", params["queue"])
+        row = conn.execute(RAW, (RAW_QUEUE, *messages[i])).fetchone()
+        assert row is not None
+        SendResult(params["command_id"], params["correlation_id"], row[0], spec.kind)
+
+    return op
 
 
 def run_threads(dsn: str, bench: Any, name: str, threads: int, n: int) -> float:

