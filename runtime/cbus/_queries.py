@@ -45,6 +45,12 @@ def _load() -> dict[str, str]:
     # Ordering keys and priorities (ADR 0011): `read` with another first CTE.
     plain = re.search(r"^WITH leasable AS \(\n.*?\n\),\n", queries["read"], re.S | re.M)
     assert plain is not None
+    keyed = queries["lease_keyed"]
+    queries["lease_keyed_priority"] = keyed.replace(
+        "    ORDER BY l.vt\n",
+        """    ORDER BY (coalesce(l.headers ->> 'priority', '5') COLLATE "C") DESC, l.vt\n""",
+    )
+    assert queries["lease_keyed_priority"] != keyed
     for mode in ("priority", "keyed", "keyed_priority"):
         lease = queries.pop("lease_" + mode) + "\n"
         for read in ("read", "read_before_pgmq_1_10"):

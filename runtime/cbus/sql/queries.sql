@@ -1059,6 +1059,8 @@ WITH leasable AS (
 -- queue's and the archive's `cbus_key`); messages without a key lease as usual.
 -- Consumers racing for one key cannot both win: the head is locked (SKIP LOCKED),
 -- and its successors see it in their snapshot until its acknowledgement commits.
+-- `_queries` derives `lease_keyed_priority` from it: higher priorities first, as
+-- `lease_priority` orders.
 WITH leasable AS (
     SELECT l.msg_id, l.vt FROM {q} AS l
     WHERE l.vt <= clock_timestamp()
@@ -1074,27 +1076,6 @@ WITH leasable AS (
               WHERE b.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
                 AND b.msg_id < l.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
     ORDER BY l.vt
-    LIMIT {limit}
-    FOR UPDATE SKIP LOCKED
-),
-
--- name: lease_keyed_priority
--- `lease_keyed`, higher priorities first (as `lease_priority`).
-WITH leasable AS (
-    SELECT l.msg_id, l.vt FROM {q} AS l
-    WHERE l.vt <= clock_timestamp()
-      AND (l.headers ->> 'ordering_key' IS NULL OR (
-          NOT EXISTS (
-              SELECT 1 FROM {q} AS e
-              WHERE e.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
-                AND e.msg_id < l.msg_id)
-          AND NOT EXISTS (
-              SELECT 1 FROM {a} AS b
-              JOIN cbus.command AS c
-                ON c.domain = %(domain)s AND c.command_id = cbus.as_uuid(b.headers ->> 'command_id')
-              WHERE b.headers ->> 'ordering_key' = l.headers ->> 'ordering_key'
-                AND b.msg_id < l.msg_id AND c.status = 'IN_TROUBLESHOOTING_QUEUE')))
-    ORDER BY (coalesce(l.headers ->> 'priority', '5') COLLATE "C") DESC, l.vt
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 ),
