@@ -52,7 +52,7 @@ test: lint typecheck check-generated check-breaking unit
 BENCH_VENV := .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[codegen]" -r bench/requirements.txt
 	@touch $@
 
 bench: $(BENCH_VENV)/.installed $(STAMP)

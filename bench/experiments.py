@@ -244,9 +244,9 @@ def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
     commands = [bench.Ping(**env.ping_kwargs(i)) for i in range(n)]
     plain_insert = text.replace("    ON CONFLICT DO NOTHING\n", "")
     assert plain_insert != text
-    text, without_notify, queue_only, plain_insert = (
-        sql.SQL(t).format(q=table).as_string().encode()  # type: ignore[arg-type]
-        for t in (text, without_notify, queue_only, plain_insert)
+    text, without_notify, queue_only, plain_insert, through_pgmq_send = (
+        sql.SQL(t).format(q=table, qname=sql.Literal(table.as_string(None))).as_string().encode()  # type: ignore[arg-type]
+        for t in (text, without_notify, queue_only, plain_insert, through_pgmq_send)
     )
     names = ["ac", "ready", "quiet", "nolog", "plain", "pgmqsend", "gen", "tx", "pipe"]
     conns = {k: psycopg.connect(dsn, autocommit=k not in ("tx", "pipe")) for k in names}
