@@ -25,7 +25,7 @@ Two rows split cbus's cost in two (ADR 0010, "Where the time goes"):
   `send_x` runs in Python before its statement (building and checking the command,
   its ids and headers), the result discarded: the Python alone.
 
-    .venv/bin/python bench/concurrent_sends.py [--n 3000] [--rounds 3] [--threads 1,8,32]
+    .venv/bin/python bench/concurrent_sends.py [--n 15000] [--rounds 3] [--threads 1,8,32]
         [--procs 4]   # each row's threads spread over 4 processes: no shared GIL
 
 Prints a table and writes bench/results/concurrent_sends.json; `bench/run.py`
@@ -372,7 +372,7 @@ def main() -> int:
     from cbus.devdb import DevServer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=3000, help="sends per variant and thread count")
+    parser.add_argument("--n", type=int, default=15000, help="sends per variant and thread count")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", default="1,8,32")
     parser.add_argument("--latency", type=int, default=200, help="commands per latency row")

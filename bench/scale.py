@@ -46,11 +46,18 @@ from cbus.devdb import DevServer
 
 SMALL = 20_000  # the reference drain, and the drain against the big log
 
+# A command id as cbus draws it (`cbus._ids`): a version 7 UUID, the milliseconds of
+# `at` and then random bits (those of a gen_random_uuid() past its version nibble).
+UUID7 = (
+    "(lpad(to_hex((extract(epoch FROM {at}) * 1000)::bigint), 12, '0') || '7' "
+    "|| substr(replace(gen_random_uuid()::text, '-', ''), 14, 19))::uuid"
+)
+
 # The message and headers cbus's sender writes for bench.Ping (send / send_many),
 # and its PENDING log row with the msg_id drawn from the queue's sequence.
 FILL_BACKLOG = """
 WITH ids AS (
-    SELECT i, gen_random_uuid() AS command_id,
+    SELECT i, {command_id} AS command_id,
            nextval(pg_get_serial_sequence('pgmq.q_bench__commands', 'msg_id')) AS msg_id
     FROM generate_series(1, %(n)s) AS i
 ),
@@ -66,18 +73,19 @@ SELECT msg_id, clock_timestamp() - interval '1 second',
        jsonb_build_object('kind', 'bench.Ping', 'version', 1, 'command_id', command_id,
                           'correlation_id', command_id)
 FROM ids ORDER BY msg_id
-"""
+""".replace("{command_id}", UUID7.format(at="clock_timestamp()"))
 
 # Finished commands as the acknowledgement leaves them (COMPLETED, attempts 1, the
-# msg_id they ran as, finished over the past days), in the benchmark's domain.
+# msg_id they ran as, finished over the past days, ids drawn then), in the
+# benchmark's domain.
 FILL_LOG = """
 INSERT INTO cbus.command (domain, command_id, kind, version, status, attempts, max_attempts,
                           msg_id, correlation_id, created_at, updated_at, finished_at)
 SELECT 'bench', id, 'bench.Ping', 1, 'COMPLETED', 1, 5, -i, id, at, at, at
-FROM (SELECT i, gen_random_uuid() AS id,
-             clock_timestamp() - make_interval(secs => (%(n)s - i) / 100.0) AS at
-      FROM generate_series(1, %(n)s) AS i) AS g
-"""
+FROM (SELECT i, {id} AS id, at
+      FROM (SELECT i, clock_timestamp() - make_interval(secs => (%(n)s - i) / 100.0) AS at
+            FROM generate_series(1, %(n)s) AS i) AS t) AS g
+""".replace("{id}", UUID7.format(at="at"))
 
 # Rebuilt after the fill: building an index sorts once, where 10M inserts into a
 # random-uuid btree take many times longer. Same names, same definitions.

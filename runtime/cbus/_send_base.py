@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from . import codec
+from ._ids import new_id
 from ._ordering import header_priority, key_of
 from .errors import DuplicateCommandError, InstallError
 from .names import require_uuid, send_channel
@@ -127,7 +128,7 @@ def send_params(
     message = RawJson(codec.validate(command))
     require_uuid("command_id", command_id)
     require_uuid("correlation_id", correlation_id)
-    command_id = command_id or uuid.uuid4()
+    command_id = command_id or new_id()
     correlation_id = correlation_id or command_id
     if reply_to is not None:
         check_queue_name(reply_to)
@@ -192,7 +193,7 @@ def send_many_params(
     if command_ids is not None and len(command_ids) != len(commands):
         raise ValueError("command_ids must have one id per command")
     require_uuid("correlation_id", correlation_id)
-    ids = list(command_ids) if command_ids is not None else [uuid.uuid4() for _ in commands]
+    ids = list(command_ids) if command_ids is not None else [new_id() for _ in commands]
     if command_ids is not None:
         for command_id in ids:
             require_uuid("command_ids[]", command_id)
