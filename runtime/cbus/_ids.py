@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,17 +60,32 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def new_id() -> uuid.UUID:
-    """A new command id: a version 7 UUID of this millisecond and 74 random bits."""
+def _draw() -> tuple[int, int]:
     global _pool
     try:
-        hi, lo = next(_pool)
+        return next(_pool)
     except StopIteration:
         # Two threads may both find the pool spent: each takes from a pool of its own
         # drawing, and whichever is kept, no bytes are handed out twice.
         pool = _fresh()
-        hi, lo = next(pool)
+        pair = next(pool)
         _pool = pool
+        return pair
+
+
+if not getattr(sys, "_is_gil_enabled", lambda: True)():
+    # A free-threaded CPython: next() on a shared iterator is no longer atomic.
+    _lock = threading.Lock()
+    _unlocked = _draw
+
+    def _draw() -> tuple[int, int]:
+        with _lock:
+            return _unlocked()
+
+
+def new_id() -> uuid.UUID:
+    """A new command id: a version 7 UUID of this millisecond and 74 random bits."""
+    hi, lo = _draw()
     ms = _time_ns() // 1_000_000
     value = (ms << 80 | _VERSION_7 << 64 | (hi & _RAND_A) << 64) | (lo & _RAND_B) | _VARIANT_RFC
     u = _new(_UUID)
