@@ -5,8 +5,8 @@ together are neighbours in the command log's primary key (and in its correlation
 index, where a command is its own correlation), so a send's insert and a worker's
 updates touch the same few hot index pages however big the log grows. With random
 (version 4) ids every one lands on a random leaf of an index that outgrows memory:
-a drain against a log of 10,000,000 finished rows ran at 0.77x the drain against an
-empty one with random ids, and at 1.0x with these (`make bench-scale`, ADR 0004).
+a drain against a log of 10,000,000 finished rows ran at 0.73x the drain against an
+empty one with random ids, and at 0.94x with these (`make bench-scale`, ADR 0004).
 A caller's own `command_id` (an idempotency key) may be any UUID.
 
 The random bits come from `os.urandom` (the kernel's CSPRNG), 256 ids' worth at a
