@@ -35,7 +35,6 @@ from ._worker_failure import ack_params, encode_result
 from ._worker_record import record_failure, set_aside, to_ended
 from ._worker_triage import Delivery, Poison, triage
 from .outcomes import commands_ended
-from .pgmq import register_adapters
 
 __all__ = ["Consumer", "Replay"]
 
@@ -203,8 +202,8 @@ class Consumer(LeaseKeeper):
         read: bytes,
         lease: LeaseSize,
     ) -> int:
-        cur = conn.cursor()
-        register_adapters(cur)
+        # Binary rows: message and headers come as bytea, `due_us` as an int (`read`).
+        cur = conn.cursor(binary=True)
         asked = lease.size
         cur.execute(read, runtime.read_params(self.audit_full, lease.after(monotonic())))
         rows = cur.fetchall()

@@ -33,7 +33,6 @@ from ._worker_failure import ack_params, encode_result
 from ._worker_record_async import record_failure, set_aside, to_ended
 from ._worker_triage import Delivery, Poison, triage
 from .outcomes_async import commands_ended_async
-from .pgmq import register_adapters
 
 __all__ = ["Consumer", "Replay"]
 
@@ -201,8 +200,8 @@ class Consumer(LeaseKeeper):
         read: bytes,
         lease: LeaseSize,
     ) -> int:
-        cur = conn.cursor()
-        register_adapters(cur)
+        # Binary rows: message and headers come as bytea, `due_us` as an int (`read`).
+        cur = conn.cursor(binary=True)
         asked = lease.size
         await cur.execute(read, runtime.read_params(self.audit_full, lease.after(monotonic())))
         rows = await cur.fetchall()

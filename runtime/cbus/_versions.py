@@ -90,8 +90,22 @@ class Plan:
     """Each hook to call, oldest first, with the class it must return."""
 
 
-@lru_cache(maxsize=1024)
+_PLANS: dict[int, tuple[CommandSpec, Mapping[int, Plan]]] = {}
+"""Plans by the id of their spec, held beside it: hashing a frozen spec (every field,
+its options' too) cost more than the lookup, once per message."""
+
+
 def _plans(spec: CommandSpec) -> Mapping[int, Plan]:
+    found = _PLANS.get(id(spec))
+    if found is not None and found[0] is spec:
+        return found[1]
+    if len(_PLANS) >= 1024:
+        _PLANS.clear()
+    plans = _PLANS[id(spec)] = (spec, _plans_of(spec))
+    return plans[1]
+
+
+def _plans_of(spec: CommandSpec) -> Mapping[int, Plan]:
     plans = {spec.version: Plan(spec.type)}
     previous = spec.previous
     for i, step in enumerate(previous):

@@ -6,7 +6,7 @@ import difflib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import _versions as versions
@@ -21,6 +21,8 @@ from .registry import CommandSpec, DomainSpec, domain_of, implemented_methods, s
 __all__ = ["DomainRuntime", "LeaseSize", "generated_package_of", "pending_query", "read_query"]
 
 log = logging.getLogger("cbus.worker")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 KEYED_BATCH = 32
 """The largest lease of a domain with an ordering_key (ADR 0011 measures it)."""
@@ -201,13 +203,17 @@ class LeaseSize:
         return self._after
 
     def leased(self, asked: int, rows: list[Any]) -> None:
-        """Learn from a lease: full, the next one starts at its earliest `vt` (last column).
+        """Learn from a lease: full, the next one starts at its earliest `vt` (`due_us`).
 
         A keyed domain's lease that came back short (but not empty) means few keys were
         free: halve the next leases, so that those keys spread over the consumers
         instead of queueing behind this one (ADR 0011).
         """
-        self._after = min(row[-1] for row in rows) if rows and len(rows) >= asked else None
+        if rows and len(rows) >= asked:
+            # `due_us`, the last column: microseconds since the epoch, exact in an int.
+            self._after = _EPOCH + timedelta(microseconds=min(row[-1] for row in rows))
+        else:
+            self._after = None
         if self.keyed and rows and len(rows) < self.size:
             count = len(rows)
             self.size = 1 << (max(1, count // 2).bit_length() - 1)

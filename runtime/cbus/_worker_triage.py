@@ -116,7 +116,7 @@ def triage(
         well_formed,
         max_attempts,
         conflict,
-        _due,
+        _due_us,
     ) in rows:
         why = _headers_problem(raw_headers)
         if why is None:

@@ -585,6 +585,29 @@ def test_a_queue_made_before_pgmq_1_10_is_served(
     assert found is not None and found.result == {"n": 0, "text": ""}
 
 
+def test_text_beyond_ascii_reaches_the_handler_as_sent(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """The lease reads message and headers as the UTF-8 bytes of their JSON (binary rows)."""
+    texts = ["Grüße aus Köln", "東京 🚀", 'a "quote", a \\ and \u00e9 spelt out', "x" * 5000]
+    sent = [testbus.send_echo(conn, n=i, text=t) for i, t in enumerate(texts)]
+    conn.commit()
+    handlers = make_handlers(testbus)
+    seen: list[str] = []
+    echo = handlers.echo
+
+    def spy(cmd: Any, ctx: cbus.Context) -> Any:
+        seen.append(cmd.text)
+        return echo(cmd, ctx)
+
+    handlers.echo = spy
+    drain(dsn, [handlers], concurrency=1)
+    assert sorted(seen) == sorted(texts)
+    for result, text in zip(sent, texts, strict=True):
+        found = cbus.get_command(conn, "testbus", result.command_id)
+        assert found is not None and found.result == {"n": texts.index(text), "text": text}
+
+
 @pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()])
 def test_a_handler_raising_a_base_exception_fails_its_command_alone(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, raised: BaseException
@@ -759,12 +782,15 @@ def test_a_full_lease_bounds_the_next_scan_and_a_rescan_drops_the_bound() -> Non
 
     lease = LeaseSize(100)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = [(i, t0 + timedelta(seconds=i)) for i in (3, 1, 2)]
+    # The lease's last column, `due_us`: microseconds since the epoch.
+    epoch_us = (t0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    rows = [(i, epoch_us + i * 1_000_000 + 7) for i in (3, 1, 2)]
     assert lease.after(10.0) is None  # nothing learnt yet: the whole queue
     lease.leased(3, rows)
-    assert lease.after(10.5) == t0 + timedelta(seconds=1)  # the earliest vt of the lease
+    # the earliest vt of the lease, to the microsecond
+    assert lease.after(10.5) == t0 + timedelta(seconds=1, microseconds=7)
     assert lease.after(11.0) is None  # RESCAN s after the last whole scan
-    assert lease.after(11.1) == t0 + timedelta(seconds=1)
+    assert lease.after(11.1) == t0 + timedelta(seconds=1, microseconds=7)
     lease.leased(4, rows)  # a short lease: the backlog is gone
     assert lease.after(11.2) is None
     lease.leased(3, rows)

@@ -186,12 +186,18 @@ received AS (
            LEFT JOIN fresh f ON f.command_id = m.command_id
     WHERE %(audit_full)s AND (k.status IN ('PENDING', 'IN_PROGRESS') OR f.command_id IS NOT NULL)
 )
-SELECT m.msg_id, m.read_ct, m.message, m.headers,
+-- The worker reads the rows in binary (ADR 0004): message and headers as the UTF-8
+-- bytes of their JSON, for msgspec, and `due` in microseconds since the epoch; a
+-- datetime per row cost it 1.2 us, more than any other column.
+SELECT m.msg_id, m.read_ct,
+       convert_to(m.message::text, 'UTF8') AS message,
+       convert_to(m.headers::text, 'UTF8') AS headers,
        coalesce(k.status IN ('PENDING', 'IN_PROGRESS'), false) OR f.command_id IS NOT NULL
            AS runnable,
        k.msg_id IS NOT NULL OR v.msg_id IS NOT NULL AS well_formed,
        coalesce(k.max_attempts, f.max_attempts) AS max_attempts,
-       coalesce(k.conflict, false) AS conflict, m.due
+       coalesce(k.conflict, false) AS conflict,
+       (extract(epoch FROM m.due) * 1000000)::bigint AS due_us
 FROM m LEFT JOIN known k ON k.msg_id = m.msg_id
        LEFT JOIN valid v ON v.msg_id = m.msg_id
        LEFT JOIN fresh f ON f.command_id = m.command_id
