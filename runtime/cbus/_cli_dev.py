@@ -91,6 +91,9 @@ def _check_free(port: int) -> None:
     import socket
 
     with socket.socket() as s:
+        # As PostgreSQL binds: the connections of a server stopped a moment ago wait
+        # out TIME_WAIT on its port, which only a listening socket really holds.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:

