@@ -798,6 +798,27 @@ def test_a_full_lease_bounds_the_next_scan_and_a_rescan_drops_the_bound() -> Non
     assert lease.after(11.3) is None
 
 
+def test_a_full_lease_bounds_the_next_scan_at_its_earliest_vt_to_the_microsecond(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
+) -> None:
+    """`due_us` comes back as an int; the bound made of it is the queue's own vt."""
+    from cbus._worker_domain import DomainRuntime, LeaseSize, read_query
+
+    runtime = DomainRuntime.of(make_handlers(testbus))
+    for i in range(5):
+        testbus.send_echo(conn, n=i)
+    conn.commit()
+    due = conn.execute(f"SELECT vt FROM pgmq.q_{QUEUE} ORDER BY vt LIMIT 3").fetchall()
+    cur = conn.cursor(binary=True)  # as the worker reads it
+    rows = cur.execute(read_query(QUEUE, 3, True), runtime.read_params(False)).fetchall()
+    conn.commit()
+    assert all(isinstance(r[-1], int) for r in rows)
+    lease = LeaseSize(3)
+    lease.leased(3, rows)
+    assert lease.after(0.5) == due[0][0]
+    assert isinstance(rows[0][2], bytes) and isinstance(rows[0][3], bytes)
+
+
 def test_a_message_due_before_the_bound_is_leased_by_the_rescan(
     dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType
 ) -> None:
