@@ -51,7 +51,7 @@ MAX_HEADERS_BYTES = 4096
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 # Every digit read as "0": a run of 19 digits is then a plain substring search, where
-# the regex `[0-9]{19}` tried a match at every offset (2 us against 0.3 us on 200 bytes).
+# the regex `[0-9]{19}` tried a match at every offset (2.1 us against 0.4 us on 216 bytes).
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else b for b in range(256))
 _LONG_DIGITS = b"0" * 19
 _INTEGER = re.compile(rb"(?<![0-9.eE+\\-])-?[0-9]{19,}(?![0-9.eE])")
