@@ -144,11 +144,12 @@ def drain(
         )
 
         def lease() -> list[Delivery]:
-            cur = conn.cursor()
-            register_adapters(cur)
             if read_plain:
+                cur = conn.cursor()
+                register_adapters(cur)  # pgmq.read's jsonb as bytes
                 cur.execute(plain)
-            else:
+            else:  # as the worker reads its lease: binary rows, bytea message and headers
+                cur = conn.cursor(binary=True)
                 cur.execute(read, runtime.read_params(audit))
             ready, poison = triage(runtime, cur.fetchall())
             assert not poison, poison
