@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from . import _wake, targets
 from ._acompat import Lock
@@ -80,7 +81,8 @@ def send(
         # A NOTIFY only when this process has not sent one to the domain a moment ago.
         quiet = "" if _wake.due(conn, params["channel"]) else "_quiet"
         try:
-            cur = conn.execute(query(name + quiet, params["queue"]), params)
+            cur = conn.cursor(row_factory=tuple_row)  # whatever the caller's row_factory
+            cur.execute(query(name + quiet, params["queue"]), params)
         except psycopg.errors.UndefinedTable as exc:
             raise not_installed([spec], exc) from exc
         row = cur.fetchone()
@@ -152,7 +154,8 @@ def send_many(
                     params = {**group.log, **group.queue_params}
                     quiet = "" if _wake.due(conn, params["channel"]) else "_quiet"
                     statement = query(send_query + quiet, group.queue)
-                    sent.append((group, conn.execute(statement, params)))
+                    cur = conn.cursor(row_factory=tuple_row)
+                    sent.append((group, cur.execute(statement, params)))
             for group, cur in sent:
                 new = {row[0]: row[1] for row in cur.fetchall()}
                 if len(new) != len(group.positions):

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from ._command_types import schema_rows
 from ._ordering import domain_indexes
@@ -101,7 +102,7 @@ def install(conn: psycopg.Connection[Any]) -> None:
     """
     with conn.transaction():
         conn.execute(raw("install_lock"), (_LOCK_KEY,))
-        row = conn.execute(_CHECK_EXTENSION).fetchone()
+        row = conn.cursor(row_factory=tuple_row).execute(_CHECK_EXTENSION).fetchone()
         assert row is not None
         plan = _plan(row)
         if plan == "sql":
@@ -116,7 +117,7 @@ async def install_async(conn: psycopg.AsyncConnection[Any]) -> None:
     """The async twin of `install`."""
     async with conn.transaction():
         await conn.execute(raw("install_lock"), (_LOCK_KEY,))
-        cur = await conn.execute(_CHECK_EXTENSION)
+        cur = await conn.cursor(row_factory=tuple_row).execute(_CHECK_EXTENSION)
         row = await cur.fetchone()
         assert row is not None
         plan = _plan(row)
