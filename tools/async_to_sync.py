@@ -75,6 +75,7 @@ NAMES = {
     "aclose": "close",
     "send_async": "send",
     "send_many_async": "send_many",
+    "send_cursor_async": "send_cursor",
     "get_command_async": "get_command",
     "commands_ended_async": "commands_ended",
     "outcomes_async": "outcomes",

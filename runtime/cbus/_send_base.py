@@ -15,7 +15,7 @@ from . import codec
 from ._ids import new_id
 from ._ordering import header_priority, key_of
 from .errors import DuplicateCommandError, InstallError
-from .names import require_uuid, send_channel
+from .names import require_uuid
 from .pgmq import RawJson, check_queue_name
 from .registry import CommandSpec, spec_for
 from .tracing import send_context
@@ -147,7 +147,7 @@ def send_params(
         ),
         "at": at,
         "delay": seconds,
-        "channel": send_channel(spec.domain),
+        "channel": spec.channel,
     }
 
 
@@ -234,7 +234,7 @@ def send_many_params(
                     "headers": [],
                     "at": at,
                     "delay": seconds,
-                    "channel": send_channel(spec.domain),
+                    "channel": spec.channel,
                 },
             )
         group.positions.append(i)

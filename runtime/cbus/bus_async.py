@@ -15,6 +15,7 @@ from psycopg.rows import tuple_row
 
 from . import _wake, targets
 from ._acompat import ALock
+from ._cursors import send_cursor_async
 from ._queries import query
 from ._send_base import Delay, SendResult, duplicate, not_installed, send_many_params, send_params
 from .context import AsyncContext
@@ -79,7 +80,7 @@ async def send_async(
         # A NOTIFY only when this process has not sent one to the domain a moment ago.
         quiet = "" if _wake.due(conn, params["channel"]) else "_quiet"
         try:
-            cur = conn.cursor(row_factory=tuple_row)  # whatever the caller's row_factory
+            cur = send_cursor_async(conn)  # tuple rows, whatever the caller's row_factory
             await cur.execute(query(name + quiet, params["queue"]), params)
         except psycopg.errors.UndefinedTable as exc:
             raise not_installed([spec], exc) from exc

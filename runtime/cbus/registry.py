@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, final
 
 from .errors import BusinessError, IncompatibleGeneratedCode
-from .names import command_queue
+from .names import command_queue, send_channel
 from .version import API_VERSION, __version__
 
 __all__ = [
@@ -183,13 +183,19 @@ class CommandSpec:
     """Earlier kinds of this command (`<domain>.<Name>`, this domain): renames. A
     message of an alias kind is this command, with this command's versions."""
 
-    @property
-    def kind(self) -> str:
-        return f"{self.domain}.{self.name}"
+    # Read on every send and every message: computed once, not per access (0.3 us each
+    # as properties).
+    kind: str = field(init=False, repr=False, compare=False)
+    """`<domain>.<Name>`."""
+    queue: str = field(init=False, repr=False, compare=False)
+    """The domain's PGMQ queue."""
+    channel: str = field(init=False, repr=False, compare=False)
+    """The channel a send of this command notifies (`names.send_channel`)."""
 
-    @property
-    def queue(self) -> str:
-        return command_queue(self.domain)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", f"{self.domain}.{self.name}")
+        object.__setattr__(self, "queue", command_queue(self.domain))
+        object.__setattr__(self, "channel", send_channel(self.domain))
 
 
 @dataclass(frozen=True, slots=True)
