@@ -126,6 +126,17 @@ _FAKE_PGCONN: Any = types.SimpleNamespace(
 
 
 class _Cursor:
+    """What a sender executes on: records the parameters on its connection."""
+
+    closed = False
+
+    def __init__(self, params: list[dict[str, Any]]) -> None:
+        self._params = params
+
+    def execute(self, query: object, params: dict[str, Any]) -> _Cursor:
+        self._params.append(params)
+        return self
+
     def fetchone(self) -> tuple[int]:
         return (7,)
 
@@ -137,12 +148,20 @@ class FakeConn(psycopg.Connection[Any]):
         self.params: list[dict[str, Any]] = []
         self.pgconn = _FAKE_PGCONN  # what the NOTIFY window (cbus._wake) keys on
 
-    def execute(self, query: object, params: dict[str, Any]) -> _Cursor:
-        self.params.append(params)
-        return _Cursor()
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return _Cursor(self.params)
 
 
 class _AsyncCursor:
+    closed = False
+
+    def __init__(self, params: list[dict[str, Any]]) -> None:
+        self._params = params
+
+    async def execute(self, query: object, params: dict[str, Any]) -> _AsyncCursor:
+        self._params.append(params)
+        return self
+
     async def fetchone(self) -> tuple[int]:
         return (7,)
 
@@ -154,9 +173,8 @@ class FakeAsyncConn(psycopg.AsyncConnection[Any]):
         self.params: list[dict[str, Any]] = []
         self.pgconn = _FAKE_PGCONN
 
-    async def execute(self, query: object, params: dict[str, Any]) -> _AsyncCursor:
-        self.params.append(params)
-        return _AsyncCursor()
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return _AsyncCursor(self.params)
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
