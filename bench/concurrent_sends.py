@@ -54,12 +54,12 @@ from env import RAW_QUEUE, ping_kwargs, raw_message
 
 RAW = "SELECT pgmq.send(%s, %s::jsonb, %s::jsonb)"
 RAW_NOTIFY = "SELECT pgmq.send(%s, %s::jsonb, %s::jsonb), pg_notify('raw_floor', '')"
-NOTIFY = "pg_notify(%(channel)s, '')"
+NOTIFY = "pg_notify('cbus_bench', '')"
 # Option (b): a worker about to sleep would take this key exclusively (session-level);
 # a send that gets it shared knows nobody sleeps and holds it to its commit.
 PROBE = (
-    "CASE WHEN pg_try_advisory_xact_lock_shared(hashtext(%(channel)s)) THEN NULL "
-    "ELSE pg_notify(%(channel)s, '') END"
+    "CASE WHEN pg_try_advisory_xact_lock_shared(hashtext('cbus_bench')) THEN NULL "
+    "ELSE pg_notify('cbus_bench', '') END"
 )
 ROW_BASE = "raw pgmq.send"
 VARIANTS = (
@@ -79,10 +79,22 @@ BASE_OF = {
 }
 
 
-def _statement(name: str) -> bytes:
-    from cbus._queries import query
+def _sample(bench: Any, notify: bool) -> bytes:
+    """The statement `send_x` runs for a command due at once, with or without NOTIFY."""
+    from cbus._send_base import send_params, send_statement
 
-    text = query("send_new_ids", env.QUEUE)
+    spec, params = send_params(
+        bench.Ping(**ping_kwargs(0)),
+        command_id=None,
+        correlation_id=None,
+        reply_to=None,
+        delay=None,
+    )
+    return send_statement(spec, params, own_id=False, notify=notify)
+
+
+def _statement(name: str, bench: Any) -> bytes:
+    text = _sample(bench, notify=True)
     assert NOTIFY.encode() in text, "the send statement lost its NOTIFY"
     if name == "cbus, no NOTIFY":
         return text.replace(b", " + NOTIFY.encode(), b"")
@@ -119,7 +131,7 @@ def make_op(name: str, bench: Any, conn: psycopg.Connection[Any], n: int) -> Cal
         return send
     from cbus._send_base import send_params
 
-    statement = _statement(name)
+    statement = _statement(name, bench)
 
     def variant(i: int) -> None:
         _, params = send_params(
@@ -131,10 +143,9 @@ def make_op(name: str, bench: Any, conn: psycopg.Connection[Any], n: int) -> Cal
 
 
 def _prebuilt(bench: Any, conn: psycopg.Connection[Any], n: int) -> Callable[[int], None]:
-    from cbus._queries import query
     from cbus._send_base import send_params
 
-    statement = query("send_new_ids_quiet", env.QUEUE)
+    statement = _sample(bench, notify=False)
     built = [
         send_params(
             bench.Ping(**ping_kwargs(i)),
@@ -155,8 +166,7 @@ def _prebuilt(bench: Any, conn: psycopg.Connection[Any], n: int) -> Callable[[in
 
 def _raw_and_python(bench: Any, conn: psycopg.Connection[Any], n: int) -> Callable[[int], None]:
     from cbus import _wake, targets
-    from cbus._queries import query
-    from cbus._send_base import SendResult, send_params
+    from cbus._send_base import SendResult, send_params, send_statement
 
     messages = [raw_message(i) for i in range(n)]
     kwargs = [ping_kwargs(i) for i in range(n)]
@@ -168,7 +178,7 @@ def _raw_and_python(bench: Any, conn: psycopg.Connection[Any], n: int) -> Callab
             bench.Ping(**kwargs[i]), command_id=None, correlation_id=None, reply_to=None, delay=None
         )
         _wake.due(conn, "cbus_bench_python_only")
-        query("send_new_ids_quiet", params["queue"])
+        send_statement(spec, params, own_id=False, notify=False)
         row = conn.execute(RAW, (RAW_QUEUE, *messages[i])).fetchone()
         assert row is not None
         SendResult(params["command_id"], params["correlation_id"], row[0], spec.kind)

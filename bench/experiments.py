@@ -217,8 +217,13 @@ def decode_rows(dsn: str, runtime: DomainRuntime, n: int, *, as_bytes: bool) -> 
         return env.rate(n, run)
 
 
+_ATTEMPTS = 5  # bench/schemas/bench.yaml's max_attempts
+
+
 def _send_params(command: Any) -> dict[str, Any]:
-    return send_params(command, command_id=None, correlation_id=None, reply_to=None, delay=None)[1]
+    """`send_params`, and what the variants below that are not cbus's statement bind."""
+    params = send_params(command, command_id=None, correlation_id=None, reply_to=None, delay=None)
+    return {**params[1], "domain": "bench", "max_attempts": _ATTEMPTS, "channel": "cbus_bench"}
 
 
 def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
@@ -229,7 +234,7 @@ def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
     """
     table = queue_table(env.QUEUE)
     text = raw("send")
-    without_notify = text.replace(", pg_notify(%(channel)s, '')", "")
+    without_notify = text.replace(", pg_notify({channel}, '')", "")
     assert without_notify != text
     queue_only = (
         "INSERT INTO {q} (vt, message, headers) SELECT coalesce(%(at)s::timestamptz,"
@@ -246,7 +251,16 @@ def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
     plain_insert = text.replace("    ON CONFLICT DO NOTHING\n", "")
     assert plain_insert != text
     text, without_notify, queue_only, plain_insert, through_pgmq_send = (
-        sql.SQL(t).format(q=table, qname=sql.Literal(table.as_string(None))).as_string().encode()  # type: ignore[arg-type]
+        sql.SQL(t)
+        .format(
+            q=table,
+            qname=sql.Literal(table.as_string(None)),  # type: ignore[arg-type]
+            domain=sql.Literal("bench"),
+            channel=sql.Literal("cbus_bench"),
+            attempts=sql.Literal(_ATTEMPTS),
+        )
+        .as_string()
+        .encode()
         for t in (text, without_notify, queue_only, plain_insert, through_pgmq_send)
     )
     names = ["ac", "ready", "quiet", "nolog", "plain", "pgmqsend", "gen", "tx", "pipe"]
@@ -261,13 +275,17 @@ def single_send_parts(dsn: str, bench: Any, n: int) -> dict[str, float]:
         kwargs = [env.ping_kwargs(i) for i in range(n)]
 
         def in_tx(i: int) -> None:
-            conns["tx"].execute(query("send", env.QUEUE), tx_params[i]).fetchone()
+            conns["tx"].execute(
+                query("send", env.QUEUE, domain="bench", attempts=_ATTEMPTS), tx_params[i]
+            ).fetchone()
             conns["tx"].commit()
 
         def piped(i: int) -> None:
             conn = conns["pipe"]
             with conn.pipeline():
-                cur = conn.execute(query("send", env.QUEUE), pipe_params[i])
+                cur = conn.execute(
+                    query("send", env.QUEUE, domain="bench", attempts=_ATTEMPTS), pipe_params[i]
+                )
                 conn.commit()
             assert cur.fetchone() is not None
 

@@ -14,13 +14,14 @@ import msgspec
 from . import codec
 from ._ids import new_id
 from ._ordering import header_priority, key_of
+from ._queries import query
 from .errors import DuplicateCommandError, InstallError
 from .names import require_uuid
 from .pgmq import RawJson, check_queue_name
 from .registry import CommandSpec, spec_for
 from .tracing import send_context
 
-__all__ = ["Delay", "SendResult", "send_many_params", "send_params"]
+__all__ = ["Delay", "SendResult", "send_many_params", "send_params", "send_statement"]
 
 
 class SendResult(msgspec.Struct, frozen=True):
@@ -133,12 +134,11 @@ def send_params(
     if reply_to is not None:
         check_queue_name(reply_to)
     at, seconds = _delay(delay)
-    # The statement reads the ids, kind and version from the headers; command_id,
-    # correlation_id and queue are the caller's.
+    # The statement reads the ids, kind and version from the headers, and has the
+    # domain and max_attempts as literals (`send_statement`); command_id,
+    # correlation_id and queue are the caller's (psycopg passes on only the named).
     return spec, {
-        "domain": spec.domain,
         "command_id": command_id,
-        "max_attempts": spec.options.max_attempts,
         "correlation_id": correlation_id,
         "queue": spec.queue,
         "message": message,
@@ -147,8 +147,21 @@ def send_params(
         ),
         "at": at,
         "delay": seconds,
-        "channel": spec.channel,
     }
+
+
+def send_statement(
+    spec: CommandSpec, params: dict[str, Any], *, own_id: bool, notify: bool
+) -> bytes:
+    """The `send` statement for `params`: with the conflict check when the caller chose
+    the command_id (`own_id`), its `pg_notify` when `notify`, and without `at` and
+    `delay` when the command is due at once (`send_now`: 2 parameters, not 4)."""
+    name = "send" if own_id else "send_new_ids"
+    if params["at"] is None and params["delay"] == 0.0:
+        name += "_now"
+    if not notify:
+        name += "_quiet"
+    return query(name, spec.queue, domain=spec.domain, attempts=spec.options.max_attempts)
 
 
 def not_installed(specs: Sequence[CommandSpec], exc: Exception) -> InstallError:

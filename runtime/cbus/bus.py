@@ -19,7 +19,15 @@ from . import _wake, targets
 from ._acompat import Lock
 from ._cursors import send_cursor
 from ._queries import query
-from ._send_base import Delay, SendResult, duplicate, not_installed, send_many_params, send_params
+from ._send_base import (
+    Delay,
+    SendResult,
+    duplicate,
+    not_installed,
+    send_many_params,
+    send_params,
+    send_statement,
+)
 from .context import Context
 from .errors import DuplicateCommandError
 from .targets import SyncTarget
@@ -77,13 +85,13 @@ def send(
         priority=priority,
         causation_id=causation_id,
     )
-    name = "send" if command_id is not None else "send_new_ids"
     with targets.joined(target) as conn:
         # A NOTIFY only when this process has not sent one to the domain a moment ago.
-        quiet = "" if _wake.due(conn, params["channel"]) else "_quiet"
+        notify = _wake.due(conn, spec.channel)
+        statement = send_statement(spec, params, own_id=command_id is not None, notify=notify)
         try:
             cur = send_cursor(conn)  # tuple rows, whatever the caller's row_factory
-            cur.execute(query(name + quiet, params["queue"]), params)
+            cur.execute(statement, params)
         except psycopg.errors.UndefinedTable as exc:
             raise not_installed([spec], exc) from exc
         row = cur.fetchone()

@@ -33,12 +33,13 @@ def test_comments_stay_in_the_file_and_out_of_the_statement() -> None:
         "read_keyed_priority",
         "ack_completed",
         "send",
+        "send_now",
         "send_many",
         "rate_take",
     ],
 )
 def test_hot_statements_fit_psycopgs_parse_cache(name: str) -> None:
     """psycopg parses a longer statement again on every execute: 30 us per lease."""
-    text = query(name, LONGEST_QUEUE, 100)
+    text = query(name, LONGEST_QUEUE, 100, domain=LONGEST_QUEUE[:-10], attempts=100)
     assert len(text) <= MAX_CACHED_STATEMENT_LENGTH, len(text)
     assert b"--" not in text
