@@ -10,9 +10,9 @@
 -- already: a parameter fewer is less for the sender's Python to dump, and the
 -- sender's thread holds the GIL that every other sending thread waits for (ADR 0010).
 -- For the same reason the domain, its channel and the kind's max_attempts are
--- literals, one statement per domain and max_attempts (`cbus._queries.query`), and a command due at once
--- is sent by `send_now`, this statement with `clock_timestamp()` for its vt: two
--- parameters to dump instead of seven.
+-- literals, one statement per domain and max_attempts (`cbus._queries.query`), and
+-- a command due at once is sent by `send_now`, this statement with
+-- `clock_timestamp()` for its vt: two parameters to dump instead of seven.
 WITH h AS (SELECT %(headers)s::jsonb AS h),
 logged AS (
     INSERT INTO cbus.command (domain, command_id, kind, version, status, max_attempts,
