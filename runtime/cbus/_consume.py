@@ -60,14 +60,17 @@ class Replay(Exception):
 class Consumer(LeaseKeeper):
     """What one consumer does on its connection, round after round."""
 
-    def _consume_on(self, conn: HandlerConnection, index: int, until_idle: bool) -> None:
+    def _consume_on(
+        self, conn: HandlerConnection, index: int, until_idle: bool, modern: set[str] | None = None
+    ) -> None:
         conn.owner = current_caller()
         domains = (
             self._domains[index % len(self._domains) :]
             + self._domains[: index % len(self._domains)]
         )
         wake = self._wakes[index]
-        modern = self._queues_with_last_read_at(conn)
+        if modern is None:  # else asked by the checks on this connection, just before
+            modern = self._queues_with_last_read_at(conn)
         while not self._halted():
             # Counted as waiting from before the poll: a notification that comes while
             # this consumer polls sets its event, so the next wait returns at once.

@@ -30,6 +30,7 @@ from ._acompat import (
     spawn,
 )
 from ._consume import Consumer
+from ._handler_conn import HandlerConnection
 from ._outage import RETRY_MAX, unreachable_message
 from ._pruner import prune_in_background
 from ._queries import query
@@ -62,7 +63,9 @@ class Supervisor(Consumer):
         consumers: list[Any] = []
         helpers: list[Any] = []
         try:
-            self.check_database()
+            # The connection that checked the database is the first consumer's: its
+            # backend is warm, and a connection fewer is opened before work starts.
+            self._spare.append(self._checked_connection())
             consumers = [
                 spawn(self._supervise, i, until_idle, name=f"cbus-consumer-{i}")
                 for i in range(self.concurrency)
@@ -113,6 +116,9 @@ class Supervisor(Consumer):
                 cancel(task)
             raise
         finally:
+            while self._spare:  # never taken: the worker stopped before its consumers ran
+                spare, _ = self._spare.pop()
+                spare.close()
             restore()
 
     def _wait_for_consumers(self, consumers: list[Any]) -> bool:
@@ -151,55 +157,74 @@ class Supervisor(Consumer):
         may be restarting), said once; once the worker runs, a server that goes
         away is waited for (`Outage`).
         """
-        conn = self._first_connection()
-        with conn:
-            cur = conn.execute(query("schema_installed"))
-            row = cur.fetchone()
-            installed = None
-            if row is not None and row[0]:
-                cur = conn.execute(query("schema_version"))
-                row = cur.fetchone()
-                installed = int(row[0]) if row is not None and row[0] is not None else 0
-            problem = schema_problem(installed)
-            if problem is not None:
-                raise InstallError(problem)
-            queues = [runtime.queue for runtime in self._domains]
-            cur = conn.execute(query("missing_queues"), {"queues": queues})
-            missing = {row[0] for row in cur.fetchall()}
-            absent = [r for r in self._domains if r.queue in missing]
-            if absent:
-                names = ", ".join(r.spec.name for r in absent)
-                packages = " and ".join(sorted({generated_package_of(r.handlers) for r in absent}))
-                raise InstallError(
-                    f"No PGMQ queue for domain {names}: run `cbus db install --domains "
-                    f"{packages}` (or each domain's generated `install(conn)`) first"
-                )
-            # A least-privilege role without a grant it needs would fail in odd ways
-            # later (a message that cannot be set aside is delivered again and again).
-            cur = conn.execute(query("worker_missing_grants"), {"queues": queues})
-            lacking = [row[0] for row in cur.fetchall()]
-            cur = conn.execute(query("rls_applies"))
-            rls = cur.fetchone()
-            assert rls is not None
-            if rls[0]:
-                mine = [r.spec.name for r in self._domains]
-                cur = conn.execute(query("worker_missing_domains"), {"domains": mine})
-                lacking += [f"consume rights in domain {row[0]}" for row in cur.fetchall()]
-            if lacking:
-                packages = " ".join(
-                    sorted({generated_package_of(r.handlers) for r in self._domains})
-                )
-                raise InstallError(lacking_message(rls[1], lacking, packages))
+        conn, _ = self._checked_connection()
+        conn.close()
 
-    def _first_connection(self) -> psycopg.Connection[Any]:
-        kwargs = dict(self._connect_kwargs)
-        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
-            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
+    def _checked_connection(self) -> tuple[HandlerConnection, set[str]]:
+        """`check_database`'s connection once its checks passed, open, with the queues
+        whose table has PGMQ 1.10's last_read_at (`_queues_with_last_read_at`)."""
+        conn = self._first_connection()
+        try:
+            modern = self._check_on(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, modern
+
+    def _check_on(self, conn: HandlerConnection) -> set[str]:
+        cur = conn.execute(query("schema_installed"))
+        row = cur.fetchone()
+        installed = None
+        if row is not None and row[0]:
+            cur = conn.execute(query("schema_version"))
+            row = cur.fetchone()
+            installed = int(row[0]) if row is not None and row[0] is not None else 0
+        problem = schema_problem(installed)
+        if problem is not None:
+            raise InstallError(problem)
+        queues = [runtime.queue for runtime in self._domains]
+        # The schema is current: what is left is asked in one round trip.
+        with conn.pipeline():
+            missed = conn.execute(query("missing_queues"), {"queues": queues})
+            grants = conn.execute(query("worker_missing_grants"), {"queues": queues})
+            applies = conn.execute(query("rls_applies"))
+            modern = conn.execute(query("pgmq_last_read_at"), {"queues": queues})
+        missing = {row[0] for row in missed.fetchall()}
+        absent = [r for r in self._domains if r.queue in missing]
+        if absent:
+            names = ", ".join(r.spec.name for r in absent)
+            packages = " and ".join(sorted({generated_package_of(r.handlers) for r in absent}))
+            raise InstallError(
+                f"No PGMQ queue for domain {names}: run `cbus db install --domains "
+                f"{packages}` (or each domain's generated `install(conn)`) first"
+            )
+        # A least-privilege role without a grant it needs would fail in odd ways
+        # later (a message that cannot be set aside is delivered again and again).
+        lacking = [row[0] for row in grants.fetchall()]
+        rls = applies.fetchone()
+        assert rls is not None
+        if rls[0]:
+            mine = [r.spec.name for r in self._domains]
+            cur = conn.execute(query("worker_missing_domains"), {"domains": mine})
+            lacking += [f"consume rights in domain {row[0]}" for row in cur.fetchall()]
+        if lacking:
+            packages = " ".join(sorted({generated_package_of(r.handlers) for r in self._domains}))
+            raise InstallError(lacking_message(rls[1], lacking, packages))
+        return {row[0] for row in modern.fetchall()}
+
+    def _first_connection(self) -> HandlerConnection:
+        extra: dict[str, Any] = {}
+        if (
+            "connect_timeout" not in self._dsn
+            and "PGCONNECT_TIMEOUT" not in os.environ
+            and "connect_timeout" not in self._connect_kwargs
+        ):
+            extra["connect_timeout"] = 10  # libpq waits for ever by default
         wait = outages.START_WAIT
         deadline, delay = monotonic() + wait, 0.1
         while True:
             try:
-                return psycopg.Connection.connect(self._dsn, autocommit=True, **kwargs)
+                return self._connect(**extra)
             except psycopg.OperationalError as exc:
                 refused = unusable_database(exc)
                 if refused is not None:
@@ -287,15 +312,19 @@ class Supervisor(Consumer):
             backoff = min(backoff * 2, most)
 
     def _consume(self, index: int, until_idle: bool) -> None:
-        tried_at = monotonic()
+        modern: set[str] | None = None
         try:
-            conn = self._connect()
-        except psycopg.OperationalError as exc:
-            self._outage.lost(exc)  # said once for the whole worker (`Outage`)
-            raise
-        self._outage.back(tried_at)
+            conn, modern = self._spare.pop()  # atomic: one consumer gets it
+        except IndexError:
+            tried_at = monotonic()
+            try:
+                conn = self._connect()
+            except psycopg.OperationalError as exc:
+                self._outage.lost(exc)  # said once for the whole worker (`Outage`)
+                raise
+            self._outage.back(tried_at)
         with conn:
-            self._consume_on(conn, index, until_idle)
+            self._consume_on(conn, index, until_idle, modern)
 
     def _prune(self) -> None:
         """Retention in the background: one pass at a time per database (`_pruner`)."""

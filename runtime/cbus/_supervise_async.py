@@ -28,6 +28,7 @@ from ._acompat import (
     monotonic,
 )
 from ._consume_async import Consumer
+from ._handler_conn_async import HandlerConnection
 from ._outage import RETRY_MAX, unreachable_message
 from ._pruner_async import prune_in_background_async
 from ._queries import query
@@ -60,7 +61,9 @@ class Supervisor(Consumer):
         consumers: list[Any] = []
         helpers: list[Any] = []
         try:
-            await self.check_database()
+            # The connection that checked the database is the first consumer's: its
+            # backend is warm, and a connection fewer is opened before work starts.
+            self._spare.append(await self._checked_connection())
             consumers = [
                 aspawn(self._supervise, i, until_idle, name=f"cbus-consumer-{i}")
                 for i in range(self.concurrency)
@@ -111,6 +114,9 @@ class Supervisor(Consumer):
                 acancel(task)
             raise
         finally:
+            while self._spare:  # never taken: the worker stopped before its consumers ran
+                spare, _ = self._spare.pop()
+                await spare.close()
             restore()
 
     async def _wait_for_consumers(self, consumers: list[Any]) -> bool:
@@ -149,55 +155,74 @@ class Supervisor(Consumer):
         may be restarting), said once; once the worker runs, a server that goes
         away is waited for (`Outage`).
         """
-        conn = await self._first_connection()
-        async with conn:
-            cur = await conn.execute(query("schema_installed"))
-            row = await cur.fetchone()
-            installed = None
-            if row is not None and row[0]:
-                cur = await conn.execute(query("schema_version"))
-                row = await cur.fetchone()
-                installed = int(row[0]) if row is not None and row[0] is not None else 0
-            problem = schema_problem(installed)
-            if problem is not None:
-                raise InstallError(problem)
-            queues = [runtime.queue for runtime in self._domains]
-            cur = await conn.execute(query("missing_queues"), {"queues": queues})
-            missing = {row[0] for row in await cur.fetchall()}
-            absent = [r for r in self._domains if r.queue in missing]
-            if absent:
-                names = ", ".join(r.spec.name for r in absent)
-                packages = " and ".join(sorted({generated_package_of(r.handlers) for r in absent}))
-                raise InstallError(
-                    f"No PGMQ queue for domain {names}: run `cbus db install --domains "
-                    f"{packages}` (or each domain's generated `install(conn)`) first"
-                )
-            # A least-privilege role without a grant it needs would fail in odd ways
-            # later (a message that cannot be set aside is delivered again and again).
-            cur = await conn.execute(query("worker_missing_grants"), {"queues": queues})
-            lacking = [row[0] for row in await cur.fetchall()]
-            cur = await conn.execute(query("rls_applies"))
-            rls = await cur.fetchone()
-            assert rls is not None
-            if rls[0]:
-                mine = [r.spec.name for r in self._domains]
-                cur = await conn.execute(query("worker_missing_domains"), {"domains": mine})
-                lacking += [f"consume rights in domain {row[0]}" for row in await cur.fetchall()]
-            if lacking:
-                packages = " ".join(
-                    sorted({generated_package_of(r.handlers) for r in self._domains})
-                )
-                raise InstallError(lacking_message(rls[1], lacking, packages))
+        conn, _ = await self._checked_connection()
+        await conn.close()
 
-    async def _first_connection(self) -> psycopg.AsyncConnection[Any]:
-        kwargs = dict(self._connect_kwargs)
-        if "connect_timeout" not in self._dsn and "PGCONNECT_TIMEOUT" not in os.environ:
-            kwargs.setdefault("connect_timeout", 10)  # libpq waits for ever by default
+    async def _checked_connection(self) -> tuple[HandlerConnection, set[str]]:
+        """`check_database`'s connection once its checks passed, open, with the queues
+        whose table has PGMQ 1.10's last_read_at (`_queues_with_last_read_at`)."""
+        conn = await self._first_connection()
+        try:
+            modern = await self._check_on(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn, modern
+
+    async def _check_on(self, conn: HandlerConnection) -> set[str]:
+        cur = await conn.execute(query("schema_installed"))
+        row = await cur.fetchone()
+        installed = None
+        if row is not None and row[0]:
+            cur = await conn.execute(query("schema_version"))
+            row = await cur.fetchone()
+            installed = int(row[0]) if row is not None and row[0] is not None else 0
+        problem = schema_problem(installed)
+        if problem is not None:
+            raise InstallError(problem)
+        queues = [runtime.queue for runtime in self._domains]
+        # The schema is current: what is left is asked in one round trip.
+        async with conn.pipeline():
+            missed = await conn.execute(query("missing_queues"), {"queues": queues})
+            grants = await conn.execute(query("worker_missing_grants"), {"queues": queues})
+            applies = await conn.execute(query("rls_applies"))
+            modern = await conn.execute(query("pgmq_last_read_at"), {"queues": queues})
+        missing = {row[0] for row in await missed.fetchall()}
+        absent = [r for r in self._domains if r.queue in missing]
+        if absent:
+            names = ", ".join(r.spec.name for r in absent)
+            packages = " and ".join(sorted({generated_package_of(r.handlers) for r in absent}))
+            raise InstallError(
+                f"No PGMQ queue for domain {names}: run `cbus db install --domains "
+                f"{packages}` (or each domain's generated `install(conn)`) first"
+            )
+        # A least-privilege role without a grant it needs would fail in odd ways
+        # later (a message that cannot be set aside is delivered again and again).
+        lacking = [row[0] for row in await grants.fetchall()]
+        rls = await applies.fetchone()
+        assert rls is not None
+        if rls[0]:
+            mine = [r.spec.name for r in self._domains]
+            cur = await conn.execute(query("worker_missing_domains"), {"domains": mine})
+            lacking += [f"consume rights in domain {row[0]}" for row in await cur.fetchall()]
+        if lacking:
+            packages = " ".join(sorted({generated_package_of(r.handlers) for r in self._domains}))
+            raise InstallError(lacking_message(rls[1], lacking, packages))
+        return {row[0] for row in await modern.fetchall()}
+
+    async def _first_connection(self) -> HandlerConnection:
+        extra: dict[str, Any] = {}
+        if (
+            "connect_timeout" not in self._dsn
+            and "PGCONNECT_TIMEOUT" not in os.environ
+            and "connect_timeout" not in self._connect_kwargs
+        ):
+            extra["connect_timeout"] = 10  # libpq waits for ever by default
         wait = outages.START_WAIT
         deadline, delay = monotonic() + wait, 0.1
         while True:
             try:
-                return await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **kwargs)
+                return await self._connect(**extra)
             except psycopg.OperationalError as exc:
                 refused = unusable_database(exc)
                 if refused is not None:
@@ -285,15 +310,19 @@ class Supervisor(Consumer):
             backoff = min(backoff * 2, most)
 
     async def _consume(self, index: int, until_idle: bool) -> None:
-        tried_at = monotonic()
+        modern: set[str] | None = None
         try:
-            conn = await self._connect()
-        except psycopg.OperationalError as exc:
-            self._outage.lost(exc)  # said once for the whole worker (`Outage`)
-            raise
-        self._outage.back(tried_at)
+            conn, modern = self._spare.pop()  # atomic: one consumer gets it
+        except IndexError:
+            tried_at = monotonic()
+            try:
+                conn = await self._connect()
+            except psycopg.OperationalError as exc:
+                self._outage.lost(exc)  # said once for the whole worker (`Outage`)
+                raise
+            self._outage.back(tried_at)
         async with conn:
-            await self._consume_on(conn, index, until_idle)
+            await self._consume_on(conn, index, until_idle, modern)
 
     async def _prune(self) -> None:
         """Retention in the background: one pass at a time per database (`_pruner`)."""

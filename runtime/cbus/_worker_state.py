@@ -70,6 +70,8 @@ class WorkerState(DomainBackoff):
         self._connect_kwargs = connect_kwargs or {}
         self._dsn = with_application_name(dsn, self._connect_kwargs)
         self._outage = Outage(server_of(self._dsn, self._connect_kwargs))
+        # The checked connection `run` hands to its first consumer (`_supervise_async`).
+        self._spare: list[tuple[HandlerConnection, set[str]]] = []
         self.savepoints = savepoints
         names = [domain_of(h).name for h in handlers]  # before any start-up warning
         if len(set(names)) != len(names):
@@ -153,10 +155,11 @@ class WorkerState(DomainBackoff):
             self.completed += completed
             self.failed += failed
 
-    def _connect(self) -> HandlerConnection:
+    def _connect(self, **extra: Any) -> HandlerConnection:
         min_vt = min(d.visibility_timeout for d in self._domains)
+        kwargs = {**self._connect_kwargs, **extra}
         conn = HandlerConnection.connect(
-            self._dsn, autocommit=True, cursor_factory=HandlerCursor, **self._connect_kwargs
+            self._dsn, autocommit=True, cursor_factory=HandlerCursor, **kwargs
         )
         # A SET, not `options`: those would replace the user's own (DSN, PGOPTIONS,
         # service file), search_path included, on the connection handlers write with.

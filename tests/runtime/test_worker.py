@@ -988,3 +988,61 @@ def test_cancelling_an_async_worker_stops_all_its_tasks(
         return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("cbus-")]
 
     assert asyncio.run(main()) == []
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_the_first_consumer_runs_on_the_connection_that_checked_the_database(
+    dsn: str, conn: psycopg.Connection[Any], testbus: ModuleType, use_async: bool
+) -> None:
+    """A worker starts on the checks' connection: no second connect before work begins."""
+    for i in range(3):
+        testbus.send_echo(conn, n=i)
+    conn.commit()
+    seen: list[int] = []
+    if use_async:
+
+        class AsyncHandlers(testbus.TestbusAsyncHandlers):  # type: ignore[misc, name-defined]
+            async def echo(self, cmd: Any, ctx: cbus.AsyncContext) -> Any:
+                seen.append(ctx.conn.info.backend_pid)
+                return testbus.EchoResult(n=cmd.n, text=cmd.text)
+
+        worker = cbus.Worker(dsn, [AsyncHandlers()], concurrency=1, poll_interval=0.05)
+        half: Any = worker._async
+    else:
+
+        class Handlers(testbus.TestbusHandlers):  # type: ignore[misc, name-defined]
+            def echo(self, cmd: Any, ctx: cbus.Context) -> Any:
+                seen.append(ctx.conn.info.backend_pid)
+                return testbus.EchoResult(n=cmd.n, text=cmd.text)
+
+        worker = cbus.Worker(dsn, [Handlers()], concurrency=1, poll_interval=0.05)
+        half = worker._sync
+    checked: list[int] = []
+    connects: list[int] = []
+    check, connect = half._checked_connection, half._connect
+
+    def spy(record: list[int], inner: Any) -> Any:
+        if use_async:
+
+            async def wrapped(*args: Any, **kwargs: Any) -> Any:
+                found = await inner(*args, **kwargs)
+                first = found[0] if isinstance(found, tuple) else found
+                record.append(first.info.backend_pid)
+                return found
+
+            return wrapped
+
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            found = inner(*args, **kwargs)
+            first = found[0] if isinstance(found, tuple) else found
+            record.append(first.info.backend_pid)
+            return found
+
+        return plain
+
+    half._checked_connection = spy(checked, check)
+    half._connect = spy(connects, connect)
+    worker.run(until_idle=True)
+    assert statuses(conn, "testbus") == {"COMPLETED": 3}
+    assert len(checked) == 1 and set(seen) == {checked[0]}
+    assert connects == checked  # the checks' own connect, and no other consumer connect
