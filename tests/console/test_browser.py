@@ -140,6 +140,7 @@ def test_an_operator_works_the_troubleshooting_queue(
 
     # Filter the troubleshooting queue: domain and error code.
     b.find_element(By.LINK_TEXT, "Troubleshooting").click()
+    wait(lambda d: d.find_elements(By.ID, "f-domain"))  # a click does not wait for the page
     Select(b.find_element(By.ID, "f-domain")).select_by_value("testbus")
     b.find_element(By.ID, "f-error_code").send_keys("BROKEN")
     b.find_element(By.CSS_SELECTOR, "#filters button").click()
@@ -153,6 +154,7 @@ def test_an_operator_works_the_troubleshooting_queue(
     # Open a command and retry it; a worker then completes it.
     first = m.tsq_broken[0]
     b.find_element(By.CSS_SELECTOR, f'tr[data-command-id="{first}"] a.cid').click()
+    wait(lambda d: d.find_elements(By.ID, "status"))
     assert status() == "IN_TROUBLESHOOTING_QUEUE"
     assert "BROKEN" in text("#last-error")
     b.find_element(By.CSS_SELECTOR, "#retry input[name=reason]").send_keys("fixed the bug")
@@ -182,6 +184,8 @@ def test_an_operator_works_the_troubleshooting_queue(
     box = b.find_element(By.CSS_SELECTOR, "#complete textarea[name=result]")
     box.send_keys('{"n": "one"}')
     b.find_element(By.CSS_SELECTOR, "#complete button").click()
+    # The click returns before the answer's page loads: wait for it, not for the old one.
+    wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#error"))
     assert "Invalid result for `testbus.Echo`" in text("#error")
     assert status() == "IN_TROUBLESHOOTING_QUEUE"
     box = b.find_element(By.CSS_SELECTOR, "#complete textarea[name=result]")
