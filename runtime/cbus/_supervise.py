@@ -65,7 +65,12 @@ class Supervisor(Consumer):
         try:
             # The connection that checked the database is the first consumer's: its
             # backend is warm, and a connection fewer is opened before work starts.
-            self._spare.append(self._checked_connection())
+            if self._checked_by_caller:
+                # Checked just before with the other half (`cbus.Worker`): a server lost
+                # since is the consumers' outage to wait out, not a failed start.
+                self._checked_by_caller = False
+            else:
+                self._spare.append(self._checked_connection())
             consumers = [
                 spawn(self._supervise, i, until_idle, name=f"cbus-consumer-{i}")
                 for i in range(self.concurrency)

@@ -72,6 +72,9 @@ class WorkerState(DomainBackoff):
         self._outage = Outage(server_of(self._dsn, self._connect_kwargs))
         # The checked connection `run` hands to its first consumer (`_supervise_async`).
         self._spare: list[tuple[HandlerConnection, set[str]]] = []
+        # Set by `cbus.Worker` once it has checked both halves of a mixed worker: the
+        # next `run` starts its consumers without checking again.
+        self._checked_by_caller = False
         self.savepoints = savepoints
         names = [domain_of(h).name for h in handlers]  # before any start-up warning
         if len(set(names)) != len(names):
@@ -164,6 +167,10 @@ class WorkerState(DomainBackoff):
         # A SET, not `options`: those would replace the user's own (DSN, PGOPTIONS,
         # service file), search_path included, on the connection handlers write with.
         timeout_ms = sql.Literal(max(1000, min_vt * 500))
-        conn.execute(sql.SQL(raw("handler_statement_timeout")).format(ms=timeout_ms))
+        try:
+            conn.execute(sql.SQL(raw("handler_statement_timeout")).format(ms=timeout_ms))
+        except BaseException:
+            conn.close()  # a connection that failed its set-up is not left open
+            raise
         conn.server_cursor_factory = HandlerServerCursor
         return conn

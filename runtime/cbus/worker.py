@@ -133,6 +133,7 @@ class Worker:
             # start must not leave the other one running.
             self._sync.check_database()
             asyncio.run(self._async.check_database())
+            self._sync._checked_by_caller = self._async._checked_by_caller = True
         except BaseException:
             restore()
             raise
