@@ -59,16 +59,16 @@ class Consumer(LeaseKeeper):
     """What one consumer does on its connection, round after round."""
 
     async def _consume_on(
-        self, conn: HandlerConnection, index: int, until_idle: bool, modern: set[str] | None = None
+        self, conn: HandlerConnection, index: int, until_idle: bool, modern: set[str]
     ) -> None:
+        """`modern`: the queues whose table has PGMQ 1.10's last_read_at, asked on this
+        connection (`Supervisor._consume`)."""
         conn.owner = current_caller()
         domains = (
             self._domains[index % len(self._domains) :]
             + self._domains[: index % len(self._domains)]
         )
         wake = self._wakes[index]
-        if modern is None:  # else asked by the checks on this connection, just before
-            modern = await self._queues_with_last_read_at(conn)
         while not self._halted():
             # Counted as waiting from before the poll: a notification that comes while
             # this consumer polls sets its event, so the next wait returns at once.
@@ -162,16 +162,6 @@ class Consumer(LeaseKeeper):
             await self._abandon(conn)
             return None  # a queue went away: the lease statements find which
         return {self._domains[row[0]].queue for row in rows}
-
-    async def _queues_with_last_read_at(self, conn: HandlerConnection) -> set[str]:
-        """The queues whose table has PGMQ 1.10's last_read_at, which the lease sets.
-
-        Asked on every connection a consumer opens, so a PGMQ upgraded while the
-        worker runs is picked up when the consumer next reconnects.
-        """
-        queues = [runtime.queue for runtime in self._domains]
-        cur = await conn.execute(query("pgmq_last_read_at"), {"queues": queues})
-        return {row[0] for row in await cur.fetchall()}
 
     async def _idle(self, conn: HandlerConnection) -> bool:
         """No message due now or within a minute, none waiting for a retry, none in flight.

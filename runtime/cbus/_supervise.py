@@ -319,7 +319,9 @@ class Supervisor(Consumer):
     def _consume(self, index: int, until_idle: bool) -> None:
         modern: set[str] | None = None
         try:
-            conn, modern = self._spare.pop()  # atomic: one consumer gets it
+            # The checks' connection, which asked for last_read_at with them; atomic:
+            # one consumer gets it.
+            conn, modern = self._spare.pop()
         except IndexError:
             tried_at = monotonic()
             try:
@@ -329,7 +331,19 @@ class Supervisor(Consumer):
                 raise
             self._outage.back(tried_at)
         with conn:
+            if modern is None:
+                modern = self._queues_with_last_read_at(conn)
             self._consume_on(conn, index, until_idle, modern)
+
+    def _queues_with_last_read_at(self, conn: HandlerConnection) -> set[str]:
+        """The queues whose table has PGMQ 1.10's last_read_at, which the lease sets.
+
+        Asked on every connection a consumer opens, so a PGMQ upgraded while the
+        worker runs is picked up when the consumer next reconnects.
+        """
+        queues = [runtime.queue for runtime in self._domains]
+        cur = conn.execute(query("pgmq_last_read_at"), {"queues": queues})
+        return {row[0] for row in cur.fetchall()}
 
     def _prune(self) -> None:
         """Retention in the background: one pass at a time per database (`_pruner`)."""
