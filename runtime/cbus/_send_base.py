@@ -72,6 +72,9 @@ def _delay(delay: Delay) -> tuple[dt.datetime | None, float]:
     return None, float(delay)
 
 
+_NOW = (None, 0.0)
+
+
 def _priority(priority: int | None) -> None:
     """A sender's `priority`: None (the schema's) or an int from 0 to 9, higher first."""
     if priority is None:
@@ -93,23 +96,33 @@ def _headers(
     command: object = None,
 ) -> RawJson:
     traceparent, tracestate = send_context(spec)
-    return RawJson(
-        codec.encode(
-            codec.Headers(
-                kind=spec.kind,
-                version=spec.version,
-                command_id=command_id,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                batch_id=batch_id,
-                causation_id=causation_id,
-                traceparent=traceparent,
-                tracestate=tracestate,
-                priority=header_priority(spec, priority),
-                ordering_key=key_of(spec, command),
-            )
+    level = header_priority(spec, priority)
+    key = key_of(spec, command)
+    if (
+        traceparent is None
+        and level is None
+        and key is None
+        and reply_to is None
+        and batch_id is None
+        and causation_id is None
+    ):
+        # The common send: the four headers every message has, built positionally.
+        headers = codec.Headers(spec.kind, spec.version, command_id, correlation_id)
+    else:
+        headers = codec.Headers(
+            kind=spec.kind,
+            version=spec.version,
+            command_id=command_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            batch_id=batch_id,
+            causation_id=causation_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            priority=level,
+            ordering_key=key,
         )
-    )
+    return RawJson(codec.encode(headers))
 
 
 def send_params(
@@ -124,16 +137,24 @@ def send_params(
     priority: int | None = None,
 ) -> tuple[CommandSpec, dict[str, Any]]:
     """Validate a command and build the parameters of the `send` query."""
-    _priority(priority)
+    # Each check is skipped by the caller when its argument is None (the common
+    # send): a call costs more than the test, and every sending thread waits on this
+    # one's Python (the GIL, ADR 0010).
+    if priority is not None:
+        _priority(priority)
     spec = spec_for(command)
     message = RawJson(codec.validate(command))
-    require_uuid("command_id", command_id)
-    require_uuid("correlation_id", correlation_id)
-    command_id = command_id or new_id()
-    correlation_id = correlation_id or command_id
+    if command_id is None:
+        command_id = new_id()
+    else:
+        require_uuid("command_id", command_id)
+    if correlation_id is None:
+        correlation_id = command_id
+    else:
+        require_uuid("correlation_id", correlation_id)
     if reply_to is not None:
         check_queue_name(reply_to)
-    at, seconds = _delay(delay)
+    at, seconds = _NOW if delay is None else _delay(delay)
     # The statement reads the ids, kind and version from the headers, and has the
     # domain and max_attempts as literals (`send_statement`); command_id,
     # correlation_id and queue are the caller's (psycopg passes on only the named).
@@ -161,7 +182,11 @@ def send_statement(
         name += "_now"
     if not notify:
         name += "_quiet"
-    return query(name, spec.queue, domain=spec.domain, attempts=spec.options.max_attempts)
+    found = spec.statements.get(name)
+    if found is None:
+        found = query(name, spec.queue, domain=spec.domain, attempts=spec.options.max_attempts)
+        spec.statements[name] = found
+    return found
 
 
 def not_installed(specs: Sequence[CommandSpec], exc: Exception) -> InstallError:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 import msgspec.inspect as mi
 
+from ._accepts import certain, rules
 from .errors import ValidationError
 from .wire import BatchCompleted, Headers, Reply, ReplyError
 
@@ -44,7 +45,7 @@ T = TypeVar("T")
 # recursion, so a payload nested ~1,000 deep raised RecursionError; JSON integers
 # have no size, while cbus's `int` is PostgreSQL's bigint and cbgen's default range.
 MAX_DEPTH = 64  # levels of arrays and objects, in a command's fields or its headers
-INT64_MIN = -(2**63)
+INT64_MIN = -(2**63)  # as cbus._accepts
 INT64_MAX = 2**63 - 1
 KIND_MAX_CHARS = 200
 MAX_HEADERS_BYTES = 4096
@@ -210,11 +211,17 @@ def validate(value: T) -> bytes:
     refused here too: a NUL character (jsonb cannot store it) and integers outside
     int64. Returns the bytes to send.
     """
-    name = type(value).__qualname__
     try:
         data = _encoder.encode(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise ValidationError(f"Invalid {name}: {exc}") from None
+        raise ValidationError(f"Invalid {type(value).__qualname__}: {exc}") from None
+    found = rules(type(value))
+    if found is not None and certain(value, found):
+        # Every value is one decode accepts (cbus._accepts): no decode to run.
+        if b"\\u0000" in data and _NUL_ESCAPE.search(data):
+            raise _nul(value)
+        return data
+    name = type(value).__qualname__
     flat = _flat_fields(type(value))
     if flat is not None:
         # A command of scalar fields only: its JSON is one object, and its integers are
@@ -245,8 +252,12 @@ def validate(value: T) -> bytes:
     except msgspec.ValidationError as exc:
         raise ValidationError(f"Invalid {name}: {exc}") from None
     if b"\\u0000" in data and _NUL_ESCAPE.search(data):
-        raise ValidationError(
-            f"Invalid {name}: a string holds a NUL character (\\u0000), which PostgreSQL's "
-            "jsonb cannot store"
-        )
+        raise _nul(value)
     return data
+
+
+def _nul(value: object) -> ValidationError:
+    return ValidationError(
+        f"Invalid {type(value).__qualname__}: a string holds a NUL character (\\u0000), "
+        "which PostgreSQL's jsonb cannot store"
+    )

@@ -191,11 +191,15 @@ class CommandSpec:
     """The domain's PGMQ queue."""
     channel: str = field(init=False, repr=False, compare=False)
     """The channel a send of this command notifies (`names.send_channel`)."""
+    statements: dict[str, bytes] = field(init=False, repr=False, compare=False)
+    """The send statements rendered for this command so far, by query name
+    (`_send_base.send_statement`): a dict lookup, not `query`'s cache key of five."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", f"{self.domain}.{self.name}")
         object.__setattr__(self, "queue", command_queue(self.domain))
         object.__setattr__(self, "channel", send_channel(self.domain))
+        object.__setattr__(self, "statements", {})
 
 
 @dataclass(frozen=True, slots=True)
