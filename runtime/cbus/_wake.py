@@ -18,6 +18,7 @@ next poll. Leaf module: it imports nothing from cbus.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 __all__ = ["LINGER", "WINDOW", "due"]
@@ -28,7 +29,25 @@ WINDOW = 0.005
 LINGER = 0.005
 """A worker's first re-poll after work, and a waiter's first re-read; doubled after each."""
 
-_last: dict[tuple[Any, ...], float] = {}
+_last: dict[tuple[Any, ...], dict[str, float]] = {}
+"""When this process last notified each channel, per (host, port, database)."""
+
+_by_conn: dict[int, tuple[weakref.ref[Any], dict[str, float]]] = {}
+"""Each connection's entry of `_last`, by id(): reading host, port and database from
+libpq on every send cost more than the rest of `due` (every sending thread waits on
+this one's Python, ADR 0010). The weak reference tells a reused id from its conn."""
+
+
+def _channels(conn: Any) -> dict[str, float]:
+    found = _by_conn.get(id(conn))
+    if found is not None and found[0]() is conn:
+        return found[1]
+    pg = conn.pgconn
+    channels = _last.setdefault((pg.host, pg.port, pg.db), {})
+    if len(_by_conn) >= 1024:  # connections come and go: forget the gone ones
+        _by_conn.clear()
+    _by_conn[id(conn)] = (weakref.ref(conn), channels)
+    return channels
 
 
 def due(conn: Any, channel: str) -> bool:
@@ -38,11 +57,10 @@ def due(conn: Any, channel: str) -> bool:
     do not share a window. Without a lock: two threads that both find the window
     over both notify, which is only a spare notification.
     """
-    pg = conn.pgconn
-    key = (pg.host, pg.port, pg.db, channel)
+    channels = _channels(conn)
     now = time.monotonic()
-    last = _last.get(key)
+    last = channels.get(channel)
     if last is not None and now - last < WINDOW:
         return False
-    _last[key] = now
+    channels[channel] = now
     return True
