@@ -94,7 +94,7 @@ def _headers(
     causation_id: uuid.UUID | None,
     priority: int | None = None,
     command: object = None,
-) -> RawJson:
+) -> bytes:
     traceparent, tracestate = send_context(spec)
     level = header_priority(spec, priority)
     key = key_of(spec, command)
@@ -122,7 +122,7 @@ def _headers(
             priority=level,
             ordering_key=key,
         )
-    return RawJson(codec.encode(headers))
+    return codec.encode(headers)
 
 
 def send_params(
@@ -143,7 +143,9 @@ def send_params(
     if priority is not None:
         _priority(priority)
     spec = spec_for(command)
-    message = RawJson(codec.validate(command))
+    # Text, not RawJson: psycopg dumps a str in C, a RawJson through a Python call
+    # (the statement casts both to jsonb).
+    message = codec.validate(command).decode()
     if command_id is None:
         command_id = new_id()
     else:
@@ -165,7 +167,7 @@ def send_params(
         "message": message,
         "headers": _headers(
             spec, command_id, correlation_id, reply_to, batch_id, causation_id, priority, command
-        ),
+        ).decode(),
         "at": at,
         "delay": seconds,
     }
@@ -283,7 +285,6 @@ def send_many_params(
         log["max_attempts"].append(spec.options.max_attempts)
         log["correlation_ids"].append(corr)
         group.queue_params["messages"].append(RawJson(codec.validate(command)))
-        group.queue_params["headers"].append(
-            _headers(spec, ids[i], corr, reply_to, batch_id, causation_id, priority, command)
-        )
+        headers = _headers(spec, ids[i], corr, reply_to, batch_id, causation_id, priority, command)
+        group.queue_params["headers"].append(RawJson(headers))
     return list(groups.values()), ids, correlations, specs

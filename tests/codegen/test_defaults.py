@@ -32,8 +32,8 @@ DEFAULTS = (
 
 
 def _message(conn: FakeConn | FakeAsyncConn) -> str:
-    message: bytes = conn.params[-1]["message"]
-    return message.decode()
+    message: str = conn.params[-1]["message"]
+    return message
 
 
 def test_left_out_arguments_get_the_schema_defaults(generated: Generated) -> None:

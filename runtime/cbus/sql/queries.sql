@@ -28,7 +28,7 @@ logged AS (
 INSERT INTO {q} (msg_id, vt, message, headers) OVERRIDING SYSTEM VALUE
 SELECT logged.msg_id,
        coalesce(%(at)s::timestamptz, clock_timestamp() + make_interval(secs => %(delay)s)),
-       %(message)s, h.h
+       %(message)s::jsonb, h.h
 FROM logged, h
 RETURNING msg_id, pg_notify({channel}, '')
 
