@@ -25,6 +25,7 @@ import msgspec.inspect as mi
 
 __all__ = ["certain", "rules"]
 
+# cbus's `int` is PostgreSQL's bigint (codec re-exports these).
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 

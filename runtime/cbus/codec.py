@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 import msgspec.inspect as mi
 
-from ._accepts import certain, rules
+from ._accepts import INT64_MAX, INT64_MIN, certain, rules
 from .errors import ValidationError
 from .wire import BatchCompleted, Headers, Reply, ReplyError
 
@@ -45,8 +45,6 @@ T = TypeVar("T")
 # recursion, so a payload nested ~1,000 deep raised RecursionError; JSON integers
 # have no size, while cbus's `int` is PostgreSQL's bigint and cbgen's default range.
 MAX_DEPTH = 64  # levels of arrays and objects, in a command's fields or its headers
-INT64_MIN = -(2**63)  # as cbus._accepts
-INT64_MAX = 2**63 - 1
 KIND_MAX_CHARS = 200
 MAX_HEADERS_BYTES = 4096
 
