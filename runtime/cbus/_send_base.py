@@ -96,32 +96,19 @@ def _headers(
     command: object = None,
 ) -> bytes:
     traceparent, tracestate = send_context(spec)
-    level = header_priority(spec, priority)
-    key = key_of(spec, command)
-    if (
-        traceparent is None
-        and level is None
-        and key is None
-        and reply_to is None
-        and batch_id is None
-        and causation_id is None
-    ):
-        # The common send: the four headers every message has, built positionally.
-        headers = codec.Headers(spec.kind, spec.version, command_id, correlation_id)
-    else:
-        headers = codec.Headers(
-            kind=spec.kind,
-            version=spec.version,
-            command_id=command_id,
-            correlation_id=correlation_id,
-            reply_to=reply_to,
-            batch_id=batch_id,
-            causation_id=causation_id,
-            traceparent=traceparent,
-            tracestate=tracestate,
-            priority=level,
-            ordering_key=key,
-        )
+    headers = codec.Headers(
+        kind=spec.kind,
+        version=spec.version,
+        command_id=command_id,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        batch_id=batch_id,
+        causation_id=causation_id,
+        traceparent=traceparent,
+        tracestate=tracestate,
+        priority=header_priority(spec, priority),
+        ordering_key=key_of(spec, command),
+    )
     return codec.encode(headers)
 
 

@@ -214,11 +214,19 @@ def validate(value: T) -> bytes:
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise ValidationError(f"Invalid {type(value).__qualname__}: {exc}") from None
     found = rules(type(value))
-    if found is not None and certain(value, found):
-        # Every value is one decode accepts (cbus._accepts): no decode to run.
-        if b"\\u0000" in data and _NUL_ESCAPE.search(data):
-            raise _nul(value)
-        return data
+    if found is None or not certain(value, found):
+        # Values cbus._accepts cannot vouch for: decode tells, with its reason.
+        _check_by_decode(value, data)
+    if b"\\u0000" in data and _NUL_ESCAPE.search(data):
+        raise ValidationError(
+            f"Invalid {type(value).__qualname__}: a string holds a NUL character "
+            "(\\u0000), which PostgreSQL's jsonb cannot store"
+        )
+    return data
+
+
+def _check_by_decode(value: Any, data: bytes) -> None:
+    """Refuse `value` (encoded as `data`) as the worker's decode would refuse it."""
     name = type(value).__qualname__
     flat = _flat_fields(type(value))
     if flat is not None:
@@ -249,13 +257,3 @@ def validate(value: T) -> bytes:
         decoder(type(value)).decode(data)
     except msgspec.ValidationError as exc:
         raise ValidationError(f"Invalid {name}: {exc}") from None
-    if b"\\u0000" in data and _NUL_ESCAPE.search(data):
-        raise _nul(value)
-    return data
-
-
-def _nul(value: object) -> ValidationError:
-    return ValidationError(
-        f"Invalid {type(value).__qualname__}: a string holds a NUL character (\\u0000), "
-        "which PostgreSQL's jsonb cannot store"
-    )
